@@ -1,0 +1,316 @@
+"""Image domain: uint8 images [c h w] -> patch tokens. Default data: scikit-learn's bundled digits."""
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from multissl.errors import UserError
+
+from . import augment as A
+from .masking import random_mask
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class TensorImages(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y  # uint8 [n c h w], int64 [n] (-1 = unlabeled)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": int(self.y[i])}
+
+
+class FolderImages(torch.utils.data.Dataset):
+    """Files read lazily; a class subfolder gives the label, files at the root are unlabeled."""
+
+    def __init__(self, files, labels, channels: int, size: int, skip_bad: bool):
+        self.files, self.labels, self.channels, self.size, self.skip_bad = files, labels, channels, size, skip_bad
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return {"x": read_image(self.files[i], self.channels, self.size), "y": self.labels[i]}
+
+
+def read_image(path, channels: int, size: int) -> torch.Tensor:
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+    except Exception as e:
+        raise UserError(f"cannot read image {path}: {e.__class__.__name__}; remove or fix the file "
+                        f"(or set data.skip_bad=true to skip unreadable samples)") from None
+    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+    return resize_uint8(x, size)
+
+
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Shorter side to `size`, then centre crop: every sample gets the same [c size size]."""
+    if x.shape[-2:] == (size, size):
+        return x
+    import torchvision.transforms.v2.functional as TF
+    x = TF.resize(x, size, antialias=True)
+    return TF.center_crop(x, [size, size])
+
+
+def digits_split():
+    """sklearn's 1797 8x8 digits as uint8 images; a fixed 80/20 split (seeded, not the run seed)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.from_numpy((d.images * (255 / 16)).round().astype(np.uint8))[:, None]  # [n 1 8 8]
+    y = torch.from_numpy(d.target).long()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_test = len(x) // 5
+    return {"train": TensorImages(x[perm[n_test:]], y[perm[n_test:]]),
+            "test": TensorImages(x[perm[:n_test]], y[perm[:n_test]])}
+
+
+class PatchEmbed(nn.Module):
+    """[b c h w] -> [b (h/p)(w/p) d] with a learned 2-D position table, interpolated for other sizes
+    (local crops)."""
+
+    def __init__(self, channels: int, image_size: int, patch: int, dim: int):
+        super().__init__()
+        self.patch, self.grid = patch, image_size // patch
+        self.proj = nn.Conv2d(channels, dim, patch, patch)
+        self.pos = nn.Parameter(torch.randn(1, dim, self.grid, self.grid) * 0.02)
+
+    def forward(self, x):
+        t = self.proj(x)  # [b d gh gw]
+        pos = self.pos
+        if t.shape[-2:] != pos.shape[-2:]:
+            pos = F.interpolate(pos, size=t.shape[-2:], mode="bicubic", align_corners=False)
+        return (t + pos).flatten(2).transpose(1, 2)  # [b n d]
+
+
+class ImageDomain:
+    name = "image"
+
+    def __init__(self, image_size: int | None = None, channels: int | None = None, patch_size: int = 2,
+                 mask_ratio: float = 0.75, crop_scale=(0.25, 1.0), crop_ratio=(0.75, 1.3333),
+                 flip: float = 0.5, jitter: float = 0.4, jitter_p: float = 0.8, grayscale: float = 0.2,
+                 blur: float = 0.0, blur_sigma=(0.1, 2.0), local_crops: int = 0, local_size: int | None = None,
+                 local_scale=(0.05, 0.25), norm_pix_loss: bool = True, data=None, state: dict | None = None):
+        self.image_size, self.channels, self.patch = image_size, channels, patch_size
+        self.mask_ratio, self.crop_scale, self.crop_ratio = mask_ratio, tuple(crop_scale), tuple(crop_ratio)
+        self.flip, self.jitter, self.jitter_p, self.grayscale = flip, jitter, jitter_p, grayscale
+        self.blur, self.blur_sigma = blur, tuple(blur_sigma)
+        self.local_crops, self.local_size, self.local_scale = local_crops, local_size, tuple(local_scale)
+        self.norm_pix_loss = norm_pix_loss
+        self.data = data or {}
+        self.mean = self.std = None
+        self._splits, self.num_classes = None, None
+        if state:
+            self.load_state(state)
+
+    # ---- data ---------------------------------------------------------------------------------
+    def dataset(self, split: str):
+        if self._splits is None:
+            self._splits = self._load()
+            if self.mean is None:
+                self._fit_stats(self._splits["train"])
+        return self._splits.get(split)
+
+    def _load(self):
+        path = self.data.get("path")
+        if not path:
+            splits = digits_split()
+        else:
+            p = Path(path).expanduser()
+            if p.is_dir() and not any(p.glob("*.arrow")) and not (p / "dataset_dict.json").exists() \
+                    and not (p / "state.json").exists():
+                splits = self._folder(p)
+            elif p.exists():
+                splits = self._hf(p, from_disk=True)
+            elif "/" in str(path) and not str(path).startswith((".", "/", "~")):
+                splits = self._hf(path, from_disk=False)
+            else:
+                raise UserError(f"data.path {path} does not exist; point it at an image folder or a saved HF dataset")
+        first = splits["train"][0]["x"]
+        self.channels, self.image_size = first.shape[0], first.shape[-1]
+        tr = splits["train"]
+        labels = tr.y.tolist() if hasattr(tr, "y") else tr.labels
+        self.num_classes = max(labels) + 1 if max(labels) >= 0 else None
+        return splits
+
+    def _folder(self, root: Path):
+        skip_bad = bool(self.data.get("skip_bad", False))
+        out = {}
+        for split in ("train", "test"):
+            d = root / split if (root / "train").is_dir() else (root if split == "train" else None)
+            if d is None or not d.is_dir():
+                continue
+            files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXT)
+            if not files:
+                raise UserError(f"no images ({', '.join(sorted(IMAGE_EXT))}) under {d}; "
+                                f"put image files (optionally in class subfolders) there")
+            classes = sorted({f.parent.name for f in files if f.parent != d})
+            cls_idx = {c: i for i, c in enumerate(classes)} if split == "train" or not out else out["train"].classes
+            labels = [cls_idx.get(f.parent.name, -1) if f.parent != d else -1 for f in files]
+            if self.channels is None or self.image_size is None:
+                from PIL import Image
+                try:
+                    with Image.open(files[0]) as im:
+                        self.channels = self.channels or (1 if im.mode in ("L", "1", "I", "I;16", "F") else 3)
+                        self.image_size = self.image_size or min(im.size)
+                except Exception:
+                    raise UserError(f"cannot read image {files[0]}; remove or fix the file") from None
+            ds = FolderImages(files, labels, self.channels, self.image_size, skip_bad)
+            ds.classes = cls_idx
+            out[split] = ds
+        return out
+
+    def _hf(self, path, from_disk: bool):
+        import datasets
+        dd = datasets.load_from_disk(str(path)) if from_disk else datasets.load_dataset(str(path))
+        if isinstance(dd, datasets.Dataset):
+            dd = datasets.DatasetDict({"train": dd})
+        if "train" not in dd:
+            raise UserError(f"HF dataset at {path} has no 'train' split (has {list(dd)}); save one named train")
+        feats = dd["train"].features
+        img_col = next((k for k, v in feats.items() if isinstance(v, datasets.Image)), None)
+        if img_col is None:
+            raise UserError(f"HF dataset at {path} has no Image column (columns: {list(feats)})")
+        lab_col = next((k for k, v in feats.items() if isinstance(v, datasets.ClassLabel)),
+                       "label" if "label" in feats else None)
+        if self.channels is None or self.image_size is None:
+            im = dd["train"][0][img_col]
+            self.channels = self.channels or (1 if im.mode in ("L", "1") else 3)
+            self.image_size = self.image_size or min(im.size)
+
+        def to_tensors(ds):
+            x = torch.stack([resize_uint8(_pil_to_tensor(r[img_col], self.channels), self.image_size) for r in ds])
+            y = torch.tensor(ds[lab_col]) if lab_col else torch.full((len(x),), -1)
+            return TensorImages(x, y.long())
+
+        test = next((s for s in ("test", "validation") if s in dd), None)
+        return {"train": to_tensors(dd["train"]), **({"test": to_tensors(dd[test])} if test else {})}
+
+    def _fit_stats(self, ds):
+        n = min(len(ds), 2048)
+        idx = torch.linspace(0, len(ds) - 1, n).long().tolist()
+        x = torch.stack([ds[i]["x"] for i in idx]).float() / 255  # [n c h w]
+        self.mean = x.mean((0, 2, 3)).tolist()
+        self.std = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
+
+    def state(self) -> dict:
+        """What export saves so `embed(raw)` preprocesses exactly as training did."""
+        return {"image_size": self.image_size, "channels": self.channels, "mean": self.mean, "std": self.std}
+
+    def load_state(self, s: dict):
+        self.image_size, self.channels, self.mean, self.std = s["image_size"], s["channels"], s["mean"], s["std"]
+
+    # ---- model input ----------------------------------------------------------------------------
+    def _normalize(self, x):  # float [.. c h w] in [0, 1]
+        m = torch.tensor(self.mean, dtype=x.dtype).view(-1, 1, 1)
+        s = torch.tensor(self.std, dtype=x.dtype).view(-1, 1, 1)
+        return (x - m) / s
+
+    def preprocess(self, raw) -> torch.Tensor:
+        """Raw batch (uint8 0..255 or float 0..1, [b c h w] or [b h w]) -> normalized model input."""
+        x = torch.as_tensor(np.asarray(raw)) if not torch.is_tensor(raw) else raw
+        if x.ndim == 3 and self.channels == 1:
+            x = x[:, None]
+        if x.ndim != 4:
+            raise UserError(f"image batch must be [batch, channels, height, width], got shape {tuple(x.shape)}")
+        if x.shape[1] != self.channels:
+            if x.shape[1] == 3 and self.channels == 1 and x.dtype == torch.uint8:
+                x = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).round().to(torch.uint8)
+            else:
+                raise UserError(f"images have {x.shape[1]} channels but the encoder was trained on "
+                                f"{self.channels}; convert them (e.g. PIL .convert('RGB'/'L'))")
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            import torchvision.transforms.v2.functional as TF
+            x = TF.center_crop(TF.resize(x, self.image_size, antialias=True), [self.image_size] * 2)
+        return self._normalize(x)
+
+    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
+        """x uint8 [c h w] -> n_global global views [c s s] + self.local_crops local views."""
+        x = x.float() / 255
+        out = [self._augment(x, self.image_size, self.crop_scale, rng) for _ in range(n_global)]
+        small = self.local_size or max(self.image_size // 2, self.patch)
+        out += [self._augment(x, small, self.local_scale, rng) for _ in range(self.local_crops)]
+        return out
+
+    def _augment(self, x, size, scale, rng):
+        x = A.random_resized_crop(x, (size, size), scale, self.crop_ratio, rng)
+        if A.coin(rng, self.flip):
+            x = x.flip(-1)
+        x = A.color_jitter(x, self.jitter, rng, self.jitter_p)
+        if x.shape[0] == 3 and A.coin(rng, self.grayscale):
+            x = x.mean(0, keepdim=True).expand(3, -1, -1).contiguous()
+        x = A.gaussian_blur(x, self.blur_sigma, rng, self.blur)
+        return self._normalize(x)
+
+    def eval_input(self, x: torch.Tensor) -> torch.Tensor:
+        """One stored sample -> the un-augmented model input."""
+        return self._normalize(x.float() / 255)
+
+    # ---- tokens and masking -----------------------------------------------------------------------
+    @property
+    def num_tokens(self) -> int:
+        return (self.image_size // self.patch) ** 2
+
+    @property
+    def target_dim(self) -> int:
+        return self.patch * self.patch * self.channels
+
+    def embedder(self, dim: int) -> nn.Module:
+        if self.image_size % self.patch:
+            raise UserError(f"domain.image_size={self.image_size} is not divisible by domain.patch_size="
+                            f"{self.patch}; pick a patch size that divides it or set domain.image_size")
+        return PatchEmbed(self.channels, self.image_size, self.patch, dim)
+
+    def mask(self, batch_size: int, rng: torch.Generator):
+        return random_mask(batch_size, self.num_tokens, self.mask_ratio, rng)
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """[b c h w] -> per-patch pixels [b n p*p*c], each patch normalized (MAE's norm_pix_loss)."""
+        p = self.patch
+        t = x.unfold(2, p, p).unfold(3, p, p)  # [b c gh gw p p]
+        t = t.permute(0, 2, 3, 4, 5, 1).flatten(1, 2).flatten(2)  # [b n (p p c)]
+        if self.norm_pix_loss:
+            t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
+        return t
+
+    def reconstruction_loss(self, pred, target, masked):
+        """pred [b m t] for the masked tokens `masked` [b m]; MSE against target [b n t]."""
+        tgt = torch.gather(target, 1, masked.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+        return F.mse_loss(pred, tgt)
+
+
+def _pil_to_tensor(im, channels):
+    im = im.convert("L" if channels == 1 else "RGB")
+    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+    return x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+
+
+class ResNet(nn.Module):
+    """torchvision ResNet-18 adapted for small images (3x3 stem, no max-pool, as in SimCLR's CIFAR
+    variant). Not a token model: masked objectives refuse it."""
+    supports_masking = False
+
+    def __init__(self, domain, depth: int = 18):
+        super().__init__()
+        net = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
+               50: torchvision.models.resnet50}[depth](weights=None)
+        net.conv1 = nn.Conv2d(domain.channels, 64, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
+        self.dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x, keep=None):
+        if keep is not None:
+            raise UserError("encoder=resnet18 has no tokens to mask; use encoder=transformer with masked objectives")
+        return None, self.net(x)

@@ -1,0 +1,5 @@
+"""multissl: self-supervised learning beyond images."""
+from multissl.export import load_encoder
+
+__version__ = "0.1.0"
+__all__ = ["load_encoder", "__version__"]

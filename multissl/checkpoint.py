@@ -1,0 +1,53 @@
+"""Atomic checkpoints and exact resume. A checkpoint is written to a temporary name and renamed, so a
+kill mid-write leaves the previous one loadable; loading never executes code (weights_only)."""
+import os
+import random
+import re
+from pathlib import Path
+
+import torch
+
+from multissl.errors import UserError
+
+NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+
+
+def set_rng_state(s: dict):
+    torch.set_rng_state(s["torch"])
+    random.setstate((3, tuple(s["python"]), s["python_pos"]))
+
+
+def save(folder: Path, step: int, state: dict, keep: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step:08d}.pt"
+    tmp = folder / f".{final.name}.tmp"
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    for old in sorted(checkpoints(folder))[:-keep]:
+        old[1].unlink(missing_ok=True)
+    return final
+
+
+def checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := NAME.match(p.name)))
+
+
+def load(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"checkpoint {path} cannot be loaded safely ({str(e).splitlines()[0][:160]}); "
+                        f"it is corrupt or not a multissl checkpoint — delete it to fall back to an older one") from None
+
+
+def latest(folder: Path) -> Path | None:
+    found = checkpoints(folder)
+    return found[-1][1] if found else None

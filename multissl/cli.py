@@ -1,0 +1,73 @@
+"""Config composition for the CLI: Hydra's compose API over the `multissl.configs` registry, with
+one-line errors (no traceback wall) and a help text built from the registry itself."""
+import sys
+from importlib import resources
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
+
+GROUPS = ("domain", "objective", "encoder")
+
+
+def options(group: str) -> list[str]:
+    folder = resources.files("multissl.configs") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def fail(msg: str):
+    print(f"multissl: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def usage() -> str:
+    base = compose_raw([])
+    lines = ["usage: python -m multissl.train [group=option …] [key=value …]",
+             "       accelerate launch -m multissl.train domain=audio objective=byol", ""]
+    for g in GROUPS:
+        lines.append(f"  {g}=  {' | '.join(options(g))}")
+    lines.append("")
+    for section in ("data", "trainer", "optim", "ema", "run"):
+        for k, v in base[section].items():
+            lines.append(f"  {section}.{k}={v}")
+    lines += ["", "Group options also take their own keys, e.g. domain.patch_size=4, objective.temperature=0.2.",
+              "Run folder: config.yaml, metrics.jsonl, tb/, checkpoints/, encoder/ (multissl.load_encoder)."]
+    return "\n".join(lines)
+
+
+def compose_raw(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_module("multissl.configs", version_base=None):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def load_config(argv: list[str]):
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage())
+        sys.exit(0)
+    for a in argv:
+        if "=" not in a:
+            fail(f"argument {a!r} is not key=value; see --help for the keys")
+        key, value = a.split("=", 1)
+        if key.lstrip("+~") in GROUPS and value not in options(key.lstrip("+~")):
+            fail(f"unknown {key} {value!r}; choose one of: {', '.join(options(key.lstrip('+~')))}")
+    try:
+        cfg = compose_raw(list(argv))
+    except Exception as e:  # Hydra/OmegaConf errors: reduce to the key that was wrong
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        bad = next((a.split("=")[0] for a in argv if a.split("=")[0].lstrip("+~") in msg), None)
+        if bad and "." in bad:
+            section = bad.lstrip("+~").rsplit(".", 1)[0]
+            try:
+                valid = ", ".join(k for k in compose_raw([a for a in argv if not a.startswith(bad)]).select(section))
+            except Exception:
+                valid = "see --help"
+            fail(f"unknown key {bad.lstrip('+~')}; valid keys under {section}: {valid}")
+        fail(f"bad override: {msg}; see --help")
+    choices = cfg.hydra.runtime.choices
+    with open_dict(cfg):
+        meta = {g: choices[g] for g in GROUPS}
+        del cfg["hydra"]
+        cfg.meta = meta
+    OmegaConf.set_struct(cfg, True)
+    return cfg

@@ -1,0 +1,53 @@
+"""Process-group helpers. Every loss that uses batch statistics calls `gather` so that 2 processes
+with half the batch each compute exactly what 1 process computes on the whole batch."""
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+class _Gather(torch.autograd.Function):
+    """all_gather whose backward returns to each process the gradient of its own slice, summed over
+    processes. DDP then *averages* gradients, so a loss written as a mean over the global batch is
+    multiplied back by world size inside `gather` (see below)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return torch.cat(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """[b, ...] on each process -> [b * world, ...] in rank order, differentiable.
+
+    Each process computes the same global loss from the gathered tensor; its backward gives every
+    process the full gradient of its own rows. DDP averages gradients over processes, so that
+    full gradient is what each process ends up with — identical to a single process.
+    """
+    if not is_dist() or dist.get_world_size() == 1:
+        return x
+    return _Gather.apply(x)
+
+
+def local_slice(n_global: int) -> slice:
+    """Rows of a gathered [n_global, ...] tensor that belong to this process."""
+    n = n_global // world_size()
+    return slice(rank() * n, (rank() + 1) * n)

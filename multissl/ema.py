@@ -1,0 +1,27 @@
+"""EMA teacher: a frozen copy of student modules, updated as teacher = m * teacher + (1 - m) * student."""
+import copy
+
+import torch
+from torch import nn
+
+
+class EMATeacher(nn.Module):
+    def __init__(self, *students: nn.Module):
+        super().__init__()
+        self.nets = nn.ModuleList(copy.deepcopy(s) for s in students)
+        for p in self.nets.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, students, momentum: float):
+        for teacher, student in zip(self.nets, students):
+            t = list(teacher.parameters())
+            s = [p.detach() for p in student.parameters()]
+            torch._foreach_mul_(t, momentum)
+            torch._foreach_add_(t, s, alpha=1 - momentum)
+            # BatchNorm running statistics follow the student directly, as in BYOL's reference code.
+            for tb, sb in zip(teacher.buffers(), student.buffers()):
+                tb.copy_(sb)
+
+    def forward(self, *args, index: int = 0, **kw):
+        return self.nets[index](*args, **kw)

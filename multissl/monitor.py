@@ -1,0 +1,71 @@
+"""Label-free and label-using health signals: kNN accuracy, RankMe, embedding std, online linear probe."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@torch.no_grad()
+def embed_all(encoder, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+    feats, labels = [], []
+    for x, y in loader:
+        feats.append(encoder(x.to(device))[1].float().cpu())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07) -> float:
+    """Weighted kNN of Wu et al. 2018: cosine neighbours vote with weight exp(sim / T)."""
+    train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
+    n_cls = int(max(train_y.max(), test_y.max())) + 1
+    k = min(k, len(train_x))
+    correct = 0
+    for i in range(0, len(test_x), 512):
+        sim = test_x[i:i + 512] @ train_x.T  # [q n]
+        top, idx = sim.topk(k, dim=1)
+        votes = torch.zeros(len(top), n_cls).scatter_add_(1, train_y[idx], (top / temperature).exp())
+        correct += (votes.argmax(1) == test_y[i:i + 512]).sum().item()
+    return correct / len(test_x)
+
+
+def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
+    """Garrido et al. 2022: exp of the entropy of the normalized singular values of [n d] embeddings."""
+    s = torch.linalg.svdvals(z.double())
+    p = s / s.sum() + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def embedding_std(z: torch.Tensor) -> float:
+    """Mean per-dimension std of L2-normalized embeddings; 1/sqrt(d) when spread, 0 when collapsed."""
+    return float(F.normalize(z.float(), dim=1).std(0).mean())
+
+
+class OnlineProbe(nn.Module):
+    """Linear classifier on detached representations, own optimizer: it never updates the encoder."""
+
+    def __init__(self, dim: int, n_classes: int, lr: float = 1e-3):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim, affine=False)
+        self.fc = nn.Linear(dim, n_classes)
+        self.opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=0.0)
+
+    def step(self, rep: torch.Tensor, y: torch.Tensor) -> dict:
+        labeled = y >= 0
+        if labeled.sum() < 2:
+            return {}
+        logits = self(rep.detach()[labeled].float())
+        loss = F.cross_entropy(logits, y[labeled])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"probe_loss": loss.item(), "probe_acc": (logits.argmax(1) == y[labeled]).float().mean().item()}
+
+    def forward(self, rep):
+        return self.fc(self.norm(rep))
+
+    @torch.no_grad()
+    def accuracy(self, rep, y) -> float:
+        was = self.training
+        self.eval()
+        acc = (self(rep.float()).argmax(1) == y).float().mean().item()
+        self.train(was)
+        return acc

@@ -1,0 +1,202 @@
+"""`python -m multissl.train domain=<d> objective=<o> [key=value …]` — one loop for every pair.
+
+    accelerate launch -m multissl.train domain=audio objective=byol
+"""
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from multissl import checkpoint, dist, monitor
+from multissl.cli import load_config
+from multissl.data import eval_loader, train_loader
+from multissl.errors import UserError
+from multissl.export import save_encoder
+from multissl.optim import build_optimizer
+from multissl.schedules import scaled_lr, step_values
+
+
+class SSLModel(nn.Module):
+    """Encoder + objective as one module, so accelerate/DDP wraps a single thing."""
+
+    def __init__(self, encoder, objective):
+        super().__init__()
+        self.encoder, self.objective = encoder, objective
+
+    def forward(self, batch, sched):
+        return self.objective(self.encoder, batch, sched)
+
+
+def build(cfg):
+    """Domain (data loaded), encoder, objective — all from the config registry."""
+    domain = instantiate(cfg.domain, data=OmegaConf.to_container(cfg.data), _convert_="all")
+    train_set, test_set = domain.dataset("train"), domain.dataset("test")
+    if train_set is None or len(train_set) == 0:
+        raise UserError("the training set is empty; check data.path (it needs at least one sample)")
+    encoder = instantiate(cfg.encoder, domain=domain, _convert_="all")
+    objective = instantiate(cfg.objective, encoder=encoder, domain=domain, _convert_="all")
+    if getattr(objective, "needs_tokens", False) and not getattr(encoder, "supports_masking", False):
+        raise UserError(f"objective {type(objective).__name__} masks tokens but encoder "
+                        f"{type(encoder).__name__} has none; use encoder=transformer")
+    return domain, train_set, test_set, encoder, objective
+
+
+def run_folder(cfg, accelerator) -> Path:
+    """One folder per launch however many processes: the main process names it, the others receive it."""
+    name = [cfg.run.dir or cfg.trainer.resume or
+            f"runs/{cfg.meta.domain}-{cfg.meta.objective}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    broadcast_object_list(name)
+    return Path(name[0])
+
+
+def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device) -> dict:
+    """kNN accuracy and online-probe accuracy on the held-out split; RankMe and std of the training
+    representations (and of the projector output, where the objective has one)."""
+    was = encoder.training
+    encoder.eval()
+    tr_x, tr_y = monitor.embed_all(encoder, eval_loader(train_set, domain), device)
+    out = {"rankme": monitor.rankme(tr_x), "emb_std": monitor.embedding_std(tr_x)}
+    proj = getattr(objective, "projector", None)
+    if proj is not None:
+        with torch.no_grad():
+            was_p = proj.training
+            z = proj.eval()(tr_x.to(device)).float().cpu()
+            proj.train(was_p)
+        out |= {"rankme_proj": monitor.rankme(z), "emb_std_proj": monitor.embedding_std(z)}
+    if test_set is not None and (tr_y >= 0).any():
+        te_x, te_y = monitor.embed_all(encoder, eval_loader(test_set, domain), device)
+        lab, lab_te = tr_y >= 0, te_y >= 0
+        out["knn_acc"] = monitor.knn_accuracy(tr_x[lab], tr_y[lab], te_x[lab_te], te_y[lab_te],
+                                              cfg.trainer.knn_k, cfg.trainer.knn_temperature)
+        if probe is not None:
+            out["probe_test_acc"] = probe.accuracy(te_x[lab_te].to(device), te_y[lab_te].to(device))
+    encoder.train(was)
+    return out
+
+
+def run(cfg) -> Path:
+    t = cfg.trainer
+    accelerator = Accelerator(mixed_precision=t.precision, cpu=not torch.cuda.is_available())
+    set_seed(t.seed)
+    domain, train_set, test_set, encoder, objective = build(cfg)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.data.batch_size % world:
+        raise UserError(f"data.batch_size={cfg.data.batch_size} is not divisible by {world} processes; "
+                        f"pick a multiple of {world}")
+    model = SSLModel(encoder, objective)
+    if world > 1:  # batch statistics over the global batch, as on one process
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
+    optimizer = build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay, cfg.optim.betas)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)
+    n_classes = getattr(domain, "num_classes", None)
+    probe = monitor.OnlineProbe(inner.encoder.dim, n_classes, t.probe_lr).to(accelerator.device) \
+        if n_classes and n_classes > 1 else None
+
+    folder = run_folder(cfg, accelerator)
+    step, last = 0, checkpoint.latest(folder / "checkpoints")
+    if last is not None:  # trainer.resume=<dir> or a relaunch into an existing run folder
+        state = checkpoint.load(last)
+        inner.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if probe is not None and state.get("probe"):
+            probe.load_state_dict(state["probe"])
+            probe.opt.load_state_dict(state["probe_opt"])
+        checkpoint.set_rng_state(state["rng"])
+        step = state["step"]
+    main = accelerator.is_main_process
+    writer = None
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(folder / "tb"))
+        if last is not None:
+            print(f"multissl: resuming {folder} from step {step}", file=sys.stderr)
+
+    def log(row: dict):
+        if main:
+            with open(folder / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, row["step"])
+
+    def save_checkpoint():
+        if main:
+            checkpoint.save(folder / "checkpoints", step, {
+                "model": inner.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "probe": probe.state_dict() if probe else None, "probe_opt": probe.opt.state_dict() if probe else None,
+                "rng": checkpoint.rng_state()})
+        accelerator.wait_for_everyone()
+
+    loader = train_loader(train_set, domain, t.seed, inner.objective.global_views, cfg.data.batch_size,
+                          step, t.max_steps, rank, world, cfg.data.num_workers)
+    bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
+    tic, seen = time.perf_counter(), 0
+    model.train()
+    for batch in loader:
+        batch = {k: [v.to(accelerator.device) for v in x] if isinstance(x, list) else x.to(accelerator.device)
+                 for k, x in batch.items()}
+        sched = step_values(step, t.max_steps, cfg.optim, cfg.ema, lr)
+        for g in optimizer.param_groups:
+            g["lr"] = sched["lr"]
+            g["weight_decay"] = 0.0 if g.get("exclude") else sched["wd"]
+        with accelerator.autocast():
+            loss, logs = model(batch, sched)
+        accelerator.backward(loss)
+        if t.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if hasattr(inner.objective, "update_teacher"):
+            inner.objective.update_teacher(inner.encoder, sched["ema"])
+        probe_logs = probe.step(dist.gather(logs["rep"]), dist.gather(batch["y"])) if probe else {}
+        step += 1
+        seen += cfg.data.batch_size
+        bar.update(1)
+        if step % t.log_every == 0 or step == t.max_steps:
+            row = {"step": step, "loss": accelerator.reduce(loss.detach(), "mean").item(),
+                   "lr": sched["lr"], "ema": sched["ema"], **probe_logs,
+                   "samples_per_s": seen / (time.perf_counter() - tic)}
+            log(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
+            log({"step": step, **evaluate(inner.encoder, inner.objective, domain, train_set, test_set, probe, cfg,
+                                          accelerator.device)})
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
+            save_checkpoint()
+    bar.close()
+    final = evaluate(inner.encoder, inner.objective, domain, train_set, test_set, probe, cfg, accelerator.device)
+    log({"step": step, **final})
+    save_checkpoint()
+    if main:
+        save_encoder(folder / "encoder", inner.encoder, cfg.domain, cfg.encoder, domain.state())
+        writer.close()
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items())
+        print(f"multissl: done: {folder} (step {step}; {shown})", file=sys.stderr)
+    accelerator.end_training()
+    return folder
+
+
+def main(argv=None):
+    cfg = load_config(sys.argv[1:] if argv is None else argv)
+    try:
+        run(cfg)
+    except UserError as e:
+        print(f"multissl: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

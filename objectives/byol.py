@@ -1,0 +1,38 @@
+"""BYOL (Grill et al. 2020): an online predictor regresses an EMA teacher's projection of the other view."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multissl.ema import EMATeacher
+from multissl.encoder import encode_views, view_pairs
+from multissl.heads import mlp
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """p, z [b d]: mean of 2 - 2 cos(p, z); 0 when aligned, 4 when opposite. z gets no gradient."""
+    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
+
+
+class BYOL(nn.Module):
+    global_views = 2
+
+    def __init__(self, encoder, domain, projector=(256, 128), predictor=(256, 128)):
+        super().__init__()
+        self.projector = mlp([encoder.dim, *projector])
+        self.predictor = mlp([projector[-1], *predictor])
+        self.teacher = EMATeacher(encoder, self.projector)
+
+    def forward(self, encoder, batch, sched):
+        views = batch["views"]
+        reps = encode_views(encoder, views)
+        p = [self.predictor(self.projector(r)) for r in reps]
+        with torch.no_grad():
+            t_enc, t_proj = self.teacher.nets
+            t = [t_proj(r) for r in encode_views(t_enc, views[:self.global_views])]
+        pairs = view_pairs(len(views), self.global_views)
+        # symmetric loss of the paper (sum over both directions), averaged over multi-crop pairs
+        loss = 2 * sum(byol_loss(p[j], t[i]) for i, j in pairs) / len(pairs)
+        return loss, {"rep": reps[0].detach()}
+
+    def update_teacher(self, encoder, momentum: float):
+        self.teacher.update([encoder, self.projector], momentum)
