@@ -8,15 +8,6 @@ from multissl.encoder import Encoder
 from multissl.objectives.byol import BYOL, byol_loss
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threading only adds overhead (100x on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def reference_byol(p, z):
     """Independent reference in numpy: mean over rows of 2 - 2 * <p, z> / (|p| |z|)."""
     p, z = np.asarray(p, dtype=np.float64), np.asarray(z, dtype=np.float64)

@@ -11,15 +11,6 @@ from multissl.encoder import Encoder
 from multissl.objectives.mae import MAE
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threading only adds overhead (100x on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- independent references ---------------------------------------------------------------------------
 def ref_patchify(x, p):
     """einops patchify, channel-last inside a patch: (p q c)."""

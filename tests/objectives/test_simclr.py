@@ -9,15 +9,6 @@ from multissl.encoder import Encoder
 from multissl.objectives.simclr import SimCLR, nt_xent_loss
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threading only adds overhead (100x on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def reference_nt_xent(z_a, z_b, temperature):
     """Independent reference: python loop over the 2N anchors, cosine similarity computed by hand."""
     z = [row for row in z_a.tolist()] + [row for row in z_b.tolist()]

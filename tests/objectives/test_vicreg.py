@@ -9,15 +9,6 @@ from multissl.encoder import Encoder
 from multissl.objectives.vicreg import VICReg, covariance_term, variance_term, vicreg_loss
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threading only adds overhead (100x on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- independent references (pure python loops) ----------------------------------------------------
 def _cols(z):
     rows = z.tolist()

@@ -1,0 +1,106 @@
+"""The command line: one-line errors (exit 2, no traceback), --help built from the registry, and
+in-process config composition."""
+import subprocess
+import sys
+from importlib import resources
+
+import pytest
+from omegaconf import OmegaConf
+
+from multissl.cli import load_config
+from multissl.train import main
+
+CONFIGS = resources.files("multissl.configs")
+GROUPS = ("domain", "objective", "encoder")
+
+
+def yaml_names(group: str) -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in (CONFIGS / group).iterdir() if p.name.endswith(".yaml"))
+
+
+def base_keys(section: str) -> list[str]:
+    return list(OmegaConf.create((CONFIGS / "train.yaml").read_text())[section].keys())
+
+
+def cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "multissl.train", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_error_line(p) -> str:
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("multissl: error:")
+    return lines[0]
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path):
+    p = cli(tmp_path, "objective=nope")
+    line = one_error_line(p)
+    assert p.returncode == 2
+    assert "nope" in line
+    choices = yaml_names("objective")
+    assert "simclr" in choices
+    for name in choices:
+        assert name in line
+
+
+def test_unknown_key_names_it_and_lists_valid_keys(tmp_path):
+    p = cli(tmp_path, "trainer.nope=1")
+    line = one_error_line(p)
+    assert p.returncode == 2
+    assert "trainer.nope" in line
+    keys = base_keys("trainer")
+    assert "max_steps" in keys
+    missing = [k for k in keys if k not in line]
+    assert not missing, f"valid trainer keys not listed: {missing} in {line!r}"
+
+
+def test_argument_without_equals_is_rejected(tmp_path):
+    p = cli(tmp_path, "max_steps")
+    line = one_error_line(p)
+    assert "max_steps" in line
+
+
+def test_help_lists_groups_and_keys(tmp_path):
+    p = cli(tmp_path, "--help")
+    assert p.returncode == 0, p.stderr
+    for g in GROUPS:
+        for name in yaml_names(g):
+            assert name in p.stdout, (g, name)
+    for section in ("data", "trainer", "optim"):
+        for k in base_keys(section):
+            assert f"{section}.{k}" in p.stdout
+    assert "trainer.max_steps" in p.stdout
+
+
+def test_load_config_composes_group_and_meta():
+    cfg = load_config(["domain=image", "objective=mae", "trainer.max_steps=7"])
+    assert cfg.objective._target_.endswith("MAE")
+    assert cfg.meta.objective == "mae"
+    assert cfg.meta.domain == "image"
+    assert cfg.meta.encoder == "transformer"  # the default in train.yaml
+    assert cfg.trainer.max_steps == 7
+    assert "hydra" not in cfg
+
+
+def test_main_turns_user_error_into_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nonexistent"
+    with pytest.raises(SystemExit) as e:
+        main([f"data.path={missing}", f"run.dir={tmp_path / 'run'}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("multissl: error:")
+    assert str(missing) in err[0]
+
+
+def test_non_integer_max_steps_is_a_one_line_error(tmp_path, capsys):
+    """A badly typed value is user input too: exit 2 with one line, not a TypeError from tqdm."""
+    with pytest.raises(SystemExit) as e:
+        main(["trainer.max_steps=abc", "encoder.dim=16", "encoder.depth=1", "encoder.heads=2",
+              "data.batch_size=32", f"run.dir={tmp_path / 'run'}"])
+    assert e.value.code == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("multissl: error:")]
+    assert len(err) == 1 and "max_steps" in err[0]

@@ -1,0 +1,28 @@
+"""A non-editable `pip install .` ships domains/, objectives/ and configs/ inside the multissl package,
+and the main job runs from another directory."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_wheel_install_runs_main_job_elsewhere(tmp_path):
+    target, work = tmp_path / "site", tmp_path / "elsewhere"
+    work.mkdir()
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+                            "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300,
+                           cwd=tmp_path)
+    assert build.returncode == 0, build.stderr[-2000:]
+    for sub in ("domains/image.py", "objectives/simclr.py", "configs/train.yaml", "configs/objective/mae.yaml"):
+        assert (target / "multissl" / sub).exists(), sub
+    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+    where = subprocess.run([sys.executable, "-c", "import multissl; print(multissl.__file__)"], env=env, cwd=work,
+                           capture_output=True, text=True)
+    assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
+    job = subprocess.run([sys.executable, "-m", "multissl.train", "trainer.max_steps=2", "data.batch_size=32",
+                          "encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "run.dir=run"],
+                         env=env, cwd=work, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert (work / "run" / "encoder" / "model.safetensors").exists()
