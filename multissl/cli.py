@@ -59,11 +59,12 @@ def load_config(argv: list[str]):
         if bad and "." in bad:
             section = bad.lstrip("+~").rsplit(".", 1)[0]
             try:
-                valid = ", ".join(k for k in compose_raw([a for a in argv if not a.startswith(bad)]).select(section))
+                valid = ", ".join(OmegaConf.select(compose_raw([a for a in argv if not a.startswith(bad)]), section))
             except Exception:
                 valid = "see --help"
             fail(f"unknown key {bad.lstrip('+~')}; valid keys under {section}: {valid}")
         fail(f"bad override: {msg}; see --help")
+    check_types(cfg, compose_raw([a for a in argv if a.split("=")[0].lstrip("+~") in GROUPS]))
     choices = cfg.hydra.runtime.choices
     with open_dict(cfg):
         meta = {g: choices[g] for g in GROUPS}
@@ -71,3 +72,17 @@ def load_config(argv: list[str]):
         cfg.meta = meta
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def check_types(cfg, default):
+    """An override must have its default's type (an int where a float is expected is fine)."""
+    for section in ("data", "trainer", "optim", "ema"):
+        for key, want in default[section].items():
+            got = cfg[section][key]
+            if want is None or got is None:
+                continue
+            ok = isinstance(got, type(want)) or (isinstance(want, float) and isinstance(got, int))
+            if isinstance(want, int) and isinstance(got, bool) and not isinstance(want, bool):
+                ok = False
+            if not ok:
+                fail(f"{section}.{key} must be {type(want).__name__} (like {want!r}), got {got!r}")
