@@ -37,7 +37,16 @@ class FolderImages(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        return {"x": read_image(self.files[i], self.channels, self.size), "y": self.labels[i]}
+        """With skip_bad, an unreadable file is replaced by the next readable one and counted."""
+        for skipped in range(len(self.files)):
+            j = (i + skipped) % len(self.files)
+            try:
+                return {"x": read_image(self.files[j], self.channels, self.size), "y": self.labels[j],
+                        "skipped": skipped}
+            except UserError:
+                if not self.skip_bad:
+                    raise
+        raise UserError(f"no readable image among {len(self.files)} files; check the data folder")
 
 
 def read_image(path, channels: int, size: int) -> torch.Tensor:
@@ -131,10 +140,11 @@ class ImageDomain:
                 splits = self._folder(p)
             elif p.exists():
                 splits = self._hf(p, from_disk=True)
-            elif "/" in str(path) and not str(path).startswith((".", "/", "~")):
-                splits = self._hf(path, from_disk=False)
+            elif str(path).startswith("hf:"):
+                splits = self._hf(str(path)[3:], from_disk=False)
             else:
-                raise UserError(f"data.path {path} does not exist; point it at an image folder or a saved HF dataset")
+                raise UserError(f"data.path {path} does not exist; point it at an image folder or a saved HF "
+                                f"dataset (hf:<owner>/<name> for one in your local Hugging Face cache)")
         first = splits["train"][0]["x"]
         self.channels, self.image_size = first.shape[0], first.shape[-1]
         tr = splits["train"]
@@ -222,13 +232,12 @@ class ImageDomain:
             x = x[:, None]
         if x.ndim != 4:
             raise UserError(f"image batch must be [batch, channels, height, width], got shape {tuple(x.shape)}")
-        if x.shape[1] != self.channels:
-            if x.shape[1] == 3 and self.channels == 1 and x.dtype == torch.uint8:
-                x = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).round().to(torch.uint8)
-            else:
-                raise UserError(f"images have {x.shape[1]} channels but the encoder was trained on "
-                                f"{self.channels}; convert them (e.g. PIL .convert('RGB'/'L'))")
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        if x.shape[1] == 3 and self.channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
+            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        if x.shape[1] != self.channels:
+            raise UserError(f"images have {x.shape[1]} channels but the encoder was trained on "
+                            f"{self.channels}; convert them (e.g. PIL .convert('RGB'/'L'))")
         if x.shape[-2:] != (self.image_size, self.image_size):
             import torchvision.transforms.v2.functional as TF
             x = TF.center_crop(TF.resize(x, self.image_size, antialias=True), [self.image_size] * 2)

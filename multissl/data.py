@@ -33,7 +33,8 @@ class Views(Dataset):
         rng = torch.Generator().manual_seed(mix(self.seed, k, 2))
         views = self.domain.views(s["x"], rng, self.n_global)
         keep, masked = self.domain.mask(1, rng)
-        return {"views": views, "y": s.get("y", -1), "keep": keep[0], "masked": masked[0]}
+        return {"views": views, "y": s.get("y", -1), "keep": keep[0], "masked": masked[0],
+                "skipped": s.get("skipped", 0)}
 
 
 def collate(items: list[dict]) -> dict:
@@ -42,6 +43,7 @@ def collate(items: list[dict]) -> dict:
         "y": torch.tensor([it["y"] for it in items], dtype=torch.long),
         "keep": torch.stack([it["keep"] for it in items]),
         "masked": torch.stack([it["masked"] for it in items]),
+        "skipped": torch.tensor(sum(it["skipped"] for it in items)),  # unreadable samples replaced
     }
 
 

@@ -51,3 +51,31 @@ def local_slice(n_global: int) -> slice:
     """Rows of a gathered [n_global, ...] tensor that belong to this process."""
     n = n_global // world_size()
     return slice(rank() * n, (rank() + 1) * n)
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose statistics cover the batch of every process, on any device (torch's
+    SyncBatchNorm needs CUDA). The batch is gathered with gradient and normalized as one process would."""
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x):
+        if not (self.training and world_size() > 1):
+            return super().forward(x)
+        full = gather(x)  # [b * world, c, ...]
+        return super().forward(full)[local_slice(full.shape[0])]
+
+
+def sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Every BatchNorm{1,2,3}d -> GlobalBatchNorm (one code path on CPU and GPU)."""
+    out = module
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        out.load_state_dict(module.state_dict())
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, sync_batchnorm(child))
+    return out

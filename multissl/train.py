@@ -94,7 +94,7 @@ def run(cfg) -> Path:
                         f"pick a multiple of {world}")
     model = SSLModel(encoder, objective)
     if world > 1:  # batch statistics over the global batch, as on one process
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = dist.sync_batchnorm(model)
     lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
     optimizer = build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay, cfg.optim.betas)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -143,11 +143,12 @@ def run(cfg) -> Path:
     loader = train_loader(train_set, domain, t.seed, inner.objective.global_views, cfg.data.batch_size,
                           step, t.max_steps, rank, world, cfg.data.num_workers)
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
-    tic, seen = time.perf_counter(), 0
+    tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=accelerator.device)
     model.train()
     for batch in loader:
         batch = {k: [v.to(accelerator.device) for v in x] if isinstance(x, list) else x.to(accelerator.device)
                  for k, x in batch.items()}
+        skipped += batch.pop("skipped")
         sched = step_values(step, t.max_steps, cfg.optim, cfg.ema, lr)
         for g in optimizer.param_groups:
             g["lr"] = sched["lr"]
@@ -168,7 +169,8 @@ def run(cfg) -> Path:
         if step % t.log_every == 0 or step == t.max_steps:
             row = {"step": step, "loss": accelerator.reduce(loss.detach(), "mean").item(),
                    "lr": sched["lr"], "ema": sched["ema"], **probe_logs,
-                   "samples_per_s": seen / (time.perf_counter() - tic)}
+                   "samples_per_s": seen / (time.perf_counter() - tic),
+                   "skipped_samples": int(accelerator.reduce(skipped, "sum"))}
             log(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
