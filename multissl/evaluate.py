@@ -1,0 +1,65 @@
+"""`python -m multissl.evaluate <run dir> [data.path=…]` — kNN accuracy, linear-probe accuracy and RankMe
+of a finished run's exported encoder on the held-out split. Prints one JSON object."""
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from multissl import monitor
+from multissl.data import eval_loader
+from multissl.errors import UserError
+from multissl.export import load_encoder
+
+
+def linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+    """Logistic regression on standardized frozen features (the usual linear evaluation)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    return float(clf.fit(train_x.numpy(), train_y.numpy()).score(test_x.numpy(), test_y.numpy()))
+
+
+def evaluate_run(path, data: dict | None = None, k: int = 20, temperature: float = 0.07) -> dict:
+    path = Path(path)
+    run_cfg = path / "config.yaml"
+    if data is None and run_cfg.exists():
+        data = OmegaConf.to_container(OmegaConf.load(run_cfg).data)
+    enc = load_encoder(path)
+    enc.domain.data = data or {}
+    train, test = enc.domain.dataset("train"), enc.domain.dataset("test")
+    tr_x, tr_y = monitor.embed_all(enc.encoder, eval_loader(train, enc.domain), "cpu")
+    out = {"rankme": monitor.rankme(tr_x), "emb_std": monitor.embedding_std(tr_x)}
+    if test is None or not (tr_y >= 0).any():
+        return out
+    te_x, te_y = monitor.embed_all(enc.encoder, eval_loader(test, enc.domain), "cpu")
+    a, b = tr_y >= 0, te_y >= 0
+    out["knn_acc"] = monitor.knn_accuracy(tr_x[a], tr_y[a], te_x[b], te_y[b], k, temperature)
+    out["linear_acc"] = linear_probe_accuracy(tr_x[a], tr_y[a], te_x[b], te_y[b])
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if argv else 2)
+    data = None
+    for a in argv[1:]:
+        key, _, value = a.partition("=")
+        if key != "data.path":
+            print(f"multissl: error: unknown argument {a!r}; only data.path=<path> is accepted", file=sys.stderr)
+            sys.exit(2)
+        data = {"path": value}
+    try:
+        with torch.no_grad():
+            print(json.dumps(evaluate_run(argv[0], data)))
+    except UserError as e:
+        print(f"multissl: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

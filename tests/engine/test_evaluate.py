@@ -1,0 +1,31 @@
+import json
+import subprocess
+import sys
+
+import torch
+
+from multissl.evaluate import evaluate_run, linear_probe_accuracy
+
+
+def test_linear_probe_separable_and_chance():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    x = torch.randn(200, 5, generator=g) + 4 * y[:, None].float()
+    assert linear_probe_accuracy(x[:100], y[:100], x[100:], y[100:]) == 1.0
+    noise = torch.randn(200, 5, generator=g)
+    assert linear_probe_accuracy(noise[:100], y[:100], noise[100:], y[100:]) < 0.75
+
+
+def test_evaluate_finished_run_matches_training_knn(tiny):
+    folder = tiny.run("trainer.max_steps=2")
+    out = evaluate_run(folder)
+    final = tiny.metrics(folder)[-1]
+    assert set(out) >= {"knn_acc", "linear_acc", "rankme", "emb_std"}
+    # the exported encoder on the same split gives the number the run logged
+    assert abs(out["knn_acc"] - final["knn_acc"]) < 1e-6
+    cli = subprocess.run([sys.executable, "-m", "multissl.evaluate", str(folder)], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["knn_acc"] == out["knn_acc"]
+    bad = subprocess.run([sys.executable, "-m", "multissl.evaluate", str(folder / "nope")], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not an exported encoder" in bad.stderr
