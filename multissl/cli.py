@@ -8,6 +8,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
 GROUPS = ("domain", "objective", "encoder")
+CHOICES = {("trainer", "precision"): ("no", "bf16", "fp16"), ("optim", "name"): ("adamw", "lars"),
+           ("optim", "scale_rule"): ("linear", "sqrt", "none")}
 
 
 def options(group: str) -> list[str]:
@@ -86,3 +88,5 @@ def check_types(cfg, default):
                 ok = False
             if not ok:
                 fail(f"{section}.{key} must be {type(want).__name__} (like {want!r}), got {got!r}")
+            if (section, key) in CHOICES and got not in CHOICES[section, key]:
+                fail(f"{section}.{key}={got} is not one of: {', '.join(CHOICES[section, key])}")

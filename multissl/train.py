@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -85,6 +86,7 @@ def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device
 
 def run(cfg) -> Path:
     t = cfg.trainer
+    AcceleratorState._reset_state()  # run() may be called again in one process (tests, notebooks)
     accelerator = Accelerator(mixed_precision=t.precision, cpu=not torch.cuda.is_available())
     set_seed(t.seed)
     domain, train_set, test_set, encoder, objective = build(cfg)

@@ -1,5 +1,7 @@
 """The training loop: step-0 baseline export, determinism, relaunch = exact resume, bad data path."""
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -63,3 +65,15 @@ def test_missing_data_path_is_a_user_error(tiny, tmp_path):
         run(tiny.config(f"data.path={missing}", "trainer.max_steps=1"))
     with pytest.raises(UserError, match="/nonexistent"):
         run(tiny.config("data.path=/nonexistent", "trainer.max_steps=1"))
+
+
+def test_bf16_precision_runs(tiny):
+    rows = [r for r in tiny.metrics(tiny.run("trainer.max_steps=2", "trainer.precision=bf16")) if "loss" in r]
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.parametrize("bad", ["trainer.precision=fp32", "optim.name=sgd", "optim.scale_rule=cubic"])
+def test_bad_choice_is_one_line_error(bad, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "multissl.train", bad], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and bad.split("=")[0] in out.stderr
