@@ -77,3 +77,23 @@ def test_bad_choice_is_one_line_error(bad, tmp_path):
     out = subprocess.run([sys.executable, "-m", "multissl.train", bad], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and bad.split("=")[0] in out.stderr
+
+
+def test_trainer_resume_names_the_run_to_continue(tiny):
+    folder = tiny.run(*CONSTANT_SCHEDULE, "trainer.max_steps=2", name="first")
+    # no run.dir: trainer.resume=<dir> alone picks the run folder and its latest checkpoint
+    cfg = tiny.config(*CONSTANT_SCHEDULE, "trainer.max_steps=3", f"trainer.resume={folder}")
+    cfg.run.dir = None
+    assert run(cfg) == folder
+    assert [r["step"] for r in tiny.metrics(folder) if "loss" in r] == [1, 2, 3]
+
+
+def test_tensorboard_events_mirror_metrics(tiny):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    folder = tiny.run("trainer.max_steps=2")
+    acc = EventAccumulator(str(folder / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2]
+    assert [e.value for e in acc.Scalars("loss")] == pytest.approx([r["loss"] for r in tiny.metrics(folder)
+                                                                     if "loss" in r])
+    assert "knn_acc" in acc.Tags()["scalars"]
