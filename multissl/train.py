@@ -4,7 +4,9 @@
 """
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +53,22 @@ def build(cfg):
     return domain, train_set, test_set, encoder, objective
 
 
+class StopSignal:
+    """SIGTERM/SIGINT end the current step, save a checkpoint, and exit with a message."""
+
+    def __init__(self):
+        self.requested, self.signum, self.previous = None, 0, {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(self, signum, frame):
+        self.requested, self.signum = signal.Signals(signum).name, signum
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def run_folder(cfg, accelerator) -> Path:
     """One folder per launch however many processes: the main process names it, the others receive it."""
     name = [cfg.run.dir or cfg.trainer.resume or
@@ -81,6 +99,12 @@ def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device
         if probe is not None:
             out["probe_test_acc"] = probe.accuracy(te_x[lab_te].to(device), te_y[lab_te].to(device))
     encoder.train(was)
+    if out["rankme"] < cfg.trainer.collapse_rankme or out["emb_std"] < cfg.trainer.collapse_std:
+        out["collapse_warning"] = 1
+        print(f"multissl: warning: the representation looks collapsed (RankMe {out['rankme']:.2f}, "
+              f"std {out['emb_std']:.2e}; thresholds trainer.collapse_rankme={cfg.trainer.collapse_rankme}, "
+              f"trainer.collapse_std={cfg.trainer.collapse_std}); lower the learning rate or check the "
+              f"objective's variance/negatives terms", file=sys.stderr)
     return out
 
 
@@ -126,6 +150,11 @@ def run(cfg) -> Path:
         if last is not None:
             print(f"multissl: resuming {folder} from step {step}", file=sys.stderr)
 
+    if main and last is not None:  # drop rows logged after the checkpoint we resume from
+        log_file = folder / "metrics.jsonl"
+        rows = log_file.read_text().splitlines() if log_file.exists() else []
+        log_file.write_text("".join(r + "\n" for r in rows if r and json.loads(r)["step"] <= step))
+
     def log(row: dict):
         if main:
             with open(folder / "metrics.jsonl", "a") as f:
@@ -146,6 +175,8 @@ def run(cfg) -> Path:
                           step, t.max_steps, rank, world, cfg.data.num_workers)
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
     tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=accelerator.device)
+    bad_run, bad_total, probe_logs = 0, 0, {}
+    stop = StopSignal()
     model.train()
     for batch in loader:
         batch = {k: [v.to(accelerator.device) for v in x] if isinstance(x, list) else x.to(accelerator.device)
@@ -158,19 +189,23 @@ def run(cfg) -> Path:
         with accelerator.autocast():
             loss, logs = model(batch, sched)
         accelerator.backward(loss)
-        if t.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
+        mean_loss = accelerator.reduce(loss.detach(), "mean")
+        if torch.isfinite(mean_loss) and torch.isfinite(grad_norm):  # else: skip the update, count it
+            optimizer.step()
+            if hasattr(inner.objective, "update_teacher"):
+                inner.objective.update_teacher(inner.encoder, sched["ema"])
+            probe_logs = probe.step(dist.gather(logs["rep"]), dist.gather(batch["y"])) if probe else {}
+            bad_run = 0
+        else:
+            bad_run, bad_total = bad_run + 1, bad_total + 1
         optimizer.zero_grad(set_to_none=True)
-        if hasattr(inner.objective, "update_teacher"):
-            inner.objective.update_teacher(inner.encoder, sched["ema"])
-        probe_logs = probe.step(dist.gather(logs["rep"]), dist.gather(batch["y"])) if probe else {}
         step += 1
         seen += cfg.data.batch_size
         bar.update(1)
         if step % t.log_every == 0 or step == t.max_steps:
-            row = {"step": step, "loss": accelerator.reduce(loss.detach(), "mean").item(),
-                   "lr": sched["lr"], "ema": sched["ema"], **probe_logs,
+            row = {"step": step, "loss": mean_loss.item(), "grad_norm": grad_norm.item(),
+                   "lr": sched["lr"], "ema": sched["ema"], **probe_logs, "nonfinite_steps": bad_total,
                    "samples_per_s": seen / (time.perf_counter() - tic),
                    "skipped_samples": int(accelerator.reduce(skipped, "sum"))}
             log(row)
@@ -178,9 +213,18 @@ def run(cfg) -> Path:
         if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
             log({"step": step, **evaluate(inner.encoder, inner.objective, domain, train_set, test_set, probe, cfg,
                                           accelerator.device)})
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
+        if bad_run >= t.max_nonfinite:
+            raise UserError(f"{bad_run} consecutive steps had a non-finite loss or gradient (last: step {step}); "
+                            f"the last good checkpoint is kept in {folder / 'checkpoints'} — lower optim.base_lr, "
+                            f"set trainer.grad_clip, or check the data for NaN/Inf")
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps or stop.requested:
             save_checkpoint()
+        if stop.requested:
+            print(f"multissl: {stop.requested}: checkpoint saved at step {step} in {folder}; relaunch the same "
+                  f"command to resume", file=sys.stderr)
+            sys.exit(128 + stop.signum)
     bar.close()
+    stop.restore()
     final = evaluate(inner.encoder, inner.objective, domain, train_set, test_set, probe, cfg, accelerator.device)
     log({"step": step, **final})
     save_checkpoint()

@@ -1,0 +1,97 @@
+"""Runs that survive: non-finite steps skipped and counted, a stop after too many, SIGTERM checkpoints,
+SIGKILL + relaunch resumes exactly, collapse is flagged."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import multissl.objectives.simclr as simclr
+from multissl import checkpoint
+from multissl.errors import UserError
+
+TINY_CLI = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=32", "trainer.log_every=1",
+            "trainer.eval_every=0"]
+
+
+def nan_on_calls(monkeypatch, calls):
+    real, count = simclr.nt_xent_loss, {"n": 0}
+
+    def patched(*a, **k):
+        count["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if count["n"] in calls else out
+    monkeypatch.setattr(simclr, "nt_xent_loss", patched)
+
+
+def test_nonfinite_step_is_skipped_and_counted(tiny, monkeypatch):
+    nan_on_calls(monkeypatch, {3, 4})  # simclr scores both view orders: 2 calls per step -> step 2
+    folder = tiny.run("trainer.max_steps=4")
+    rows = [r for r in tiny.metrics(folder) if "loss" in r]
+    assert math.isnan(rows[1]["loss"]) and rows[-1]["nonfinite_steps"] == 1
+    assert all(math.isfinite(r["loss"]) for r in rows if r["step"] != 2)
+    state = checkpoint.load(checkpoint.latest(folder / "checkpoints"))
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_consecutive_nonfinite_stop_keeps_last_good_checkpoint(tiny, monkeypatch):
+    nan_on_calls(monkeypatch, set(range(5, 100)))  # from step 3 on
+    with pytest.raises(UserError, match="3 consecutive steps had a non-finite"):
+        tiny.run("trainer.max_steps=20", "trainer.checkpoint_every=1", "trainer.max_nonfinite=3")
+    folder = tiny.root / "run"
+    last = checkpoint.latest(folder / "checkpoints")
+    state = checkpoint.load(last)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_collapse_warning(tiny, capsys):
+    tiny.run("trainer.max_steps=1", "trainer.collapse_rankme=1000")  # any real RankMe is below 1000
+    assert tiny.metrics(tiny.root / "run")[-1]["collapse_warning"] == 1
+    assert "looks collapsed" in capsys.readouterr().err
+
+
+def launch(tmp_path, name, *extra):
+    return subprocess.Popen([sys.executable, "-m", "multissl.train", *TINY_CLI, f"run.dir={tmp_path / name}", *extra],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def losses(folder):
+    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def test_sigkill_then_relaunch_gives_identical_losses(tmp_path):
+    args = ("trainer.max_steps=20", "trainer.checkpoint_every=10")
+    assert launch(tmp_path, "straight", *args).wait(300) == 0
+    p = launch(tmp_path, "killed", *args)
+    ckpt = tmp_path / "killed" / "checkpoints" / "step_00000010.pt"
+    while not ckpt.exists() and p.poll() is None:
+        time.sleep(0.002)
+    p.send_signal(signal.SIGKILL)
+    p.wait(60)
+    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert checkpoint.latest(tmp_path / "killed" / "checkpoints") == ckpt
+    checkpoint.load(ckpt)  # the checkpoint written before the kill is whole
+    assert launch(tmp_path, "killed", *args).wait(300) == 0
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "killed")
+    assert [s for s, _ in resumed] == list(range(1, 21))
+    assert resumed == straight
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(tmp_path):
+    p = launch(tmp_path, "run", "trainer.max_steps=100000", "trainer.checkpoint_every=0")
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while (not metrics.exists() or not metrics.read_text()) and p.poll() is None:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM
+    assert "SIGTERM" in err and "checkpoint saved" in err and "Traceback" not in err
+    last = checkpoint.latest(tmp_path / "run" / "checkpoints")
+    assert last is not None and checkpoint.load(last)["step"] >= 1
