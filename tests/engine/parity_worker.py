@@ -1,0 +1,44 @@
+"""Run by tests/engine/test_parity.py on 1 process and under torchrun on 2: the first step's loss and
+gradients of every objective, as the engine computes them, saved by rank 0."""
+import sys
+from importlib import resources
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
+
+from multissl import dist
+from multissl.cli import load_config
+from multissl.data import train_loader
+from multissl.train import SSLModel, build
+
+out_path = sys.argv[1]
+torch.set_num_threads(1)
+objectives = sorted(p.name[:-5] for p in (resources.files("multissl.configs") / "objective").iterdir()
+                    if p.name.endswith(".yaml"))
+results = {}
+for name in objectives:
+    cfg = load_config(["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=32",
+                       f"objective={name}", "trainer.seed=0"])
+    AcceleratorState._reset_state()
+    acc = Accelerator(cpu=True)
+    set_seed(0)
+    domain, train_set, _, encoder, objective = build(cfg)
+    model = SSLModel(encoder, objective)
+    if acc.num_processes > 1:
+        model = dist.sync_batchnorm(model)
+    model = acc.prepare(model)
+    batch = next(iter(train_loader(train_set, domain, 0, objective.global_views, 32, 0, 1, acc.process_index,
+                                   acc.num_processes)))
+    batch.pop("skipped")
+    loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "progress": 0.0})
+    loss.backward()
+    inner = acc.unwrap_model(model)
+    results[name] = {"loss": acc.reduce(loss.detach(), "mean").item(),
+                     "grads": {k: p.grad.clone() for k, p in inner.named_parameters() if p.grad is not None}}
+if dist.rank() == 0:
+    torch.save(results, out_path)
+if dist.is_dist():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()

@@ -1,0 +1,40 @@
+"""Every objective: 2 processes (gloo) give the loss and gradients of 1 process on the same global batch."""
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = str(Path(__file__).with_name("parity_worker.py"))
+OBJECTIVES = sorted(p.name[:-5] for p in (resources.files("multissl.configs") / "objective").iterdir()
+                    if p.name.endswith(".yaml"))
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    d = tmp_path_factory.mktemp("parity")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, WORKER, str(d / "one.pt")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          WORKER, str(d / "two.pt")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return torch.load(d / "one.pt", weights_only=True), torch.load(d / "two.pt", weights_only=True)
+
+
+# Known bug (issue 3, open): under accelerate's DDP wrapper BYOL's gradients differ from 1 process (the
+# loss matches); with a plain all-reduce of gradients instead of DDP they match to 1e-6.
+KNOWN = {"byol": pytest.mark.xfail(strict=True, reason="BYOL gradients under DDP differ; see issue 3")}
+
+
+@pytest.mark.parametrize("objective", [pytest.param(o, marks=KNOWN.get(o, ())) for o in OBJECTIVES])
+def test_two_processes_match_one(results, objective):
+    one, two = results[0][objective], results[1][objective]
+    assert two["loss"] == pytest.approx(one["loss"], rel=TOL, abs=TOL)
+    assert one["grads"].keys() == two["grads"].keys() and len(one["grads"]) > 0
+    for k, g in one["grads"].items():
+        torch.testing.assert_close(two["grads"][k], g, rtol=TOL, atol=TOL, msg=lambda m: f"{objective} {k}: {m}")
