@@ -79,3 +79,21 @@ def sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
     for name, child in module.named_children():
         out.add_module(name, sync_batchnorm(child))
     return out
+
+
+def broadcast_parameters(module: torch.nn.Module):
+    """Rank 0's parameters and buffers everywhere, so every process starts identical."""
+    if world_size() > 1:
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, 0)
+
+
+def average_gradients(module: torch.nn.Module):
+    """Mean of every gradient over processes, after backward. Done here rather than by DDP's
+    overlapping bucket all-reduce, which does not compose with the all-reduce inside `gather`'s
+    backward (BYOL's gradients came out wrong under DDP, see tests/engine/test_parity.py)."""
+    if world_size() > 1:
+        for p in module.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(world_size())

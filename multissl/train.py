@@ -123,7 +123,9 @@ def run(cfg) -> Path:
         model = dist.sync_batchnorm(model)
     lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
     optimizer = build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay, cfg.optim.betas)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model = model.to(accelerator.device)
+    dist.broadcast_parameters(model)
+    optimizer = accelerator.prepare(optimizer)  # no DDP wrapper: gradients are averaged below
     inner = accelerator.unwrap_model(model)
     n_classes = getattr(domain, "num_classes", None)
     probe = monitor.OnlineProbe(inner.encoder.dim, n_classes, t.probe_lr).to(accelerator.device) \
@@ -189,6 +191,7 @@ def run(cfg) -> Path:
         with accelerator.autocast():
             loss, logs = model(batch, sched)
         accelerator.backward(loss)
+        dist.average_gradients(model)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
         mean_loss = accelerator.reduce(loss.detach(), "mean")
         if torch.isfinite(mean_loss) and torch.isfinite(grad_norm):  # else: skip the update, count it

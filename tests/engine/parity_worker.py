@@ -28,12 +28,14 @@ for name in objectives:
     model = SSLModel(encoder, objective)
     if acc.num_processes > 1:
         model = dist.sync_batchnorm(model)
-    model = acc.prepare(model)
+    model = model.to(acc.device)
+    dist.broadcast_parameters(model)
     batch = next(iter(train_loader(train_set, domain, 0, objective.global_views, 32, 0, 1, acc.process_index,
                                    acc.num_processes)))
     batch.pop("skipped")
     loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "progress": 0.0})
     loss.backward()
+    dist.average_gradients(model)
     inner = acc.unwrap_model(model)
     results[name] = {"loss": acc.reduce(loss.detach(), "mean").item(),
                      "grads": {k: p.grad.clone() for k, p in inner.named_parameters() if p.grad is not None}}

@@ -26,12 +26,7 @@ def results(tmp_path_factory):
     return torch.load(d / "one.pt", weights_only=True), torch.load(d / "two.pt", weights_only=True)
 
 
-# Known bug (issue 3, open): under accelerate's DDP wrapper BYOL's gradients differ from 1 process (the
-# loss matches); with a plain all-reduce of gradients instead of DDP they match to 1e-6.
-KNOWN = {"byol": pytest.mark.xfail(strict=True, reason="BYOL gradients under DDP differ; see issue 3")}
-
-
-@pytest.mark.parametrize("objective", [pytest.param(o, marks=KNOWN.get(o, ())) for o in OBJECTIVES])
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_two_processes_match_one(results, objective):
     one, two = results[0][objective], results[1][objective]
     assert two["loss"] == pytest.approx(one["loss"], rel=TOL, abs=TOL)
