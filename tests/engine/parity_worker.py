@@ -1,5 +1,6 @@
 """Run by tests/engine/test_parity.py on 1 process and under torchrun on 2: the first step's loss and
 gradients of every objective, as the engine computes them, saved by rank 0."""
+import os
 import sys
 from importlib import resources
 
@@ -44,3 +45,5 @@ if dist.rank() == 0:
 if dist.is_dist():
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)  # skip interpreter teardown: gloo's threads sometimes abort there ("terminate called …")
