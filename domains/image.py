@@ -53,12 +53,10 @@ def read_image(path, channels: int, size: int) -> torch.Tensor:
     from PIL import Image
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+            x = _pil_to_tensor(im, channels)
     except Exception as e:
         raise UserError(f"cannot read image {path}: {e.__class__.__name__}; remove or fix the file "
                         f"(or set data.skip_bad=true to skip unreadable samples)") from None
-    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
     return resize_uint8(x, size)
 
 
@@ -170,8 +168,7 @@ class ImageDomain:
                 from PIL import Image
                 try:
                     with Image.open(files[0]) as im:
-                        self.channels = self.channels or (1 if im.mode in ("L", "1", "I", "I;16", "F") else 3)
-                        self.image_size = self.image_size or min(im.size)
+                        self._size_from(im)
                 except Exception:
                     raise UserError(f"cannot read image {files[0]}; remove or fix the file") from None
             ds = FolderImages(files, labels, self.channels, self.image_size, skip_bad)
@@ -193,9 +190,7 @@ class ImageDomain:
         lab_col = next((k for k, v in feats.items() if isinstance(v, datasets.ClassLabel)),
                        "label" if "label" in feats else None)
         if self.channels is None or self.image_size is None:
-            im = dd["train"][0][img_col]
-            self.channels = self.channels or (1 if im.mode in ("L", "1") else 3)
-            self.image_size = self.image_size or min(im.size)
+            self._size_from(dd["train"][0][img_col])
 
         def to_tensors(ds):
             x = torch.stack([resize_uint8(_pil_to_tensor(r[img_col], self.channels), self.image_size) for r in ds])
@@ -204,6 +199,11 @@ class ImageDomain:
 
         test = next((s for s in ("test", "validation") if s in dd), None)
         return {"train": to_tensors(dd["train"]), **({"test": to_tensors(dd[test])} if test else {})}
+
+    def _size_from(self, im):
+        """Unset channels / image_size come from the first training image (single-band modes -> 1)."""
+        self.channels = self.channels or (1 if im.mode in ("L", "1", "I", "I;16", "F") else 3)
+        self.image_size = self.image_size or min(im.size)
 
     def _fit_stats(self, ds):
         n = min(len(ds), 2048)

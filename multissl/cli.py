@@ -66,7 +66,9 @@ def load_config(argv: list[str]):
                 valid = "see --help"
             fail(f"unknown key {bad.lstrip('+~')}; valid keys under {section}: {valid}")
         fail(f"bad override: {msg}; see --help")
-    check_types(cfg, compose_raw([a for a in argv if a.split("=")[0].lstrip("+~") in GROUPS]))
+    choices_only = [a for a in argv if a.split("=")[0].lstrip("+~") in GROUPS]
+    if len(choices_only) < len(argv):  # some key was overridden: compare it with its default
+        check_types(cfg, compose_raw(choices_only))
     choices = cfg.hydra.runtime.choices
     with open_dict(cfg):
         meta = {g: choices[g] for g in GROUPS}

@@ -18,8 +18,7 @@ def rank() -> int:
 
 class _Gather(torch.autograd.Function):
     """all_gather whose backward returns to each process the gradient of its own slice, summed over
-    processes. DDP then *averages* gradients, so a loss written as a mean over the global batch is
-    multiplied back by world size inside `gather` (see below)."""
+    the losses of all processes (see `gather`)."""
 
     @staticmethod
     def forward(ctx, x):
@@ -38,9 +37,9 @@ class _Gather(torch.autograd.Function):
 def gather(x: torch.Tensor) -> torch.Tensor:
     """[b, ...] on each process -> [b * world, ...] in rank order, differentiable.
 
-    Each process computes the same global loss from the gathered tensor; its backward gives every
-    process the full gradient of its own rows. DDP averages gradients over processes, so that
-    full gradient is what each process ends up with — identical to a single process.
+    The engine differentiates the mean over processes of each process's loss: the backward sums
+    every process's contribution to a row's gradient, and `average_gradients` divides by the
+    number of processes — identical to a single process on the whole batch.
     """
     if not is_dist() or dist.get_world_size() == 1:
         return x

@@ -8,7 +8,6 @@ import torch
 from omegaconf import OmegaConf
 
 from multissl import monitor
-from multissl.data import eval_loader
 from multissl.errors import UserError
 from multissl.export import load_encoder
 
@@ -29,15 +28,10 @@ def evaluate_run(path, data: dict | None = None, k: int = 20, temperature: float
         data = OmegaConf.to_container(OmegaConf.load(run_cfg).data)
     enc = load_encoder(path)
     enc.domain.data = data or {}
-    train, test = enc.domain.dataset("train"), enc.domain.dataset("test")
-    tr_x, tr_y = monitor.embed_all(enc.encoder, eval_loader(train, enc.domain), "cpu")
-    out = {"rankme": monitor.rankme(tr_x), "emb_std": monitor.embedding_std(tr_x)}
-    if test is None or not (tr_y >= 0).any():
-        return out
-    te_x, te_y = monitor.embed_all(enc.encoder, eval_loader(test, enc.domain), "cpu")
-    a, b = tr_y >= 0, te_y >= 0
-    out["knn_acc"] = monitor.knn_accuracy(tr_x[a], tr_y[a], te_x[b], te_y[b], k, temperature)
-    out["linear_acc"] = linear_probe_accuracy(tr_x[a], tr_y[a], te_x[b], te_y[b])
+    out, _, labelled = monitor.heldout_metrics(enc.encoder, enc.domain, enc.domain.dataset("train"),
+                                               enc.domain.dataset("test"), "cpu", k, temperature)
+    if labelled is not None:
+        out["linear_acc"] = linear_probe_accuracy(*labelled)
     return out
 
 

@@ -3,6 +3,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multissl.data import eval_loader
+
+
+def heldout_metrics(encoder, domain, train_set, test_set, device, k: int = 20, temperature: float = 0.07):
+    """RankMe and std of the training-set representations; kNN accuracy on the held-out split when
+    labels exist. Returns (metrics, train features, labelled test (features, labels) or None)."""
+    tr_x, tr_y = embed_all(encoder, eval_loader(train_set, domain), device)
+    out = {"rankme": rankme(tr_x), "emb_std": embedding_std(tr_x)}
+    if test_set is None or not (tr_y >= 0).any():
+        return out, tr_x, None
+    te_x, te_y = embed_all(encoder, eval_loader(test_set, domain), device)
+    a, b = tr_y >= 0, te_y >= 0
+    out["knn_acc"] = knn_accuracy(tr_x[a], tr_y[a], te_x[b], te_y[b], k, temperature)
+    return out, tr_x, (tr_x[a], tr_y[a], te_x[b], te_y[b])
+
 
 @torch.no_grad()
 def embed_all(encoder, loader, device) -> tuple[torch.Tensor, torch.Tensor]:

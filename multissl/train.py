@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from multissl import checkpoint, dist, monitor
 from multissl.cli import load_config
-from multissl.data import eval_loader, train_loader
+from multissl.data import train_loader
 from multissl.errors import UserError
 from multissl.export import save_encoder
 from multissl.optim import build_optimizer
@@ -29,7 +29,7 @@ from multissl.schedules import scaled_lr, step_values
 
 
 class SSLModel(nn.Module):
-    """Encoder + objective as one module, so accelerate/DDP wraps a single thing."""
+    """Encoder + objective as one module: one optimizer, one checkpoint, one gradient average."""
 
     def __init__(self, encoder, objective):
         super().__init__()
@@ -69,6 +69,17 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
+def prepare_model(encoder, objective, accelerator) -> SSLModel:
+    """On the device, identical on every process, BatchNorm over the global batch. No DDP wrapper:
+    gradients are averaged after backward (`dist.average_gradients`)."""
+    model = SSLModel(encoder, objective)
+    if accelerator.num_processes > 1:
+        model = dist.sync_batchnorm(model)
+    model = model.to(accelerator.device)
+    dist.broadcast_parameters(model)
+    return model
+
+
 def run_folder(cfg, accelerator) -> Path:
     """One folder per launch however many processes: the main process names it, the others receive it."""
     name = [cfg.run.dir or cfg.trainer.resume or
@@ -82,8 +93,8 @@ def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device
     representations (and of the projector output, where the objective has one)."""
     was = encoder.training
     encoder.eval()
-    tr_x, tr_y = monitor.embed_all(encoder, eval_loader(train_set, domain), device)
-    out = {"rankme": monitor.rankme(tr_x), "emb_std": monitor.embedding_std(tr_x)}
+    out, tr_x, labelled = monitor.heldout_metrics(encoder, domain, train_set, test_set, device, cfg.trainer.knn_k,
+                                                  cfg.trainer.knn_temperature)
     proj = getattr(objective, "projector", None)
     if proj is not None:
         with torch.no_grad():
@@ -91,13 +102,9 @@ def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device
             z = proj.eval()(tr_x.to(device)).float().cpu()
             proj.train(was_p)
         out |= {"rankme_proj": monitor.rankme(z), "emb_std_proj": monitor.embedding_std(z)}
-    if test_set is not None and (tr_y >= 0).any():
-        te_x, te_y = monitor.embed_all(encoder, eval_loader(test_set, domain), device)
-        lab, lab_te = tr_y >= 0, te_y >= 0
-        out["knn_acc"] = monitor.knn_accuracy(tr_x[lab], tr_y[lab], te_x[lab_te], te_y[lab_te],
-                                              cfg.trainer.knn_k, cfg.trainer.knn_temperature)
-        if probe is not None:
-            out["probe_test_acc"] = probe.accuracy(te_x[lab_te].to(device), te_y[lab_te].to(device))
+    if labelled is not None and probe is not None:
+        te_x, te_y = labelled[2:]
+        out["probe_test_acc"] = probe.accuracy(te_x.to(device), te_y.to(device))
     encoder.train(was)
     if out["rankme"] < cfg.trainer.collapse_rankme or out["emb_std"] < cfg.trainer.collapse_std:
         out["collapse_warning"] = 1
@@ -118,24 +125,20 @@ def run(cfg) -> Path:
     if cfg.data.batch_size % world:
         raise UserError(f"data.batch_size={cfg.data.batch_size} is not divisible by {world} processes; "
                         f"pick a multiple of {world}")
-    model = SSLModel(encoder, objective)
-    if world > 1:  # batch statistics over the global batch, as on one process
-        model = dist.sync_batchnorm(model)
+    model = prepare_model(encoder, objective, accelerator)
+    encoder, objective = model.encoder, model.objective
     lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
-    optimizer = build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay, cfg.optim.betas)
-    model = model.to(accelerator.device)
-    dist.broadcast_parameters(model)
-    optimizer = accelerator.prepare(optimizer)  # no DDP wrapper: gradients are averaged below
-    inner = accelerator.unwrap_model(model)
+    optimizer = accelerator.prepare(build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay,
+                                                    cfg.optim.betas))
     n_classes = getattr(domain, "num_classes", None)
-    probe = monitor.OnlineProbe(inner.encoder.dim, n_classes, t.probe_lr).to(accelerator.device) \
+    probe = monitor.OnlineProbe(model.encoder.dim, n_classes, t.probe_lr).to(accelerator.device) \
         if n_classes and n_classes > 1 else None
 
     folder = run_folder(cfg, accelerator)
     step, last = 0, checkpoint.latest(folder / "checkpoints")
     if last is not None:  # trainer.resume=<dir> or a relaunch into an existing run folder
         state = checkpoint.load(last)
-        inner.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if probe is not None and state.get("probe"):
             probe.load_state_dict(state["probe"])
@@ -149,13 +152,11 @@ def run(cfg) -> Path:
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(folder / "tb"))
-        if last is not None:
+        if last is not None:  # drop rows logged after the checkpoint we resume from
             print(f"multissl: resuming {folder} from step {step}", file=sys.stderr)
-
-    if main and last is not None:  # drop rows logged after the checkpoint we resume from
-        log_file = folder / "metrics.jsonl"
-        rows = log_file.read_text().splitlines() if log_file.exists() else []
-        log_file.write_text("".join(r + "\n" for r in rows if r and json.loads(r)["step"] <= step))
+            log_file = folder / "metrics.jsonl"
+            rows = log_file.read_text().splitlines() if log_file.exists() else []
+            log_file.write_text("".join(r + "\n" for r in rows if r and json.loads(r)["step"] <= step))
 
     def log(row: dict):
         if main:
@@ -168,12 +169,12 @@ def run(cfg) -> Path:
     def save_checkpoint():
         if main:
             checkpoint.save(folder / "checkpoints", step, {
-                "model": inner.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "probe": probe.state_dict() if probe else None, "probe_opt": probe.opt.state_dict() if probe else None,
                 "rng": checkpoint.rng_state()})
         accelerator.wait_for_everyone()
 
-    loader = train_loader(train_set, domain, t.seed, inner.objective.global_views, cfg.data.batch_size,
+    loader = train_loader(train_set, domain, t.seed, objective.global_views, cfg.data.batch_size,
                           step, t.max_steps, rank, world, cfg.data.num_workers)
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
     tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=accelerator.device)
@@ -196,8 +197,8 @@ def run(cfg) -> Path:
         mean_loss = accelerator.reduce(loss.detach(), "mean")
         if torch.isfinite(mean_loss) and torch.isfinite(grad_norm):  # else: skip the update, count it
             optimizer.step()
-            if hasattr(inner.objective, "update_teacher"):
-                inner.objective.update_teacher(inner.encoder, sched["ema"])
+            if hasattr(objective, "update_teacher"):
+                objective.update_teacher(encoder, sched["ema"])
             probe_logs = probe.step(dist.gather(logs["rep"]), dist.gather(batch["y"])) if probe else {}
             bad_run = 0
         else:
@@ -214,7 +215,7 @@ def run(cfg) -> Path:
             log(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
-            log({"step": step, **evaluate(inner.encoder, inner.objective, domain, train_set, test_set, probe, cfg,
+            log({"step": step, **evaluate(encoder, objective, domain, train_set, test_set, probe, cfg,
                                           accelerator.device)})
         if bad_run >= t.max_nonfinite:
             raise UserError(f"{bad_run} consecutive steps had a non-finite loss or gradient (last: step {step}); "
@@ -228,11 +229,11 @@ def run(cfg) -> Path:
             sys.exit(128 + stop.signum)
     bar.close()
     stop.restore()
-    final = evaluate(inner.encoder, inner.objective, domain, train_set, test_set, probe, cfg, accelerator.device)
+    final = evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, accelerator.device)
     log({"step": step, **final})
     save_checkpoint()
     if main:
-        save_encoder(folder / "encoder", inner.encoder, cfg.domain, cfg.encoder, domain.state())
+        save_encoder(folder / "encoder", encoder, cfg.domain, cfg.encoder, domain.state())
         writer.close()
         shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items())
         print(f"multissl: done: {folder} (step {step}; {shown})", file=sys.stderr)

@@ -12,7 +12,7 @@ from accelerate.utils import set_seed
 from multissl import dist
 from multissl.cli import load_config
 from multissl.data import train_loader
-from multissl.train import SSLModel, build
+from multissl.train import build, prepare_model
 
 out_path = sys.argv[1]
 torch.set_num_threads(1)
@@ -26,20 +26,15 @@ for name in objectives:
     acc = Accelerator(cpu=True)
     set_seed(0)
     domain, train_set, _, encoder, objective = build(cfg)
-    model = SSLModel(encoder, objective)
-    if acc.num_processes > 1:
-        model = dist.sync_batchnorm(model)
-    model = model.to(acc.device)
-    dist.broadcast_parameters(model)
+    model = prepare_model(encoder, objective, acc)
     batch = next(iter(train_loader(train_set, domain, 0, objective.global_views, 32, 0, 1, acc.process_index,
                                    acc.num_processes)))
     batch.pop("skipped")
     loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "progress": 0.0})
     loss.backward()
     dist.average_gradients(model)
-    inner = acc.unwrap_model(model)
     results[name] = {"loss": acc.reduce(loss.detach(), "mean").item(),
-                     "grads": {k: p.grad.clone() for k, p in inner.named_parameters() if p.grad is not None}}
+                     "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}}
 if dist.rank() == 0:
     torch.save(results, out_path)
 if dist.is_dist():
