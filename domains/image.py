@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from multissl.errors import UserError
+from multissl.errors import UserError, require
 
 from . import augment as A
 from .masking import random_mask
@@ -177,7 +177,7 @@ class ImageDomain:
         return out
 
     def _hf(self, path, from_disk: bool):
-        import datasets
+        datasets = require("datasets", "an HF dataset in data.path")
         dd = datasets.load_from_disk(str(path)) if from_disk else datasets.load_dataset(str(path))
         if isinstance(dd, datasets.Dataset):
             dd = datasets.DatasetDict({"train": dd})

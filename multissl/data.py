@@ -48,24 +48,41 @@ def collate(items: list[dict]) -> dict:
 
 
 class StepSampler(Sampler):
-    """Yields, for steps start..end-1, this process's slice of the global batch's draw positions."""
+    """Yields, for steps start..end-1, this process's slice of each micro-batch's draw positions.
 
-    def __init__(self, start: int, end: int, global_batch: int, rank: int, world: int):
-        self.start, self.end, self.b, self.rank, self.world = start, end, global_batch, rank, world
-        self.local = global_batch // world
+    Step s owns draws [s*b, (s+1)*b); micro-batch i of it is the contiguous block [i*m, (i+1)*m) with
+    m = b / accumulate, split evenly over processes — so a step sees the same samples however many
+    processes or micro-batches it is cut into."""
+
+    def __init__(self, start: int, end: int, global_batch: int, rank: int, world: int, accumulate: int = 1):
+        self.start, self.end, self.b, self.rank, self.accumulate = start, end, global_batch, rank, accumulate
+        self.micro = global_batch // accumulate
+        self.local = self.micro // world
 
     def __len__(self):
-        return max(self.end - self.start, 0)
+        return max(self.end - self.start, 0) * self.accumulate
 
     def __iter__(self):
         for step in range(self.start, self.end):
-            first = step * self.b + self.rank * self.local
-            yield list(range(first, first + self.local))
+            for i in range(self.accumulate):
+                first = step * self.b + i * self.micro + self.rank * self.local
+                yield list(range(first, first + self.local))
 
 
-def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0):
-    return DataLoader(Views(base, domain, seed, n_global), batch_sampler=StepSampler(start, end, global_batch, rank, world),
-                      collate_fn=collate, num_workers=workers, persistent_workers=False)
+def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0, accumulate=1):
+    sampler = StepSampler(start, end, global_batch, rank, world, accumulate)
+    return DataLoader(Views(base, domain, seed, n_global), batch_sampler=sampler, collate_fn=collate,
+                      num_workers=workers, persistent_workers=False)
+
+
+def steps(loader, accumulate: int):
+    """Micro-batches grouped by optimizer step: yields lists of `accumulate` batches."""
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accumulate:
+            yield group
+            group = []
 
 
 class EvalInputs(Dataset):

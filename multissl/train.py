@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from multissl import checkpoint, dist, monitor
 from multissl.cli import load_config
-from multissl.data import train_loader
+from multissl.data import steps, train_loader
 from multissl.errors import UserError
 from multissl.export import save_encoder
 from multissl.optim import build_optimizer
@@ -80,6 +80,35 @@ def prepare_model(encoder, objective, accelerator) -> SSLModel:
     return model
 
 
+def uses_batch_statistics(encoder, objective) -> bool:
+    """True when the loss couples samples: negatives, covariance, centering (objective.batch_statistics)
+    or BatchNorm anywhere in the encoder or heads."""
+    bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in (*encoder.modules(), *objective.modules()))
+    return bn or getattr(objective, "batch_statistics", False)
+
+
+def check_batch(cfg, world: int, encoder, objective):
+    """The global batch splits into trainer.accumulate micro-batches, each split over the processes.
+    A batch-statistic loss sees one micro-batch at a time, so it needs at least 2 samples there."""
+    b, acc = cfg.data.batch_size, cfg.trainer.accumulate
+    if b < 1 or acc < 1:
+        raise UserError(f"data.batch_size={b} and trainer.accumulate={acc} must be at least 1")
+    if b % (world * acc):
+        raise UserError(f"data.batch_size={b} is not divisible by {world} process(es) x trainer.accumulate={acc}; "
+                        f"pick a multiple of {world * acc}")
+    if not uses_batch_statistics(encoder, objective):
+        return
+    name = cfg.meta.objective
+    if b // acc < 2:
+        raise UserError(f"objective={name} needs at least 2 samples per micro-batch for its batch statistics "
+                        f"(negatives, variance/covariance or BatchNorm), got {b // acc}; raise data.batch_size "
+                        f"or lower trainer.accumulate")
+    if acc > 1:
+        print(f"multissl: warning: trainer.accumulate={acc} with objective={name}: its batch statistics "
+              f"(negatives, variance/covariance, BatchNorm) cover one micro-batch of {b // acc} samples, not "
+              f"the {b} of data.batch_size; gradients are still averaged over all {b}", file=sys.stderr)
+
+
 def run_folder(cfg, accelerator) -> Path:
     """One folder per launch however many processes: the main process names it, the others receive it."""
     name = [cfg.run.dir or cfg.trainer.resume or
@@ -122,9 +151,7 @@ def run(cfg) -> Path:
     set_seed(t.seed)
     domain, train_set, test_set, encoder, objective = build(cfg)
     world, rank = accelerator.num_processes, accelerator.process_index
-    if cfg.data.batch_size % world:
-        raise UserError(f"data.batch_size={cfg.data.batch_size} is not divisible by {world} processes; "
-                        f"pick a multiple of {world}")
+    check_batch(cfg, world, encoder, objective)
     model = prepare_model(encoder, objective, accelerator)
     encoder, objective = model.encoder, model.objective
     lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
@@ -174,32 +201,38 @@ def run(cfg) -> Path:
                 "rng": checkpoint.rng_state()})
         accelerator.wait_for_everyone()
 
+    accum = t.accumulate
     loader = train_loader(train_set, domain, t.seed, objective.global_views, cfg.data.batch_size,
-                          step, t.max_steps, rank, world, cfg.data.num_workers)
+                          step, t.max_steps, rank, world, cfg.data.num_workers, accum)
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
     tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=accelerator.device)
     bad_run, bad_total, probe_logs = 0, 0, {}
     stop = StopSignal()
     model.train()
-    for batch in loader:
-        batch = {k: [v.to(accelerator.device) for v in x] if isinstance(x, list) else x.to(accelerator.device)
-                 for k, x in batch.items()}
-        skipped += batch.pop("skipped")
+    for micro_batches in steps(loader, accum):
         sched = step_values(step, t.max_steps, cfg.optim, cfg.ema, lr)
         for g in optimizer.param_groups:
             g["lr"] = sched["lr"]
             g["weight_decay"] = 0.0 if g.get("exclude") else sched["wd"]
-        with accelerator.autocast():
-            loss, logs = model(batch, sched)
-        accelerator.backward(loss)
+        loss, reps, ys = 0.0, [], []
+        for batch in micro_batches:  # the step's loss is the mean of the micro-batch losses
+            batch = {k: [v.to(accelerator.device) for v in x] if isinstance(x, list) else x.to(accelerator.device)
+                     for k, x in batch.items()}
+            skipped += batch.pop("skipped")
+            with accelerator.autocast():
+                micro_loss, logs = model(batch, sched)
+            accelerator.backward(micro_loss / accum)
+            loss = loss + micro_loss.detach() / accum
+            reps.append(dist.gather(logs["rep"]))
+            ys.append(dist.gather(batch["y"]))
         dist.average_gradients(model)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
-        mean_loss = accelerator.reduce(loss.detach(), "mean")
+        mean_loss = accelerator.reduce(loss, "mean")
         if torch.isfinite(mean_loss) and torch.isfinite(grad_norm):  # else: skip the update, count it
             optimizer.step()
             if hasattr(objective, "update_teacher"):
                 objective.update_teacher(encoder, sched["ema"])
-            probe_logs = probe.step(dist.gather(logs["rep"]), dist.gather(batch["y"])) if probe else {}
+            probe_logs = probe.step(torch.cat(reps), torch.cat(ys)) if probe else {}
             bad_run = 0
         else:
             bad_run, bad_total = bad_run + 1, bad_total + 1

@@ -1,5 +1,7 @@
 """Image domain: embedded digits, image folders, saved HF datasets, views, masks, preprocessing,
 patch embedding, exported state, and the step-indexed data pipeline built on it."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -258,6 +260,15 @@ def test_hf_saved_dataset_without_train_split_is_user_error(tmp_path):
     d = ImageDomain(data={"path": str(tmp_path / "hf")})
     with pytest.raises(UserError, match="train"):
         d.dataset("train")
+
+
+def test_hf_dataset_without_the_datasets_package_is_user_error(tmp_path, monkeypatch):
+    """`datasets` is only needed for HF data: without it, one line says what needs it and how to install."""
+    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` raise ImportError
+    d = ImageDomain(data={"path": "hf:someone/images"})
+    with pytest.raises(UserError, match=r"HF dataset in data.path needs .*'datasets'.*pip install datasets") as e:
+        d.dataset("train")
+    assert "\n" not in str(e.value)
 
 
 # ---- views --------------------------------------------------------------------------------------
