@@ -1,10 +1,8 @@
 """Image domain: uint8 images [c h w] -> patch tokens. Default data: scikit-learn's bundled digits."""
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -12,6 +10,7 @@ from multissl.errors import UserError, require
 
 from . import augment as A
 from .masking import random_mask
+from .patches import PatchEmbed, masked_mse, patchify
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -79,24 +78,6 @@ def digits_split():
     n_test = len(x) // 5
     return {"train": TensorImages(x[perm[n_test:]], y[perm[n_test:]]),
             "test": TensorImages(x[perm[:n_test]], y[perm[:n_test]])}
-
-
-class PatchEmbed(nn.Module):
-    """[b c h w] -> [b (h/p)(w/p) d] with a learned 2-D position table, interpolated for other sizes
-    (local crops)."""
-
-    def __init__(self, channels: int, image_size: int, patch: int, dim: int):
-        super().__init__()
-        self.patch, self.grid = patch, image_size // patch
-        self.proj = nn.Conv2d(channels, dim, patch, patch)
-        self.pos = nn.Parameter(torch.randn(1, dim, self.grid, self.grid) * 0.02)
-
-    def forward(self, x):
-        t = self.proj(x)  # [b d gh gw]
-        pos = self.pos
-        if t.shape[-2:] != pos.shape[-2:]:
-            pos = F.interpolate(pos, size=t.shape[-2:], mode="bicubic", align_corners=False)
-        return (t + pos).flatten(2).transpose(1, 2)  # [b n d]
 
 
 class ImageDomain:
@@ -278,24 +259,17 @@ class ImageDomain:
         if self.image_size % self.patch:
             raise UserError(f"domain.image_size={self.image_size} is not divisible by domain.patch_size="
                             f"{self.patch}; pick a patch size that divides it or set domain.image_size")
-        return PatchEmbed(self.channels, self.image_size, self.patch, dim)
+        return PatchEmbed(self.channels, (self.image_size,) * 2, (self.patch,) * 2, dim)
 
     def mask(self, batch_size: int, rng: torch.Generator):
         return random_mask(batch_size, self.num_tokens, self.mask_ratio, rng)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """[b c h w] -> per-patch pixels [b n p*p*c], each patch normalized (MAE's norm_pix_loss)."""
-        p = self.patch
-        t = x.unfold(2, p, p).unfold(3, p, p)  # [b c gh gw p p]
-        t = t.permute(0, 2, 3, 4, 5, 1).flatten(1, 2).flatten(2)  # [b n (p p c)]
-        if self.norm_pix_loss:
-            t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
-        return t
+        return patchify(x, (self.patch, self.patch), self.norm_pix_loss)
 
     def reconstruction_loss(self, pred, target, masked):
-        """pred [b m t] for the masked tokens `masked` [b m]; MSE against target [b n t]."""
-        tgt = torch.gather(target, 1, masked.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
-        return F.mse_loss(pred, tgt)
+        return masked_mse(pred, target, masked)
 
 
 def _pil_to_tensor(im, channels):
@@ -308,6 +282,7 @@ class ResNet(nn.Module):
     """torchvision ResNet-18 adapted for small images (3x3 stem, no max-pool, as in SimCLR's CIFAR
     variant). Not a token model: masked objectives refuse it."""
     supports_masking = False
+    domains = ("image",)  # a 2-D CNN over [c h w] images
 
     def __init__(self, domain, depth: int = 18):
         super().__init__()

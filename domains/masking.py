@@ -14,3 +14,32 @@ def random_mask(batch_size: int, n_tokens: int, ratio: float, rng: torch.Generat
     """MAE's uniform random masking: round(ratio * n) tokens masked per sample, at least one kept."""
     n_mask = min(max(int(round(ratio * n_tokens)), 1), n_tokens - 1)
     return split_indices(torch.rand(batch_size, n_tokens, generator=rng), n_tokens - n_mask)
+
+
+def band_mask(batch_size: int, grid: tuple[int, int], ratio: float, rng: torch.Generator,
+              max_band: tuple[int, int] = (2, 3)):
+    """SpecAugment-style masking on a [rows cols] token grid (rows = frequency, cols = time): whole
+    frequency and time bands of random width, alternately, until they cover round(ratio * n) tokens.
+    Earlier bands are masked first and only the last one may be cut short, so every sample masks
+    exactly the same count."""
+    rows, cols = grid
+    n = rows * cols
+    n_mask = min(max(int(round(ratio * n)), 1), n - 1)
+    rounds = 4 * (rows + cols)
+    scores = torch.rand(batch_size, rows, cols, generator=rng)  # in [0, 1): ties within one band
+    for b in range(batch_size):
+        covered = torch.zeros(rows, cols, dtype=torch.bool)
+        for i in range(rounds):  # alternate frequency / time bands
+            size, max_w = (rows, max_band[0]) if i % 2 == 0 else (cols, max_band[1])
+            w = int(torch.randint(1, min(max_w, size) + 1, (), generator=rng))
+            start = int(torch.randint(0, size - w + 1, (), generator=rng))
+            band = torch.zeros_like(covered)
+            if i % 2 == 0:
+                band[start:start + w, :] = True
+            else:
+                band[:, start:start + w] = True
+            scores[b][band & ~covered] += rounds - i  # the earlier the band, the sooner it is masked
+            covered |= band
+            if covered.sum() >= n_mask:
+                break
+    return split_indices(scores.flatten(1), n - n_mask)  # keeps the lowest priorities

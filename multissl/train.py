@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
@@ -40,16 +40,22 @@ class SSLModel(nn.Module):
 
 
 def build(cfg):
-    """Domain (data loaded), encoder, objective — all from the config registry."""
+    """Domain (data loaded), encoder, objective — all from the config registry. Incompatible choices
+    are refused from the classes' declarations, before any data is loaded."""
+    enc_cls, obj_cls, dom_cls = (get_class(cfg[g]._target_) for g in ("encoder", "objective", "domain"))
+    supported = getattr(enc_cls, "domains", None)
+    if supported is not None and dom_cls.name not in supported:
+        raise UserError(f"encoder={cfg.meta.encoder} works with domain={' or domain='.join(supported)}, not "
+                        f"domain={dom_cls.name}; use encoder=transformer")
+    if getattr(obj_cls, "needs_tokens", False) and not getattr(enc_cls, "supports_masking", False):
+        raise UserError(f"objective={cfg.meta.objective} masks tokens but encoder={cfg.meta.encoder} has none; "
+                        f"use encoder=transformer")
     domain = instantiate(cfg.domain, data=OmegaConf.to_container(cfg.data), _convert_="all")
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     if train_set is None or len(train_set) == 0:
         raise UserError("the training set is empty; check data.path (it needs at least one sample)")
     encoder = instantiate(cfg.encoder, domain=domain, _convert_="all")
     objective = instantiate(cfg.objective, encoder=encoder, domain=domain, _convert_="all")
-    if getattr(objective, "needs_tokens", False) and not getattr(encoder, "supports_masking", False):
-        raise UserError(f"objective {type(objective).__name__} masks tokens but encoder "
-                        f"{type(encoder).__name__} has none; use encoder=transformer")
     return domain, train_set, test_set, encoder, objective
 
 

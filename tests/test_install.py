@@ -15,14 +15,19 @@ def test_wheel_install_runs_main_job_elsewhere(tmp_path):
                             "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300,
                            cwd=tmp_path)
     assert build.returncode == 0, build.stderr[-2000:]
-    for sub in ("domains/image.py", "objectives/simclr.py", "configs/train.yaml", "configs/objective/mae.yaml"):
+    for sub in ("domains/image.py", "domains/audio.py", "objectives/simclr.py", "configs/train.yaml",
+                "configs/objective/mae.yaml", "configs/domain/audio.yaml"):
         assert (target / "multissl" / sub).exists(), sub
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
     where = subprocess.run([sys.executable, "-c", "import multissl; print(multissl.__file__)"], env=env, cwd=work,
                            capture_output=True, text=True)
     assert where.stdout.strip().startswith(str(target)), where.stdout + where.stderr
-    job = subprocess.run([sys.executable, "-m", "multissl.train", "trainer.max_steps=2", "data.batch_size=32",
-                          "encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "run.dir=run"],
+    # the README's headline job, through `accelerate launch` (as `python -m`, so the venv's own accelerate runs)
+    job = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+                          "-m", "multissl.train", "domain=audio", "objective=byol",
+                          "trainer.max_steps=2", "data.batch_size=32", "encoder.dim=16", "encoder.depth=1",
+                          "encoder.heads=2", "run.dir=run"],
                          env=env, cwd=work, capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stderr[-2000:]
     assert (work / "run" / "encoder" / "model.safetensors").exists()
+    assert "domain: audio" in (work / "run" / "config.yaml").read_text()  # the overrides reached the job

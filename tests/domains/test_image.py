@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from multissl.data import StepSampler, Views, collate, train_loader
-from multissl.domains.image import ImageDomain, PatchEmbed, read_image
+from multissl.domains.image import ImageDomain, read_image
+from multissl.domains.patches import PatchEmbed
 from multissl.errors import UserError
 
 GRAY = {"image_size": 8, "channels": 1, "mean": [0.3], "std": [0.4]}

@@ -1,5 +1,5 @@
 """Run by tests/engine/test_parity.py on 1 process and under torchrun on 2: the first step's loss and
-gradients of every objective, as the engine computes them, saved by rank 0."""
+gradients of every domain x objective pair, as the engine computes them, saved by rank 0."""
 import os
 import sys
 from importlib import resources
@@ -16,12 +16,12 @@ from multissl.train import build, prepare_model
 
 out_path = sys.argv[1]
 torch.set_num_threads(1)
-objectives = sorted(p.name[:-5] for p in (resources.files("multissl.configs") / "objective").iterdir()
-                    if p.name.endswith(".yaml"))
+names = {g: sorted(p.name[:-5] for p in (resources.files("multissl.configs") / g).iterdir()
+                   if p.name.endswith(".yaml")) for g in ("domain", "objective")}
 results = {}
-for name in objectives:
+for domain_name, name in [(d, o) for d in names["domain"] for o in names["objective"]]:
     cfg = load_config(["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=32",
-                       f"objective={name}", "trainer.seed=0"])
+                       f"domain={domain_name}", f"objective={name}", "trainer.seed=0"])
     AcceleratorState._reset_state()
     acc = Accelerator(cpu=True)
     set_seed(0)
@@ -33,7 +33,7 @@ for name in objectives:
     loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "progress": 0.0})
     loss.backward()
     dist.average_gradients(model)
-    results[name] = {"loss": acc.reduce(loss.detach(), "mean").item(),
+    results[f"{domain_name}-{name}"] = {"loss": acc.reduce(loss.detach(), "mean").item(),
                      "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}}
 if dist.rank() == 0:
     torch.save(results, out_path)

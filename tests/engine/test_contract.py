@@ -34,7 +34,23 @@ def image_raw_and_input(domain_obj, preprocess: dict, n: int):
     return raw, (raw.float() / 255 - mean) / std
 
 
-RAW_AND_INPUT = {"image": image_raw_and_input}
+def audio_raw_and_input(domain_obj, preprocess: dict, n: int):
+    """5 raw test waveforms [b samples] and their normalized log-mel, by hand: reflect-padded power STFT
+    (hann), HTK mel filterbank, log, cut to whole time patches, per-bin standardization."""
+    import torchaudio.functional as AF
+    d = domain_obj
+    raw = torch.stack([d.dataset("test")[i]["x"] for i in range(n)])  # [b samples], one clip long
+    assert raw.shape == (n, d.clip) and raw.dtype == torch.float32
+    padded = torch.nn.functional.pad(raw[:, None], (d.n_fft // 2,) * 2, mode="reflect")[:, 0]
+    spec = torch.stft(padded, d.n_fft, d.hop, window=torch.hann_window(d.n_fft), center=False,
+                      return_complex=True).abs() ** 2  # [b freq frames]
+    fb = AF.melscale_fbanks(d.n_fft // 2 + 1, d.f_min, d.f_max or d.rate / 2, d.n_mels, d.rate)  # [freq mel]
+    mel = (fb.T @ spec + 1e-6).log()[..., :d.frames]
+    mean, std = torch.tensor(preprocess["mean"])[:, None], torch.tensor(preprocess["std"])[:, None]
+    return raw, ((mel - mean) / std)[:, None]
+
+
+RAW_AND_INPUT = {"image": image_raw_and_input, "audio": audio_raw_and_input}
 
 
 def test_registry_is_not_empty():
@@ -89,8 +105,26 @@ def test_pair_trains_and_exports(tiny, domain, objective):
 
 
 def test_masked_objective_refuses_resnet(tiny):
-    with pytest.raises(UserError, match="transformer"):
+    with pytest.raises(UserError, match="objective=mae masks tokens but encoder=resnet18") as e:
         run(tiny.config("encoder=resnet18", "objective=mae", "trainer.max_steps=1", tiny_encoder=False))
+    assert "\n" not in str(e.value) and not (tiny.root / "run").exists()
+
+
+def domain_specific_encoders():
+    """(encoder, domain) pairs where the encoder's class declares it cannot take that domain's input."""
+    from hydra.utils import get_class
+    pairs = []
+    for enc in yaml_names("encoder"):
+        cls = get_class(OmegaConf.load(CONFIGS / "encoder" / f"{enc}.yaml")._target_)
+        pairs += [(enc, d) for d in DOMAINS if getattr(cls, "domains", None) and d not in cls.domains]
+    return pairs
+
+
+@pytest.mark.parametrize("encoder, domain", domain_specific_encoders())
+def test_encoder_refuses_a_domain_it_cannot_read(tiny, encoder, domain):
+    with pytest.raises(UserError, match=f"encoder={encoder} works with domain=.*not domain={domain}") as e:
+        run(tiny.config(f"encoder={encoder}", f"domain={domain}", "trainer.max_steps=1", tiny_encoder=False))
+    assert "\n" not in str(e.value) and not (tiny.root / "run").exists()
 
 
 def test_resnet_trains_with_simclr(tiny):

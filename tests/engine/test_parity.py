@@ -1,4 +1,5 @@
-"""Every objective: 2 processes (gloo) give the loss and gradients of 1 process on the same global batch."""
+"""Every domain x objective: 2 processes (gloo) give the loss and gradients of 1 process on the same global
+batch."""
 import os
 import subprocess
 import sys
@@ -9,8 +10,12 @@ import pytest
 import torch
 
 WORKER = str(Path(__file__).with_name("parity_worker.py"))
-OBJECTIVES = sorted(p.name[:-5] for p in (resources.files("multissl.configs") / "objective").iterdir()
-                    if p.name.endswith(".yaml"))
+def names(group: str) -> list[str]:
+    return sorted(p.name[:-5] for p in (resources.files("multissl.configs") / group).iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+PAIRS = [f"{d}-{o}" for d in names("domain") for o in names("objective")]
 TOL = 1e-5
 
 
@@ -26,10 +31,10 @@ def results(tmp_path_factory):
     return torch.load(d / "one.pt", weights_only=True), torch.load(d / "two.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES)
-def test_two_processes_match_one(results, objective):
-    one, two = results[0][objective], results[1][objective]
+@pytest.mark.parametrize("pair", PAIRS)
+def test_two_processes_match_one(results, pair):
+    one, two = results[0][pair], results[1][pair]
     assert two["loss"] == pytest.approx(one["loss"], rel=TOL, abs=TOL)
     assert one["grads"].keys() == two["grads"].keys() and len(one["grads"]) > 0
     for k, g in one["grads"].items():
-        torch.testing.assert_close(two["grads"][k], g, rtol=TOL, atol=TOL, msg=lambda m: f"{objective} {k}: {m}")
+        torch.testing.assert_close(two["grads"][k], g, rtol=TOL, atol=TOL, msg=lambda m: f"{pair} {k}: {m}")

@@ -1,0 +1,327 @@
+"""Audio domain: mono waveforms -> normalized log-mel spectrograms [1 mel frames] -> time x frequency
+patch tokens (AST / SSAST / Audio-MAE). Default data: spoken words synthesized offline (espeak.py)."""
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multissl.errors import UserError, require
+
+from . import augment as A
+from .masking import band_mask, random_mask
+from .patches import PatchEmbed, masked_mse, patchify
+
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3"}  # what soundfile (libsndfile) reads
+OTHER_AUDIO_EXT = {".m4a", ".aac", ".wma", ".mp4", ".amr", ".aiff", ".opus", ".webm"}
+
+
+class Waves(torch.utils.data.Dataset):
+    """Clips in memory: int16 or float [n samples] (or a list of 1-D clips of any length)."""
+
+    def __init__(self, waves, labels):
+        self.waves, self.y = waves, torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self):
+        return len(self.waves)
+
+    def __getitem__(self, i):
+        return {"x": as_float(self.waves[i]), "y": int(self.y[i])}
+
+
+class AudioFiles(torch.utils.data.Dataset):
+    """Files read lazily (soundfile), downmixed and resampled; class subfolders give labels. With
+    skip_bad, an unreadable file is replaced by the next readable one and counted."""
+
+    def __init__(self, files, labels, rate: int, min_samples: int, skip_bad: bool):
+        self.files, self.labels, self.rate, self.min_samples, self.skip_bad = files, labels, rate, min_samples, skip_bad
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        for skipped in range(len(self.files)):
+            j = (i + skipped) % len(self.files)
+            try:
+                return {"x": read_audio(self.files[j], self.rate, self.min_samples), "y": self.labels[j],
+                        "skipped": skipped}
+            except UserError:
+                if not self.skip_bad:
+                    raise
+        raise UserError(f"no readable audio file among {len(self.files)}; check the data folder")
+
+
+def as_float(w) -> torch.Tensor:
+    w = torch.as_tensor(np.asarray(w))
+    return w.float() / 32768 if w.dtype == torch.int16 else w.float()
+
+
+def to_mono(wave: np.ndarray, rate: int, target: int) -> torch.Tensor:
+    """[samples] or [samples channels] at `rate` -> float32 [samples'] at `target`."""
+    import torchaudio.functional as AF
+    w = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    if w.ndim == 2:
+        w = w.mean(1)
+    return AF.resample(w, rate, target) if rate != target else w
+
+
+def read_audio(path, rate: int, min_samples: int = 1) -> torch.Tensor:
+    """One file -> float32 mono [samples] at `rate`; every failure is a one-line UserError naming it."""
+    import soundfile as sf
+    fix = "(or set data.skip_bad=true to skip unreadable samples)"
+    if Path(path).suffix.lower() in OTHER_AUDIO_EXT:
+        raise UserError(f"{path}: {Path(path).suffix} files are not supported (readable: "
+                        f"{' '.join(sorted(AUDIO_EXT))}); convert it, e.g. ffmpeg -i in.m4a out.flac {fix}")
+    try:
+        wave, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    except Exception as e:
+        raise UserError(f"cannot read audio {path}: {str(e).splitlines()[0][:120]}; remove or fix the file "
+                        f"{fix}") from None
+    if len(wave) == 0:
+        raise UserError(f"audio file {path} is empty (0 samples); remove it {fix}")
+    w = to_mono(wave, sr, rate)
+    if len(w) < min_samples:
+        raise UserError(f"audio file {path} is {1000 * len(w) / rate:.0f} ms long, shorter than one patch "
+                        f"({1000 * min_samples / rate:.0f} ms); remove it or lower domain.patch_size[1] {fix}")
+    return w
+
+
+def fit_length(w: torch.Tensor, n: int, start: int | None = None) -> torch.Tensor:
+    """Crop [samples] to n (from `start`, default centred) or zero-pad it on both sides."""
+    if len(w) >= n:
+        start = (len(w) - n) // 2 if start is None else start
+        return w[start:start + n]
+    left = (n - len(w)) // 2 if start is None else start
+    return F.pad(w, (left, n - len(w) - left))
+
+
+def mix_at_snr(signal: torch.Tensor, background: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """signal + background scaled so that 10 log10(P_signal / P_background) = snr_db."""
+    p_sig, p_bg = signal.pow(2).mean().clamp_min(1e-10), background.pow(2).mean().clamp_min(1e-10)
+    return signal + background * (p_sig / p_bg / 10 ** (snr_db / 10)).sqrt()
+
+
+class AudioDomain:
+    name = "audio"
+
+    def __init__(self, sample_rate: int = 16000, clip_seconds: float = 1.0, n_mels: int = 40, n_fft: int = 400,
+                 hop: int = 160, f_min: float = 0.0, f_max: float | None = None, patch_size=(8, 10),
+                 mask_mode: str = "patches", mask_ratio: float = 0.75, mask_band=(2, 3),
+                 gain_db: float = 6.0, mix_p: float = 0.5, mix_clip_p: float = 0.5, snr_db=(5.0, 30.0),
+                 shift_seconds: float = 0.1, freq_scale=(0.6, 1.5), time_scale=(0.6, 1.5),
+                 pos_embed: str = "sincos", norm_pix_loss: bool = True, cache_dir: str | None = None, data=None, state: dict | None = None):
+        if mask_mode not in ("patches", "bands"):
+            raise UserError(f"domain.mask_mode must be patches or bands, got {mask_mode!r}")
+        self.rate, self.clip = int(sample_rate), int(round(sample_rate * clip_seconds))
+        self.n_mels, self.n_fft, self.hop, self.f_min, self.f_max = n_mels, n_fft, hop, f_min, f_max
+        self.patch = tuple(patch_size)
+        self.mask_mode, self.mask_ratio, self.mask_band = mask_mode, mask_ratio, tuple(mask_band)
+        self.gain_db, self.mix_p, self.mix_clip_p = gain_db, mix_p, mix_clip_p
+        self.snr_db, self.shift = tuple(snr_db), int(round(shift_seconds * sample_rate))
+        self.freq_scale, self.time_scale, self.norm_pix_loss = tuple(freq_scale), tuple(time_scale), norm_pix_loss
+        self.cache_dir, self.data, self.pos_embed = cache_dir, data or {}, pos_embed
+        self.frames = (self.clip // hop + 1) // self.patch[1] * self.patch[1]  # whole time patches only
+        if n_mels % self.patch[0] or self.frames == 0:
+            raise UserError(f"domain.patch_size={list(self.patch)} must tile {n_mels} mel bins and fit in "
+                            f"{self.clip // hop + 1} frames; pick a frequency patch that divides domain.n_mels")
+        self.mean = self.std = None
+        self._splits, self.num_classes, self._mel = None, None, None
+        if state:
+            self.load_state(state)
+
+    # ---- data ---------------------------------------------------------------------------------
+    def dataset(self, split: str):
+        if self._splits is None:
+            self._splits = self._load()
+            if self.mean is None:
+                self._fit_stats(self._splits["train"])
+        return self._splits.get(split)
+
+    def _load(self):
+        path = self.data.get("path")
+        if not path:
+            splits = self._spoken_words()
+        else:
+            p = Path(path).expanduser()
+            if p.is_dir() and not any(p.glob("*.arrow")) and not (p / "dataset_dict.json").exists():
+                splits = self._folder(p)
+            elif p.is_dir() or str(path).startswith("hf:"):
+                splits = self._hf(str(p) if p.is_dir() else str(path)[3:], from_disk=p.is_dir())
+            else:
+                raise UserError(f"data.path {path} does not exist; point it at a folder of audio files or a "
+                                f"saved HF dataset (hf:<owner>/<name> for one in your local Hugging Face cache)")
+        tr = splits["train"]
+        labels = tr.y.tolist() if hasattr(tr, "y") else tr.labels
+        self.num_classes = max(labels) + 1 if labels and max(labels) >= 0 else None
+        return splits
+
+    def _spoken_words(self):
+        from . import espeak
+        cache = Path(self.cache_dir).expanduser() if self.cache_dir else espeak.default_cache_dir() / "audio"
+        d = espeak.spoken_words(cache, self.rate, self.clip / self.rate)
+        test = d["test"]
+        return {"train": Waves(torch.from_numpy(d["wave"][~test]), d["word"][~test]),
+                "test": Waves(torch.from_numpy(d["wave"][test]), d["word"][test])}
+
+    @property
+    def min_samples(self) -> int:
+        return self.patch[1] * self.hop  # one time patch
+
+    def _folder(self, root: Path):
+        skip_bad, out = bool(self.data.get("skip_bad", False)), {}
+        for split in ("train", "test"):
+            d = root / split if (root / "train").is_dir() else (root if split == "train" else None)
+            if d is None or not d.is_dir():
+                continue
+            every = sorted(f for f in d.rglob("*") if f.is_file())
+            files = [f for f in every if f.suffix.lower() in AUDIO_EXT | OTHER_AUDIO_EXT]
+            if not any(f.suffix.lower() in AUDIO_EXT for f in files) and not (skip_bad and files):
+                other = sorted({f.suffix for f in files})
+                hint = f" (found {' '.join(other)}: convert to .flac or .wav)" if other else ""
+                raise UserError(f"no audio files ({' '.join(sorted(AUDIO_EXT))}) under {d}{hint}; put audio "
+                                f"files (optionally in class subfolders) there")
+            classes = sorted({f.parent.name for f in files if f.parent != d})
+            cls_idx = {c: i for i, c in enumerate(classes)} if split == "train" else out["train"].classes
+            labels = [cls_idx.get(f.parent.name, -1) if f.parent != d else -1 for f in files]
+            ds = AudioFiles(files, labels, self.rate, self.min_samples, skip_bad)
+            ds.classes = cls_idx
+            out[split] = ds
+        return out
+
+    def _hf(self, path, from_disk: bool):
+        """An HF `datasets` audio dataset, decoded here with soundfile (no torchcodec needed)."""
+        datasets = require("datasets", "an HF dataset in data.path")
+        import io
+
+        import soundfile as sf
+        dd = datasets.load_from_disk(path) if from_disk else datasets.load_dataset(path)
+        if isinstance(dd, datasets.Dataset):
+            dd = datasets.DatasetDict({"train": dd})
+        if "train" not in dd:
+            raise UserError(f"HF dataset at {path} has no 'train' split (has {list(dd)}); save one named train")
+        feats = dd["train"].features
+        col = next((k for k, v in feats.items() if isinstance(v, datasets.Audio)), None)
+        if col is None:
+            raise UserError(f"HF dataset at {path} has no Audio column (columns: {list(feats)})")
+        lab = next((k for k, v in feats.items() if isinstance(v, datasets.ClassLabel)),
+                   "label" if "label" in feats else None)
+
+        def decode(ds):
+            waves = []
+            for r in ds.cast_column(col, datasets.Audio(decode=False))[col]:
+                src = io.BytesIO(r["bytes"]) if r.get("bytes") else r["path"]
+                wave, sr = sf.read(src, dtype="float32", always_2d=False)
+                waves.append(to_mono(wave, sr, self.rate))
+            return Waves(waves, ds[lab] if lab else [-1] * len(waves))
+
+        test = next((s for s in ("test", "validation") if s in dd), None)
+        return {"train": decode(dd["train"]), **({"test": decode(dd[test])} if test else {})}
+
+    def _fit_stats(self, ds):
+        """Per-mel-bin mean and std of the log-mel features of (up to 1024) training clips."""
+        idx = torch.linspace(0, len(ds) - 1, min(len(ds), 1024)).long().tolist()
+        m = torch.stack([self.log_mel(fit_length(ds[i]["x"], self.clip)) for i in idx])  # [n mel frames]
+        self.mean = m.mean((0, 2)).tolist()
+        self.std = m.std((0, 2)).clamp_min(1e-3).tolist()
+
+    def state(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state(self, s: dict):
+        self.mean, self.std = s["mean"], s["std"]
+
+    # ---- features -------------------------------------------------------------------------------
+    def log_mel(self, w: torch.Tensor) -> torch.Tensor:
+        """[.. samples] -> [.. mel frames] log-mel, cut to whole time patches."""
+        if self._mel is None:
+            import torchaudio
+            self._mel = torchaudio.transforms.MelSpectrogram(self.rate, n_fft=self.n_fft, hop_length=self.hop,
+                                                             n_mels=self.n_mels, f_min=self.f_min, f_max=self.f_max)
+        return (self._mel(w) + 1e-6).log()[..., :self.frames]
+
+    def features(self, w: torch.Tensor) -> torch.Tensor:
+        """[b samples] -> normalized log-mel [b 1 mel frames]: the model input."""
+        m = (self.log_mel(w) - torch.tensor(self.mean)[:, None]) / torch.tensor(self.std)[:, None]
+        return m.unsqueeze(1)
+
+    def preprocess(self, raw) -> torch.Tensor:
+        """Waveforms [b samples] (float in [-1, 1] or int16) at domain.sample_rate -> model input; longer
+        or shorter clips are centre-cropped or zero-padded to domain.clip_seconds."""
+        x = as_float(raw) if not torch.is_tensor(raw) or raw.dtype == torch.int16 else raw.float()
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise UserError(f"audio batch must be waveforms [batch, samples] at {self.rate} Hz (mono), got shape "
+                            f"{tuple(x.shape)}; downmix channels first (x.mean(1))")
+        return self.features(torch.stack([fit_length(w, self.clip) for w in x]))
+
+    def eval_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(fit_length(x, self.clip)[None])[0]
+
+    # ---- views ----------------------------------------------------------------------------------
+    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
+        """x float [samples] -> n_global views [1 mel frames] (BYOL-A style; no reversal, no flips)."""
+        return [self._augment(x, rng) for _ in range(n_global)]
+
+    def _crop(self, w, rng):
+        """A random clip-length window; short clips land at a random offset in the padding."""
+        n = self.clip
+        slack = abs(len(w) - n)
+        start = int(torch.randint(0, slack + 1, (), generator=rng))
+        return fit_length(w, n, start)
+
+    def _augment(self, w, rng):
+        w = self._crop(w, rng)
+        w = w * 10 ** (A.uniform(rng, -self.gain_db, self.gain_db) / 20)
+        if A.coin(rng, self.mix_p):  # background: another training clip or white noise, at a random SNR
+            train = self._splits["train"] if self._splits else None
+            if train is not None and A.coin(rng, self.mix_clip_p):
+                bg = self._crop(train[int(torch.randint(0, len(train), (), generator=rng))]["x"], rng)
+            else:
+                bg = torch.randn(len(w), generator=rng)
+            w = mix_at_snr(w, bg, A.uniform(rng, *self.snr_db))
+        s = int(torch.randint(-self.shift, self.shift + 1, (), generator=rng)) if self.shift else 0
+        w = F.pad(w, (max(s, 0), max(-s, 0)))[max(-s, 0):][:self.clip]  # small delay/advance, zero fill
+        spec = self.features(w[None])[0]  # [1 mel frames]
+        return self._resize_crop(spec, rng)
+
+    def _resize_crop(self, spec, rng):
+        """A window of random size (freq_scale, time_scale of the spectrogram; larger than 1 reaches into
+        zero padding) at a random place, resized back: small pitch and tempo changes."""
+        _, fm, ft = spec.shape
+        h, w = round(fm * A.uniform(rng, *self.freq_scale)), round(ft * A.uniform(rng, *self.time_scale))
+        ph, pw = max(h - fm, 0), max(w - ft, 0)
+        canvas = F.pad(spec, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # 0 = the mean after normalizing
+        top = int(torch.randint(0, canvas.shape[1] - h + 1, (), generator=rng))
+        left = int(torch.randint(0, canvas.shape[2] - w + 1, (), generator=rng))
+        win = canvas[:, top:top + h, left:left + w]
+        return F.interpolate(win[None], size=(fm, ft), mode="bilinear", align_corners=False)[0]
+
+    # ---- tokens and masking ---------------------------------------------------------------------
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.n_mels // self.patch[0], self.frames // self.patch[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def target_dim(self) -> int:
+        return self.patch[0] * self.patch[1]
+
+    def embedder(self, dim: int) -> nn.Module:
+        return PatchEmbed(1, (self.n_mels, self.frames), self.patch, dim, self.pos_embed)
+
+    def mask(self, batch_size: int, rng: torch.Generator):
+        if self.mask_mode == "bands":
+            return band_mask(batch_size, self.grid, self.mask_ratio, rng, self.mask_band)
+        return random_mask(batch_size, self.num_tokens, self.mask_ratio, rng)
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """[b 1 mel frames] -> normalized spectrogram patches [b n (pf pt)]."""
+        return patchify(x, self.patch, self.norm_pix_loss)
+
+    def reconstruction_loss(self, pred, target, masked):
+        return masked_mse(pred, target, masked)
