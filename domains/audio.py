@@ -106,8 +106,8 @@ class AudioDomain:
     name = "audio"
 
     def __init__(self, sample_rate: int = 16000, clip_seconds: float = 1.0, n_mels: int = 40, n_fft: int = 400,
-                 hop: int = 160, f_min: float = 0.0, f_max: float | None = None, patch_size=(8, 10),
-                 mask_mode: str = "patches", mask_ratio: float = 0.75, mask_band=(2, 3),
+                 hop: int = 160, f_min: float = 0.0, f_max: float | None = None, patch_size=(None, 2),
+                 mask_mode: str = "patches", mask_ratio: float = 0.75, mask_band=(2, 5),
                  gain_db: float = 6.0, mix_p: float = 0.5, mix_clip_p: float = 0.5, snr_db=(5.0, 30.0),
                  shift_seconds: float = 0.1, freq_scale=(0.6, 1.5), time_scale=(0.6, 1.5),
                  pos_embed: str = "sincos", norm_pix_loss: bool = True, cache_dir: str | None = None, data=None, state: dict | None = None):
@@ -115,7 +115,7 @@ class AudioDomain:
             raise UserError(f"domain.mask_mode must be patches or bands, got {mask_mode!r}")
         self.rate, self.clip = int(sample_rate), int(round(sample_rate * clip_seconds))
         self.n_mels, self.n_fft, self.hop, self.f_min, self.f_max = n_mels, n_fft, hop, f_min, f_max
-        self.patch = tuple(patch_size)
+        self.patch = (patch_size[0] or n_mels, patch_size[1])  # null frequency patch = whole frames
         self.mask_mode, self.mask_ratio, self.mask_band = mask_mode, mask_ratio, tuple(mask_band)
         self.gain_db, self.mix_p, self.mix_clip_p = gain_db, mix_p, mix_clip_p
         self.snr_db, self.shift = tuple(snr_db), int(round(shift_seconds * sample_rate))

@@ -26,15 +26,17 @@ def band_mask(batch_size: int, grid: tuple[int, int], ratio: float, rng: torch.G
     n = rows * cols
     n_mask = min(max(int(round(ratio * n)), 1), n - 1)
     rounds = 4 * (rows + cols)
+    axes = [a for a, size in ((0, rows), (1, cols)) if size > 1]  # a 1-token axis has no bands (frame tokens)
     scores = torch.rand(batch_size, rows, cols, generator=rng)  # in [0, 1): ties within one band
     for b in range(batch_size):
         covered = torch.zeros(rows, cols, dtype=torch.bool)
         for i in range(rounds):  # alternate frequency / time bands
-            size, max_w = (rows, max_band[0]) if i % 2 == 0 else (cols, max_band[1])
+            axis = axes[i % len(axes)]
+            size, max_w = grid[axis], max_band[axis]
             w = int(torch.randint(1, min(max_w, size) + 1, (), generator=rng))
             start = int(torch.randint(0, size - w + 1, (), generator=rng))
             band = torch.zeros_like(covered)
-            if i % 2 == 0:
+            if axis == 0:
                 band[start:start + w, :] = True
             else:
                 band[:, start:start + w] = True

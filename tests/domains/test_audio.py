@@ -81,7 +81,7 @@ def test_zero_length_file_is_user_error(folder):
 
 
 def test_clip_shorter_than_one_patch_is_user_error(folder):
-    sf.write(folder / "train" / "low" / "0.wav", tone(300, 0.05), RATE)  # 50 ms < one 10-frame (100 ms) patch
+    sf.write(folder / "train" / "low" / "0.wav", tone(300, 0.01), RATE)  # 10 ms < one 2-frame (20 ms) patch
     with pytest.raises(UserError, match="shorter than one patch"):
         domain(folder).dataset("train")
 
@@ -265,7 +265,7 @@ def test_short_clip_lands_inside_a_padded_window(folder):
 
 @pytest.mark.parametrize("mode", ["patches", "bands"])
 def test_masks_partition_tokens_with_the_same_count(mode):
-    d = AudioDomain(mask_mode=mode)
+    d = AudioDomain(mask_mode=mode, patch_size=(8, 10))
     keep, masked = d.mask(6, torch.Generator().manual_seed(0))
     n = d.num_tokens
     assert n == 50 and d.grid == (5, 10)
@@ -290,15 +290,15 @@ def band_fraction(masked, grid):
 
 
 def test_band_masks_are_made_of_time_and_frequency_bands():
-    bands = AudioDomain(mask_mode="bands", mask_ratio=0.5)
-    patches = AudioDomain(mask_mode="patches", mask_ratio=0.5)
+    bands = AudioDomain(mask_mode="bands", mask_ratio=0.5, patch_size=(8, 10))
+    patches = AudioDomain(mask_mode="patches", mask_ratio=0.5, patch_size=(8, 10))
     g = torch.Generator().manual_seed(0)
     assert band_fraction(bands.mask(64, g)[1], bands.grid) > 0.6
     assert band_fraction(patches.mask(64, g)[1], patches.grid) < 0.3
 
 
 def test_target_patches_follow_the_token_order():
-    d = AudioDomain(norm_pix_loss=False)
+    d = AudioDomain(norm_pix_loss=False, patch_size=(8, 10))
     x = torch.arange(40 * 100, dtype=torch.float32).view(1, 1, 40, 100)
     t = d.target(x)
     assert t.shape == (1, 50, 80) and d.target_dim == 80
@@ -307,5 +307,29 @@ def test_target_patches_follow_the_token_order():
 
 
 def test_embedder_output_shape():
-    d = AudioDomain()
-    assert d.embedder(16)(torch.zeros(3, 1, 40, 100)).shape == (3, 50, 16)
+    assert AudioDomain(patch_size=(8, 10)).embedder(16)(torch.zeros(3, 1, 40, 100)).shape == (3, 50, 16)
+
+
+def test_default_tokens_are_whole_frames():
+    d = AudioDomain()  # patch_size [null, 2]: every token is all 40 mel bins of 2 frames
+    assert d.patch == (40, 2) and d.grid == (1, 50) and d.target_dim == 80
+    x = torch.randn(1, 1, 40, 100)
+    torch.testing.assert_close(AudioDomain(norm_pix_loss=False).target(x)[0, 7], x[0, 0, :, 14:16].flatten())
+
+
+def runs(masked, n):
+    """Number of contiguous runs of masked time tokens, averaged over samples."""
+    out = []
+    for m in masked:
+        on = torch.zeros(n, dtype=torch.bool)
+        on[m] = True
+        out.append(int(on[0]) + int((on[1:] & ~on[:-1]).sum()))
+    return sum(out) / len(out)
+
+
+def test_band_masks_on_frame_tokens_are_time_bands():
+    g = torch.Generator().manual_seed(0)
+    bands = AudioDomain(mask_mode="bands", mask_ratio=0.5).mask(64, g)[1]
+    random = AudioDomain(mask_mode="patches", mask_ratio=0.5).mask(64, g)[1]
+    assert bands.shape == random.shape == (64, 25)
+    assert runs(bands, 50) < 0.6 * runs(random, 50)  # masked frames come in bands (of up to 5 tokens)

@@ -2,7 +2,6 @@
 gradients of every domain x objective pair, as the engine computes them, saved by rank 0."""
 import os
 import sys
-from importlib import resources
 
 import torch
 from accelerate import Accelerator
@@ -10,16 +9,14 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
 from multissl import dist
-from multissl.cli import load_config
+from multissl.cli import load_config, options
 from multissl.data import train_loader
 from multissl.train import build, prepare_model
 
 out_path = sys.argv[1]
 torch.set_num_threads(1)
-names = {g: sorted(p.name[:-5] for p in (resources.files("multissl.configs") / g).iterdir()
-                   if p.name.endswith(".yaml")) for g in ("domain", "objective")}
 results = {}
-for domain_name, name in [(d, o) for d in names["domain"] for o in names["objective"]]:
+for domain_name, name in [(d, o) for d in options("domain") for o in options("objective")]:
     cfg = load_config(["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=32",
                        f"domain={domain_name}", f"objective={name}", "trainer.seed=0"])
     AcceleratorState._reset_state()

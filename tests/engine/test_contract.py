@@ -12,17 +12,14 @@ from safetensors.torch import load_file
 
 import multissl
 from multissl.checkpoint import load as load_checkpoint
+from multissl.cli import options
 from multissl.errors import UserError
 from multissl.train import run
 
 CONFIGS = resources.files("multissl.configs")
 
 
-def yaml_names(group: str) -> list[str]:
-    return sorted(p.name[: -len(".yaml")] for p in (CONFIGS / group).iterdir() if p.name.endswith(".yaml"))
-
-
-DOMAINS, OBJECTIVES = yaml_names("domain"), yaml_names("objective")
+DOMAINS, OBJECTIVES = options("domain"), options("objective")
 
 
 def image_raw_and_input(domain_obj, preprocess: dict, n: int):
@@ -114,7 +111,7 @@ def domain_specific_encoders():
     """(encoder, domain) pairs where the encoder's class declares it cannot take that domain's input."""
     from hydra.utils import get_class
     pairs = []
-    for enc in yaml_names("encoder"):
+    for enc in options("encoder"):
         cls = get_class(OmegaConf.load(CONFIGS / "encoder" / f"{enc}.yaml")._target_)
         pairs += [(enc, d) for d in DOMAINS if getattr(cls, "domains", None) and d not in cls.domains]
     return pairs

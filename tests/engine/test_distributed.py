@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from multissl.cli import options
 
 ARGS = ["trainer.max_steps=3", "trainer.log_every=1", "data.batch_size=32", "encoder.dim=16", "encoder.depth=1",
         "encoder.heads=2", "trainer.eval_every=0", "objective=simclr"]
@@ -25,10 +28,12 @@ def _losses(folder: Path) -> list[tuple[int, float]]:
     return rows, [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("domain", options("domain"))
+def test_two_processes_match_one(tmp_path, domain):
+    args = [*ARGS, f"domain={domain}"]
     ddp = tmp_path / "ddp"
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          "-m", "multissl.train", *ARGS, f"run.dir={ddp}"], cwd=tmp_path)
+          "-m", "multissl.train", *args, f"run.dir={ddp}"], cwd=tmp_path)
 
     # one folder per launch, however many processes; nothing written relative to the cwd
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
@@ -40,7 +45,7 @@ def test_two_processes_match_one(tmp_path):
     assert "knn_acc" in rows[-1] and rows[-1]["step"] == 3
 
     single = tmp_path / "single"
-    _run([sys.executable, "-m", "multissl.train", *ARGS, f"run.dir={single}"], cwd=tmp_path)
+    _run([sys.executable, "-m", "multissl.train", *args, f"run.dir={single}"], cwd=tmp_path)
     _, one_losses = _losses(single)
     assert [s for s, _ in one_losses] == [1, 2, 3]
     a, b = np.array([l for _, l in ddp_losses]), np.array([l for _, l in one_losses])

@@ -3,19 +3,15 @@ batch."""
 import os
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
 
+from multissl.cli import options
+
 WORKER = str(Path(__file__).with_name("parity_worker.py"))
-def names(group: str) -> list[str]:
-    return sorted(p.name[:-5] for p in (resources.files("multissl.configs") / group).iterdir()
-                  if p.name.endswith(".yaml"))
-
-
-PAIRS = [f"{d}-{o}" for d in names("domain") for o in names("objective")]
+PAIRS = [f"{d}-{o}" for d in options("domain") for o in options("objective")]
 TOL = 1e-5
 
 

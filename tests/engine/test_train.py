@@ -7,8 +7,11 @@ import pytest
 import torch
 
 import multissl
+from multissl.cli import options
 from multissl.errors import UserError
 from multissl.train import run
+
+DOMAINS = options("domain")  # the registry: a new domain is covered without editing this file
 
 # constant lr (no warmup, no decay) and no EMA schedule dependence: a run's step k is then the same
 # whatever max_steps is, so a 2-step run resumed to 4 must match a straight 4-step run.
@@ -30,9 +33,10 @@ def test_zero_steps_exports_baseline(tiny):
     assert enc.embed(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, 16)
 
 
-def test_same_seed_same_losses(tiny):
-    a = tiny.metrics(tiny.run("trainer.max_steps=3", "trainer.seed=3", name="a"))
-    b = tiny.metrics(tiny.run("trainer.max_steps=3", "trainer.seed=3", name="b"))
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_same_seed_same_losses(tiny, domain):
+    a = tiny.metrics(tiny.run(f"domain={domain}", "trainer.max_steps=3", "trainer.seed=3", name="a"))
+    b = tiny.metrics(tiny.run(f"domain={domain}", "trainer.max_steps=3", "trainer.seed=3", name="b"))
     la, lb = losses(a), losses(b)
     assert sorted(la) == [1, 2, 3]
     assert la == lb  # bit-identical
@@ -40,13 +44,15 @@ def test_same_seed_same_losses(tiny):
     assert a[-1]["knn_acc"] == b[-1]["knn_acc"]
 
 
-def test_relaunch_resumes_where_it_stopped(tiny, capsys):
-    straight = losses(tiny.metrics(tiny.run(*CONSTANT_SCHEDULE, "trainer.max_steps=4", name="straight")))
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_relaunch_resumes_where_it_stopped(tiny, capsys, domain):
+    sched = (*CONSTANT_SCHEDULE, f"domain={domain}")
+    straight = losses(tiny.metrics(tiny.run(*sched, "trainer.max_steps=4", name="straight")))
 
-    folder = tiny.run(*CONSTANT_SCHEDULE, "trainer.max_steps=2", name="split")
+    folder = tiny.run(*sched, "trainer.max_steps=2", name="split")
     n_before = len(tiny.metrics(folder))
     capsys.readouterr()
-    assert tiny.run(*CONSTANT_SCHEDULE, "trainer.max_steps=4", name="split") == folder
+    assert tiny.run(*sched, "trainer.max_steps=4", name="split") == folder
     err = capsys.readouterr().err
     assert "resuming" in err and "step 2" in err
 
