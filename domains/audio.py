@@ -1,5 +1,6 @@
 """Audio domain: mono waveforms -> normalized log-mel spectrograms [1 mel frames] -> time x frequency
 patch tokens (AST / SSAST / Audio-MAE). Default data: spoken words synthesized offline (espeak.py)."""
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch import nn
 from multissl.errors import UserError, require
 
 from . import augment as A
+from .files import Files, labelled, split_folders
 from .masking import band_mask, random_mask
 from .patches import PatchEmbed, masked_mse, patchify
 
@@ -28,28 +30,6 @@ class Waves(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"x": as_float(self.waves[i]), "y": int(self.y[i])}
-
-
-class AudioFiles(torch.utils.data.Dataset):
-    """Files read lazily (soundfile), downmixed and resampled; class subfolders give labels. With
-    skip_bad, an unreadable file is replaced by the next readable one and counted."""
-
-    def __init__(self, files, labels, rate: int, min_samples: int, skip_bad: bool):
-        self.files, self.labels, self.rate, self.min_samples, self.skip_bad = files, labels, rate, min_samples, skip_bad
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        for skipped in range(len(self.files)):
-            j = (i + skipped) % len(self.files)
-            try:
-                return {"x": read_audio(self.files[j], self.rate, self.min_samples), "y": self.labels[j],
-                        "skipped": skipped}
-            except UserError:
-                if not self.skip_bad:
-                    raise
-        raise UserError(f"no readable audio file among {len(self.files)}; check the data folder")
 
 
 def as_float(w) -> torch.Tensor:
@@ -170,23 +150,16 @@ class AudioDomain:
 
     def _folder(self, root: Path):
         skip_bad, out = bool(self.data.get("skip_bad", False)), {}
-        for split in ("train", "test"):
-            d = root / split if (root / "train").is_dir() else (root if split == "train" else None)
-            if d is None or not d.is_dir():
-                continue
-            every = sorted(f for f in d.rglob("*") if f.is_file())
-            files = [f for f in every if f.suffix.lower() in AUDIO_EXT | OTHER_AUDIO_EXT]
+        for split, d in split_folders(root).items():
+            files = sorted(f for f in d.rglob("*") if f.suffix.lower() in AUDIO_EXT | OTHER_AUDIO_EXT)
             if not any(f.suffix.lower() in AUDIO_EXT for f in files) and not (skip_bad and files):
                 other = sorted({f.suffix for f in files})
                 hint = f" (found {' '.join(other)}: convert to .flac or .wav)" if other else ""
                 raise UserError(f"no audio files ({' '.join(sorted(AUDIO_EXT))}) under {d}{hint}; put audio "
                                 f"files (optionally in class subfolders) there")
-            classes = sorted({f.parent.name for f in files if f.parent != d})
-            cls_idx = {c: i for i, c in enumerate(classes)} if split == "train" else out["train"].classes
-            labels = [cls_idx.get(f.parent.name, -1) if f.parent != d else -1 for f in files]
-            ds = AudioFiles(files, labels, self.rate, self.min_samples, skip_bad)
-            ds.classes = cls_idx
-            out[split] = ds
+            labels, classes = labelled(files, d, out["train"].classes if out else None)
+            out[split] = Files(files, labels, classes,
+                               partial(read_audio, rate=self.rate, min_samples=self.min_samples), skip_bad)
         return out
 
     def _hf(self, path, from_disk: bool):

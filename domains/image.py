@@ -1,4 +1,5 @@
 """Image domain: uint8 images [c h w] -> patch tokens. Default data: scikit-learn's bundled digits."""
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from torch import nn
 from multissl.errors import UserError, require
 
 from . import augment as A
+from .files import Files, labelled, split_folders
 from .masking import random_mask
 from .patches import PatchEmbed, masked_mse, patchify
 
@@ -24,28 +26,6 @@ class TensorImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"x": self.x[i], "y": int(self.y[i])}
-
-
-class FolderImages(torch.utils.data.Dataset):
-    """Files read lazily; a class subfolder gives the label, files at the root are unlabeled."""
-
-    def __init__(self, files, labels, channels: int, size: int, skip_bad: bool):
-        self.files, self.labels, self.channels, self.size, self.skip_bad = files, labels, channels, size, skip_bad
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        """With skip_bad, an unreadable file is replaced by the next readable one and counted."""
-        for skipped in range(len(self.files)):
-            j = (i + skipped) % len(self.files)
-            try:
-                return {"x": read_image(self.files[j], self.channels, self.size), "y": self.labels[j],
-                        "skipped": skipped}
-            except UserError:
-                if not self.skip_bad:
-                    raise
-        raise UserError(f"no readable image among {len(self.files)} files; check the data folder")
 
 
 def read_image(path, channels: int, size: int) -> torch.Tensor:
@@ -134,17 +114,12 @@ class ImageDomain:
     def _folder(self, root: Path):
         skip_bad = bool(self.data.get("skip_bad", False))
         out = {}
-        for split in ("train", "test"):
-            d = root / split if (root / "train").is_dir() else (root if split == "train" else None)
-            if d is None or not d.is_dir():
-                continue
+        for split, d in split_folders(root).items():
             files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXT)
             if not files:
                 raise UserError(f"no images ({', '.join(sorted(IMAGE_EXT))}) under {d}; "
                                 f"put image files (optionally in class subfolders) there")
-            classes = sorted({f.parent.name for f in files if f.parent != d})
-            cls_idx = {c: i for i, c in enumerate(classes)} if split == "train" or not out else out["train"].classes
-            labels = [cls_idx.get(f.parent.name, -1) if f.parent != d else -1 for f in files]
+            labels, classes = labelled(files, d, out["train"].classes if out else None)
             if self.channels is None or self.image_size is None:
                 from PIL import Image
                 try:
@@ -152,9 +127,8 @@ class ImageDomain:
                         self._size_from(im)
                 except Exception:
                     raise UserError(f"cannot read image {files[0]}; remove or fix the file") from None
-            ds = FolderImages(files, labels, self.channels, self.image_size, skip_bad)
-            ds.classes = cls_idx
-            out[split] = ds
+            out[split] = Files(files, labels, classes,
+                               partial(read_image, channels=self.channels, size=self.image_size), skip_bad)
         return out
 
     def _hf(self, path, from_disk: bool):

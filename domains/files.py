@@ -1,0 +1,43 @@
+"""Folders of sample files, shared by the file-based domains: splits, labels from class subfolders,
+lazy reading with an optional counted skip of unreadable files."""
+from pathlib import Path
+
+import torch
+
+from multissl.errors import UserError
+
+
+class Files(torch.utils.data.Dataset):
+    """`read(path)` per item; with skip_bad, an unreadable file (a UserError) is replaced by the next
+    readable one and counted in "skipped"."""
+
+    def __init__(self, files, labels, classes: dict, read, skip_bad: bool):
+        self.files, self.labels, self.classes, self.read, self.skip_bad = files, labels, classes, read, skip_bad
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        for skipped in range(len(self.files)):
+            j = (i + skipped) % len(self.files)
+            try:
+                return {"x": self.read(self.files[j]), "y": self.labels[j], "skipped": skipped}
+            except UserError:
+                if not self.skip_bad:
+                    raise
+        raise UserError(f"no readable file among {len(self.files)}; check the data folder")
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """`train/` (and `test/`) subfolders when there is a `train/`, else the root as the training split."""
+    if (root / "train").is_dir():
+        return {s: root / s for s in ("train", "test") if (root / s).is_dir()}
+    return {"train": root}
+
+
+def labelled(files: list[Path], folder: Path, classes: dict | None):
+    """Class index of each file from its subfolder (root files: -1). `classes` None = build it here
+    (the training split); the test split reuses the training mapping."""
+    if classes is None:
+        classes = {c: i for i, c in enumerate(sorted({f.parent.name for f in files if f.parent != folder}))}
+    return [classes.get(f.parent.name, -1) if f.parent != folder else -1 for f in files], classes
