@@ -5,13 +5,17 @@ from torch import nn
 
 
 def param_groups(*modules: nn.Module) -> list[dict]:
-    decay, no_decay = [], []
+    """Groups by (exempt from decay, lr_scale). A module may set `p.lr_scale` on its parameters to run
+    them at a multiple of the scheduled lr (BYOL's predictor); the engine applies it every step."""
+    groups = {}
     for m in modules:
         for p in m.parameters():
             if p.requires_grad:
                 # 1-D tensors are biases, norm scales/shifts, cls tokens' rows: exempt.
-                (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "exclude": False}, {"params": no_decay, "exclude": True, "weight_decay": 0.0}]
+                key = (p.ndim <= 1, getattr(p, "lr_scale", 1.0))
+                groups.setdefault(key, []).append(p)
+    return [{"params": ps, "exclude": ex, "lr_scale": sc, **({"weight_decay": 0.0} if ex else {})}
+            for (ex, sc), ps in sorted(groups.items())]
 
 
 class LARS(torch.optim.Optimizer):
@@ -41,8 +45,9 @@ def build_optimizer(name: str, modules, lr: float, weight_decay: float, betas=(0
     groups = param_groups(*modules)
     for g in groups:
         g.setdefault("weight_decay", weight_decay)
+        g["lr"] = lr * g["lr_scale"]
     if name == "adamw":  # the "exclude" key rides along in the group; AdamW ignores it
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+        return torch.optim.AdamW(groups, betas=tuple(betas))
     if name == "lars":
-        return LARS(groups, lr=lr, weight_decay=weight_decay)
+        return LARS(groups, lr=lr, weight_decay=weight_decay)  # each group's own lr overrides
     raise ValueError(f"optim.name must be adamw or lars, got {name!r}")

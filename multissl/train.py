@@ -218,7 +218,7 @@ def run(cfg) -> Path:
     for micro_batches in steps(loader, accum):
         sched = step_values(step, t.max_steps, cfg.optim, cfg.ema, lr)
         for g in optimizer.param_groups:
-            g["lr"] = sched["lr"]
+            g["lr"] = sched["lr"] * g.get("lr_scale", 1.0)
             g["weight_decay"] = 0.0 if g.get("exclude") else sched["wd"]
         loss, reps, ys = 0.0, [], []
         for batch in micro_batches:  # the step's loss is the mean of the micro-batch losses

@@ -16,11 +16,13 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class BYOL(nn.Module):
     global_views = 2
 
-    def __init__(self, encoder, domain, projector=(256, 128), predictor=(256, 128)):
+    def __init__(self, encoder, domain, projector=(256, 128), predictor=(256, 128), predictor_lr: float = 30.0):
         super().__init__()
         self.projector = mlp([encoder.dim, *projector])
         self.predictor = mlp([projector[-1], *predictor])
         self.teacher = EMATeacher(encoder, self.projector)
+        for p in self.predictor.parameters():
+            p.lr_scale = predictor_lr  # read by multissl.optim.param_groups
 
     def forward(self, encoder, batch, sched):
         views = batch["views"]

@@ -126,3 +126,15 @@ def test_build_optimizer_groups():
     assert sorted(g["weight_decay"] for g in lars.param_groups) == [0.0, 1e-6]
     with pytest.raises(ValueError):
         build_optimizer("sgd", [m], 0.1, 0.0)
+
+
+@pytest.mark.parametrize("name", ["adamw", "lars"])
+def test_lr_scale_gets_its_own_groups(name):
+    m = tiny_module()
+    m[3].weight.lr_scale = m[3].bias.lr_scale = 10.0
+    opt = build_optimizer(name, [m], 1e-3, 0.05)
+    by_id = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert by_id[id(m[3].weight)]["lr"] == pytest.approx(1e-2) and by_id[id(m[3].weight)]["weight_decay"] == 0.05
+    assert by_id[id(m[3].bias)]["lr"] == pytest.approx(1e-2) and by_id[id(m[3].bias)]["weight_decay"] == 0.0
+    assert by_id[id(m[0].weight)]["lr"] == pytest.approx(1e-3) and by_id[id(m[1].bias)]["lr"] == pytest.approx(1e-3)
+    assert len(opt.param_groups) == 4

@@ -103,3 +103,12 @@ def test_tensorboard_events_mirror_metrics(tiny):
     assert [e.value for e in acc.Scalars("loss")] == pytest.approx([r["loss"] for r in tiny.metrics(folder)
                                                                      if "loss" in r])
     assert "knn_acc" in acc.Tags()["scalars"]
+
+
+def test_predictor_runs_at_its_lr_multiple(tiny):
+    # BYOL's predictor_lr: the engine applies each group's lr_scale to the scheduled lr at every step
+    folder = tiny.run(*CONSTANT_SCHEDULE, "objective=byol", "objective.predictor_lr=7", "trainer.max_steps=2")
+    groups = torch.load(sorted((folder / "checkpoints").glob("*.pt"))[-1], weights_only=True)["optimizer"]["param_groups"]
+    lrs = {g["lr_scale"]: g["lr"] for g in groups}
+    assert set(lrs) == {1.0, 7.0}
+    assert lrs[7.0] == pytest.approx(7 * lrs[1.0]) and lrs[1.0] > 0
