@@ -21,7 +21,8 @@ b = cfg.data.batch_size
 
 
 def loader():
-    return train_loader(train_set, domain, 0, objective.global_views, b, 0, STEPS, 0, 1, cfg.data.num_workers)
+    return train_loader(train_set, domain, 0, objective.global_views, b, 0, STEPS, 0, 1, cfg.data.num_workers,
+                        corrupt=getattr(objective, "needs_tokens", False))
 
 
 t = time.perf_counter()

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multissl.encoder import gather_tokens
+
 
 def sincos_2d(dim: int, rows: int, cols: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine positions [1 dim rows cols] (MAE): half the channels encode the row, half
@@ -56,6 +58,5 @@ def patchify(x: torch.Tensor, patch: tuple[int, int], normalize: bool) -> torch.
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """pred [b m t] for the masked tokens `masked` [b m]; MSE against their rows of target [b n t]."""
-    tgt = torch.gather(target, 1, masked.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
-    return F.mse_loss(pred, tgt)
+    """pred and target [b n t]; MSE over the masked tokens `masked` [b m] only."""
+    return F.mse_loss(gather_tokens(pred, masked), gather_tokens(target, masked))

@@ -12,10 +12,16 @@ def mix(*ints: int) -> int:
 
 class Views(Dataset):
     """Global draw k -> the k-th sample of an endless stream of seeded epoch permutations, turned into
-    views (and a mask) with a generator seeded by (seed, k)."""
+    views (and a mask) with a generator seeded by (seed, k).
 
-    def __init__(self, base: Dataset, domain, seed: int, n_global: int):
+    `corrupt` (for objectives that consume the mask): a domain that masks by replacing values rather
+    than dropping tokens (a `corrupt(view, masked, rng)` method, e.g. VIME's marginal draws for tables)
+    gets views[0] corrupted at the masked positions, and the clean view is kept as "clean" (the target).
+    Other objectives never see the corruption: it would be an extra, one-sided augmentation of view 0."""
+
+    def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
+        self.corrupt = corrupt and hasattr(domain, "corrupt")
         self._perm = (None, None)
 
     def __len__(self):
@@ -33,18 +39,25 @@ class Views(Dataset):
         rng = torch.Generator().manual_seed(mix(self.seed, k, 2))
         views = self.domain.views(s["x"], rng, self.n_global)
         keep, masked = self.domain.mask(1, rng)
-        return {"views": views, "y": s.get("y", -1), "keep": keep[0], "masked": masked[0],
+        item = {"views": views, "y": s.get("y", -1), "keep": keep[0], "masked": masked[0],
                 "skipped": s.get("skipped", 0)}
+        if self.corrupt:  # drawn after the mask: the other domains' draws are unchanged
+            item["clean"] = views[0]
+            item["views"] = [self.domain.corrupt(views[0], masked[0], rng), *views[1:]]
+        return item
 
 
 def collate(items: list[dict]) -> dict:
-    return {
+    out = {
         "views": [torch.stack(v) for v in zip(*(it["views"] for it in items))],  # n_views x [b ...]
         "y": torch.tensor([it["y"] for it in items], dtype=torch.long),
         "keep": torch.stack([it["keep"] for it in items]),
         "masked": torch.stack([it["masked"] for it in items]),
         "skipped": torch.tensor(sum(it["skipped"] for it in items)),  # unreadable samples replaced
     }
+    if "clean" in items[0]:
+        out["clean"] = torch.stack([it["clean"] for it in items])  # [b ...] uncorrupted views[0]
+    return out
 
 
 class StepSampler(Sampler):
@@ -69,9 +82,10 @@ class StepSampler(Sampler):
                 yield list(range(first, first + self.local))
 
 
-def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0, accumulate=1):
+def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0, accumulate=1,
+                 corrupt=False):
     sampler = StepSampler(start, end, global_batch, rank, world, accumulate)
-    return DataLoader(Views(base, domain, seed, n_global), batch_sampler=sampler, collate_fn=collate,
+    return DataLoader(Views(base, domain, seed, n_global, corrupt), batch_sampler=sampler, collate_fn=collate,
                       num_workers=workers, persistent_workers=False)
 
 

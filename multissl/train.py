@@ -209,7 +209,8 @@ def run(cfg) -> Path:
 
     accum = t.accumulate
     loader = train_loader(train_set, domain, t.seed, objective.global_views, cfg.data.batch_size,
-                          step, t.max_steps, rank, world, cfg.data.num_workers, accum)
+                          step, t.max_steps, rank, world, cfg.data.num_workers, accum,
+                          corrupt=getattr(objective, "needs_tokens", False))
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
     tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=accelerator.device)
     bad_run, bad_total, probe_logs = 0, 0, {}

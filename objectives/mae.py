@@ -1,9 +1,12 @@
 """MAE (He et al. 2022): encode the visible tokens only, reconstruct the masked ones with a light decoder.
-The target and the loss are the domain's (normalized pixels for images, ids for text, …)."""
+The target and the loss are the domain's (normalized pixels for images, ids for text, …).
+
+The domain's mask decides what the encoder sees: `keep` disjoint from `masked` drops the masked tokens
+(MAE); `keep` covering every token with the masked values replaced in the input (the domain's `corrupt`,
+e.g. VIME's marginal draws for tables) reconstructs the clean input from a corrupted one. One decoder path
+serves both: the encoded kept tokens are scattered into a sequence of mask tokens."""
 import torch
 from torch import nn
-
-from multissl.encoder import gather_tokens
 
 
 class MAE(nn.Module):
@@ -27,10 +30,11 @@ class MAE(nn.Module):
         x, keep, masked = batch["views"][0], batch["keep"], batch["masked"]  # keep [b k], masked [b m]
         tokens, pooled = encoder(x, keep)  # [b k d]
         b, n = keep.shape[0], self.pos.shape[1]
-        seq = torch.cat([self.enc_to_dec(tokens), self.mask_token.expand(b, masked.shape[1], -1)], 1)
-        order = torch.cat([keep, masked], 1)  # [b n]: where each element of seq belongs
-        full = torch.zeros_like(seq).scatter(1, order.unsqueeze(-1).expand_as(seq), seq)  # [b n dd]
+        dec = self.enc_to_dec(tokens)  # [b k dd]
+        # positions not in keep stay mask tokens; kept positions get their encoded token
+        full = self.mask_token.expand(b, n, -1).scatter(1, keep.unsqueeze(-1).expand_as(dec), dec)  # [b n dd]
         h = self.norm(self.decoder(full + self.pos[:, :n]))
-        pred = self.head(gather_tokens(h, masked))  # [b m target_dim]
-        loss = self.domain.reconstruction_loss(pred, self.domain.target(x), masked)
+        pred = self.head(h)  # [b n target_dim]: the domain's loss picks the positions it scores
+        target = self.domain.target(batch.get("clean", x))  # the uncorrupted input where the domain corrupts
+        loss = self.domain.reconstruction_loss(pred, target, masked)
         return loss, {"rep": pooled.detach()}

@@ -58,6 +58,6 @@ def test_masked_mse_matches_a_loop_reference():
     g = torch.Generator().manual_seed(0)
     target = torch.randn(3, 6, 4, generator=g, dtype=torch.float64)
     masked = torch.tensor([[0, 2], [1, 5], [3, 4]])
-    pred = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
-    want = sum(((pred[b, j] - target[b, masked[b, j]]) ** 2).sum() for b in range(3) for j in range(2)) / (3 * 2 * 4)
+    pred = torch.randn(3, 6, 4, generator=g, dtype=torch.float64)  # every position; only masked ones count
+    want = sum(((pred[b, t] - target[b, t]) ** 2).sum() for b in range(3) for t in masked[b].tolist()) / (3 * 2 * 4)
     assert masked_mse(pred, target, masked).item() == pytest.approx(want.item(), rel=1e-12)

@@ -25,7 +25,7 @@ for domain_name, name in [(d, o) for d in options("domain") for o in options("ob
     domain, train_set, _, encoder, objective = build(cfg)
     model = prepare_model(encoder, objective, acc)
     batch = next(iter(train_loader(train_set, domain, 0, objective.global_views, 32, 0, 1, acc.process_index,
-                                   acc.num_processes)))
+                                   acc.num_processes, corrupt=getattr(objective, "needs_tokens", False))))
     batch.pop("skipped")
     loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "progress": 0.0})
     loss.backward()

@@ -45,13 +45,13 @@ def ref_norm_target(x, p):
 
 
 def ref_masked_mse(pred, target, masked):
-    """pred [b m t] (row i predicts token masked[b, i]); loop over samples and masked indices."""
+    """pred and target [b n t]; loop over samples and masked indices."""
     pred, target, masked = np.asarray(pred), np.asarray(target), np.asarray(masked)
     total, count = 0.0, 0
     for bi in range(pred.shape[0]):
-        for i, tok in enumerate(masked[bi]):
+        for tok in masked[bi]:
             for e in range(pred.shape[2]):
-                total += (pred[bi, i, e] - target[bi, tok, e]) ** 2
+                total += (pred[bi, tok, e] - target[bi, tok, e]) ** 2
                 count += 1
     return total / count
 
@@ -116,7 +116,7 @@ def test_reconstruction_loss_matches_loop_reference():
     keep, masked = _masks(d, 3, 0)
     g = torch.Generator().manual_seed(1)
     target = torch.randn(3, d.num_tokens, d.target_dim, generator=g, dtype=torch.float64)
-    pred = torch.randn(3, masked.shape[1], d.target_dim, generator=g, dtype=torch.float64)
+    pred = torch.randn(3, d.num_tokens, d.target_dim, generator=g, dtype=torch.float64)
     got = d.reconstruction_loss(pred, target, masked).item()
     assert got == pytest.approx(ref_masked_mse(pred, target, masked), rel=1e-10)
 
@@ -126,12 +126,14 @@ def test_reconstruction_loss_ignores_kept_patches():
     keep, masked = _masks(d, 4, 2)
     g = torch.Generator().manual_seed(3)
     target = torch.randn(4, d.num_tokens, d.target_dim, generator=g, dtype=torch.float64)
-    pred = torch.randn(4, masked.shape[1], d.target_dim, generator=g, dtype=torch.float64)
+    pred = torch.randn(4, d.num_tokens, d.target_dim, generator=g, dtype=torch.float64)
     before = d.reconstruction_loss(pred, target, masked).item()
-    changed = target.clone()
+    changed, wild = target.clone(), pred.clone()
     for bi in range(4):
         changed[bi, keep[bi]] = 1e3 * torch.randn(keep.shape[1], d.target_dim, generator=g, dtype=torch.float64)
+        wild[bi, keep[bi]] = 1e3 * torch.randn(keep.shape[1], d.target_dim, generator=g, dtype=torch.float64)
     assert d.reconstruction_loss(pred, changed, masked).item() == before
+    assert d.reconstruction_loss(wild, target, masked).item() == before  # predictions at kept tokens too
     # ...but changing a masked patch does change it
     changed[0, masked[0, 0]] += 1.0
     assert d.reconstruction_loss(pred, changed, masked).item() != before
@@ -141,7 +143,9 @@ def test_reconstruction_loss_zero_on_perfect_prediction():
     d = domain()
     keep, masked = _masks(d, 2, 4)
     target = torch.randn(2, d.num_tokens, d.target_dim, dtype=torch.float64)
-    pred = torch.stack([target[bi, masked[bi]] for bi in range(2)])
+    pred = target.clone()
+    for bi in range(2):
+        pred[bi, keep[bi]] = 7.0  # wrong where nothing is scored
     assert d.reconstruction_loss(pred, target, masked).item() == 0.0
 
 
@@ -192,7 +196,7 @@ def test_module_loss_matches_reference_on_captured_prediction():
     loss, _ = obj(enc, batch, {})
     (pred,) = preds
     x, masked = batch["views"][0].double(), batch["masked"]
-    assert pred.shape == (4, masked.shape[1], d.target_dim)
+    assert pred.shape == (4, d.num_tokens, d.target_dim)  # every position; the loss scores the masked ones
     ref = ref_masked_mse(pred.numpy(), ref_norm_target(x, 2), masked.numpy())
     assert loss.item() == pytest.approx(ref, rel=1e-4)
 
