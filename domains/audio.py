@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.errors import UserError, require
+from multissl.errors import UserError
 
 from . import augment as A
-from .files import Files, labelled, split_folders
+from .files import Files, hf_splits, labelled, split_folders
 from .masking import band_mask, random_mask
 from .patches import PatchEmbed, masked_mse, patchify
 
@@ -164,16 +164,12 @@ class AudioDomain:
 
     def _hf(self, path, from_disk: bool):
         """An HF `datasets` audio dataset, decoded here with soundfile (no torchcodec needed)."""
-        datasets = require("datasets", "an HF dataset in data.path")
         import io
 
         import soundfile as sf
-        dd = datasets.load_from_disk(path) if from_disk else datasets.load_dataset(path)
-        if isinstance(dd, datasets.Dataset):
-            dd = datasets.DatasetDict({"train": dd})
-        if "train" not in dd:
-            raise UserError(f"HF dataset at {path} has no 'train' split (has {list(dd)}); save one named train")
-        feats = dd["train"].features
+        splits = hf_splits(path, from_disk)
+        import datasets
+        feats = splits["train"].features
         col = next((k for k, v in feats.items() if isinstance(v, datasets.Audio)), None)
         if col is None:
             raise UserError(f"HF dataset at {path} has no Audio column (columns: {list(feats)})")
@@ -188,8 +184,7 @@ class AudioDomain:
                 waves.append(to_mono(wave, sr, self.rate))
             return Waves(waves, ds[lab] if lab else [-1] * len(waves))
 
-        test = next((s for s in ("test", "validation") if s in dd), None)
-        return {"train": decode(dd["train"]), **({"test": decode(dd[test])} if test else {})}
+        return {k: decode(ds) for k, ds in splits.items()}
 
     def _fit_stats(self, ds):
         """Per-mel-bin mean and std of the log-mel features of (up to 1024) training clips."""

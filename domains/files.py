@@ -1,10 +1,10 @@
-"""Folders of sample files, shared by the file-based domains: splits, labels from class subfolders,
-lazy reading with an optional counted skip of unreadable files."""
+"""Where the domains' data comes from, shared by them: folders of sample files (splits, labels from class
+subfolders, lazy reading with an optional counted skip of unreadable files) and HF `datasets` splits."""
 from pathlib import Path
 
 import torch
 
-from multissl.errors import UserError
+from multissl.errors import UserError, require
 
 
 class Files(torch.utils.data.Dataset):
@@ -41,3 +41,16 @@ def labelled(files: list[Path], folder: Path, classes: dict | None):
     if classes is None:
         classes = {c: i for i, c in enumerate(sorted({f.parent.name for f in files if f.parent != folder}))}
     return [classes.get(f.parent.name, -1) if f.parent != folder else -1 for f in files], classes
+
+
+def hf_splits(path: str, from_disk: bool) -> dict:
+    """A saved HF dataset folder (`from_disk`) or a dataset in the local HF cache -> {"train": Dataset,
+    "test": Dataset (the "test" split, else "validation"; absent when there is neither)}."""
+    datasets = require("datasets", "an HF dataset in data.path")
+    dd = datasets.load_from_disk(path) if from_disk else datasets.load_dataset(path)
+    if isinstance(dd, datasets.Dataset):
+        dd = datasets.DatasetDict({"train": dd})
+    if "train" not in dd:
+        raise UserError(f"HF dataset at {path} has no 'train' split (has {list(dd)}); save one named train")
+    test = next((s for s in ("test", "validation") if s in dd), None)
+    return {"train": dd["train"], **({"test": dd[test]} if test else {})}

@@ -7,10 +7,10 @@ import torch
 import torchvision
 from torch import nn
 
-from multissl.errors import UserError, require
+from multissl.errors import UserError
 
 from . import augment as A
-from .files import Files, labelled, split_folders
+from .files import Files, hf_splits, labelled, split_folders
 from .masking import random_mask
 from .patches import PatchEmbed, masked_mse, patchify
 
@@ -132,28 +132,23 @@ class ImageDomain:
         return out
 
     def _hf(self, path, from_disk: bool):
-        datasets = require("datasets", "an HF dataset in data.path")
-        dd = datasets.load_from_disk(str(path)) if from_disk else datasets.load_dataset(str(path))
-        if isinstance(dd, datasets.Dataset):
-            dd = datasets.DatasetDict({"train": dd})
-        if "train" not in dd:
-            raise UserError(f"HF dataset at {path} has no 'train' split (has {list(dd)}); save one named train")
-        feats = dd["train"].features
+        splits = hf_splits(str(path), from_disk)
+        import datasets
+        feats = splits["train"].features
         img_col = next((k for k, v in feats.items() if isinstance(v, datasets.Image)), None)
         if img_col is None:
             raise UserError(f"HF dataset at {path} has no Image column (columns: {list(feats)})")
         lab_col = next((k for k, v in feats.items() if isinstance(v, datasets.ClassLabel)),
                        "label" if "label" in feats else None)
         if self.channels is None or self.image_size is None:
-            self._size_from(dd["train"][0][img_col])
+            self._size_from(splits["train"][0][img_col])
 
         def to_tensors(ds):
             x = torch.stack([resize_uint8(_pil_to_tensor(r[img_col], self.channels), self.image_size) for r in ds])
             y = torch.tensor(ds[lab_col]) if lab_col else torch.full((len(x),), -1)
             return TensorImages(x, y.long())
 
-        test = next((s for s in ("test", "validation") if s in dd), None)
-        return {"train": to_tensors(dd["train"]), **({"test": to_tensors(dd[test])} if test else {})}
+        return {k: to_tensors(ds) for k, ds in splits.items()}
 
     def _size_from(self, im):
         """Unset channels / image_size come from the first training image (single-band modes -> 1)."""
