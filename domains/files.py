@@ -47,7 +47,13 @@ def hf_splits(path: str, from_disk: bool) -> dict:
     """A saved HF dataset folder (`from_disk`) or a dataset in the local HF cache -> {"train": Dataset,
     "test": Dataset (the "test" split, else "validation"; absent when there is neither)}."""
     datasets = require("datasets", "an HF dataset in data.path")
-    dd = datasets.load_from_disk(path) if from_disk else datasets.load_dataset(path)
+    try:
+        dd = datasets.load_from_disk(path) if from_disk else datasets.load_dataset(path)
+    except Exception as e:  # a folder that is not a saved dataset, or a name missing from the offline cache
+        msg = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        how = "save it there with save_to_disk" if from_disk else "load it once online so it is in the local cache"
+        raise UserError(f"cannot load the HF dataset {path}: {msg}; {how}, or point data.path at your files") \
+            from None
     if isinstance(dd, datasets.Dataset):
         dd = datasets.DatasetDict({"train": dd})
     if "train" not in dd:

@@ -1,6 +1,10 @@
-"""Encoder = domain embedder -> torch.nn.TransformerEncoder (pre-norm, SDPA) -> cls/mean pooling."""
+"""Encoder = domain embedder -> torch.nn.TransformerEncoder (pre-norm, SDPA) -> cls/mean pooling; or the
+same embedder -> flattened -> MLP (MLPEncoder, for a fixed number of tokens, e.g. table features)."""
 import torch
 from torch import nn
+
+from multissl.errors import UserError
+from multissl.heads import mlp
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -38,6 +42,24 @@ class Encoder(nn.Module):
         if self.cls is not None:
             return t[:, 1:], t[:, 0]
         return t, t.mean(1)
+
+
+class MLPEncoder(nn.Module):
+    """domain.embedder(token_dim) -> [b n token_dim] -> flattened [b n*token_dim] -> Linear-BN-ReLU hidden
+    layers -> Linear -> [b dim]. The usual strong baseline for tables; it has no token output, so masked
+    objectives refuse it."""
+    supports_masking = False
+
+    def __init__(self, domain, dim: int = 64, hidden=(256, 256), token_dim: int = 8):
+        super().__init__()
+        self.dim = dim
+        self.embed = domain.embedder(token_dim)
+        self.mlp = mlp([domain.num_tokens * token_dim, *hidden, dim])
+
+    def forward(self, x, keep: torch.Tensor | None = None):
+        if keep is not None:
+            raise UserError("encoder=mlp has no tokens to mask; use encoder=transformer with masked objectives")
+        return None, self.mlp(self.embed(x).flatten(1))  # no tokens, pooled [b dim]
 
 
 def encode_views(encoder, views: list[torch.Tensor]) -> list[torch.Tensor]:

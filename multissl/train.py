@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from multissl import checkpoint, dist, monitor
 from multissl.cli import load_config
-from multissl.data import steps, train_loader
+from multissl.data import eval_loader, steps, train_loader
 from multissl.errors import UserError
 from multissl.export import save_encoder
 from multissl.optim import build_optimizer
@@ -125,7 +125,8 @@ def run_folder(cfg, accelerator) -> Path:
 
 def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device) -> dict:
     """kNN accuracy and online-probe accuracy on the held-out split; RankMe and std of the training
-    representations (and of the projector output, where the objective has one)."""
+    representations (and of the projector output, where the objective has one); and the domain's own
+    downstream metrics where it has them (`downstream_metrics(embed)`, e.g. tabular probe vs. GBDT)."""
     was = encoder.training
     encoder.eval()
     out, tr_x, labelled = monitor.heldout_metrics(encoder, domain, train_set, test_set, device, cfg.trainer.knn_k,
@@ -140,6 +141,8 @@ def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device
     if labelled is not None and probe is not None:
         te_x, te_y = labelled[2:]
         out["probe_test_acc"] = probe.accuracy(te_x.to(device), te_y.to(device))
+    if hasattr(domain, "downstream_metrics"):
+        out |= domain.downstream_metrics(lambda ds: monitor.embed_all(encoder, eval_loader(ds, domain), device)[0])
     encoder.train(was)
     if out["rankme"] < cfg.trainer.collapse_rankme or out["emb_std"] < cfg.trainer.collapse_std:
         out["collapse_warning"] = 1

@@ -47,7 +47,17 @@ def audio_raw_and_input(domain_obj, preprocess: dict, n: int):
     return raw, ((mel - mean) / std)[:, None]
 
 
-RAW_AND_INPUT = {"image": image_raw_and_input, "audio": audio_raw_and_input}
+def tabular_raw_and_input(domain_obj, preprocess: dict, n: int):
+    """5 raw test rows as a pandas DataFrame (target column included: extra columns are ignored) and the
+    encoded rows by hand: (value - mean) / std per exported feature (the default table is all numeric)."""
+    raw = domain_obj.dataset("test").frame.head(n)
+    feats = preprocess["features"]
+    assert [f["kind"] for f in feats] == ["numeric"] * len(feats) and "target" in raw.columns
+    x = torch.tensor([[(float(raw[f["name"]].iloc[i]) - f["mean"]) / f["std"] for f in feats] for i in range(n)])
+    return raw, x
+
+
+RAW_AND_INPUT = {"image": image_raw_and_input, "audio": audio_raw_and_input, "tabular": tabular_raw_and_input}
 
 
 def test_registry_is_not_empty():
