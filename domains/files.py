@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from multissl.errors import UserError, require
+from multissl.errors import UserError, reason, require
 
 
 class Files(torch.utils.data.Dataset):
@@ -50,9 +50,8 @@ def hf_splits(path: str, from_disk: bool) -> dict:
     try:
         dd = datasets.load_from_disk(path) if from_disk else datasets.load_dataset(path)
     except Exception as e:  # a folder that is not a saved dataset, or a name missing from the offline cache
-        msg = (str(e).splitlines() or [type(e).__name__])[0][:160]
         how = "save it there with save_to_disk" if from_disk else "load it once online so it is in the local cache"
-        raise UserError(f"cannot load the HF dataset {path}: {msg}; {how}, or point data.path at your files") \
+        raise UserError(f"cannot load the HF dataset {path}: {reason(e)}; {how}, or point data.path at your files") \
             from None
     if isinstance(dd, datasets.Dataset):
         dd = datasets.DatasetDict({"train": dd})

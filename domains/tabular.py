@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.errors import UserError
+from multissl.errors import UserError, reason
 
 from .files import hf_splits
 from .masking import random_mask
@@ -38,11 +38,10 @@ def read_table(path: Path) -> pd.DataFrame:
                         f"parquet, or point data.path at a saved HF dataset folder")
     if path.suffix.lower() == ".csv" and is_binary(path):
         raise UserError(f"{path} is binary, not a CSV text table; export the data as CSV or parquet")
-    try:
-        df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    try:  # low_memory=False: types inferred from the whole column, not per chunk
+        df = pd.read_csv(path, low_memory=False) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except Exception as e:
-        msg = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise UserError(f"cannot read table {path}: {msg}; fix the file or export it again as CSV or parquet") \
+        raise UserError(f"cannot read table {path}: {reason(e)}; fix the file or export it again as CSV or parquet") \
             from None
     if df.empty:
         raise UserError(f"table {path} has no rows or no columns; point data.path at a table with data")

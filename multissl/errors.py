@@ -6,6 +6,12 @@ class UserError(Exception):
     names the problem and the fix) and exits with status 2 — no traceback."""
 
 
+def reason(e: Exception, limit: int = 160) -> str:
+    """The first sentence of an exception's message, for a one-line UserError about a third-party failure."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return line.split(". ")[0].rstrip(".")[:limit]
+
+
 def require(module: str, purpose: str, install: str | None = None):
     """Import an optional dependency, or fail with one line saying what needs it and how to install it."""
     try:
