@@ -367,8 +367,8 @@ class TabularDomain:
     def _load(self) -> dict:
         frames, default_target = self._frames()
         whole = frames["train"]
-        target = self.data.get("target")
-        target = default_target if target is None else str(target)
+        target = self.data.get("target")  # else the exported one (evaluate.py on new data), else the table's
+        target = (self.target_name or default_target) if target is None else str(target)
         columns = list(whole.columns)
         for key in ("drop", "numeric", "categorical"):
             unknown = [str(c) for c in self.data.get(key) or [] if str(c) not in columns]

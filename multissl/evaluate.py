@@ -1,5 +1,6 @@
 """`python -m multissl.evaluate <run dir> [data.path=…]` — kNN accuracy, linear-probe accuracy and RankMe
-of a finished run's exported encoder on the held-out split. Prints one JSON object."""
+of a finished run's exported encoder on the held-out split, plus the domain's own metrics where it has
+them (tabular: linear probe vs. gradient-boosted trees). Prints one JSON object."""
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def evaluate_run(path, data: dict | None = None, k: int = 20, temperature: float
                                                enc.domain.dataset("test"), "cpu", k, temperature)
     if labelled is not None:
         out["linear_acc"] = linear_probe_accuracy(*labelled)
-    return out
+    return out | monitor.domain_metrics(enc.encoder, enc.domain, "cpu")
 
 
 def main(argv=None):

@@ -19,6 +19,14 @@ def heldout_metrics(encoder, domain, train_set, test_set, device, k: int = 20, t
     return out, tr_x, (tr_x[a], tr_y[a], te_x[b], te_y[b])
 
 
+def domain_metrics(encoder, domain, device) -> dict:
+    """The domain's own held-out metrics where it has them (`downstream_metrics(embed)`, e.g. the tabular
+    linear probe vs. gradient-boosted trees), with `embed(dataset) -> [n d]` un-augmented representations."""
+    if not hasattr(domain, "downstream_metrics"):
+        return {}
+    return domain.downstream_metrics(lambda ds: embed_all(encoder, eval_loader(ds, domain), device)[0])
+
+
 @torch.no_grad()
 def embed_all(encoder, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     feats, labels = [], []

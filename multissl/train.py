@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from multissl import checkpoint, dist, monitor
 from multissl.cli import load_config
-from multissl.data import eval_loader, steps, train_loader
+from multissl.data import steps, train_loader
 from multissl.errors import UserError
 from multissl.export import save_encoder
 from multissl.optim import build_optimizer
@@ -141,8 +141,7 @@ def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device
     if labelled is not None and probe is not None:
         te_x, te_y = labelled[2:]
         out["probe_test_acc"] = probe.accuracy(te_x.to(device), te_y.to(device))
-    if hasattr(domain, "downstream_metrics"):
-        out |= domain.downstream_metrics(lambda ds: monitor.embed_all(encoder, eval_loader(ds, domain), device)[0])
+    out |= monitor.domain_metrics(encoder, domain, device)
     encoder.train(was)
     if out["rankme"] < cfg.trainer.collapse_rankme or out["emb_std"] < cfg.trainer.collapse_std:
         out["collapse_warning"] = 1

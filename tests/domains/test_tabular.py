@@ -548,13 +548,19 @@ def test_state_round_trip_is_json_and_encodes_identically(mixed):
     assert fresh.num_tokens == mixed.num_tokens and fresh.target_dim == mixed.target_dim
 
 
-def test_exported_encoder_embeds_a_dataframe(mixed, tmp_path):
+def export(d: TabularDomain, folder) -> Encoder:
+    """An untrained tiny encoder exported as a run would (weights + the domain's state)."""
     from omegaconf import OmegaConf
     torch.manual_seed(0)
-    enc = Encoder(mixed, dim=16, depth=1, heads=2)
+    enc = Encoder(d, dim=16, depth=1, heads=2)
     dom_cfg = OmegaConf.create({"_target_": "multissl.domains.tabular.TabularDomain"})
     enc_cfg = OmegaConf.create({"_target_": "multissl.encoder.Encoder", "dim": 16, "depth": 1, "heads": 2})
-    save_encoder(tmp_path / "enc", enc, dom_cfg, enc_cfg, mixed.state())
+    save_encoder(folder, enc, dom_cfg, enc_cfg, d.state())
+    return enc
+
+
+def test_exported_encoder_embeds_a_dataframe(mixed, tmp_path):
+    enc = export(mixed, tmp_path / "enc")
     loaded = multissl.load_encoder(tmp_path / "enc")
     df = pd.DataFrame({"height": [np.nan, 171.0], "visits": [3, None], "rooms": [1, 4], "color": ["mauve", None],
                        "member": [True, False]})
@@ -607,3 +613,12 @@ def test_downstream_scores_against_sklearn_by_hand():
 def test_no_target_means_no_downstream_metrics(tmp_path):
     d = domain(csv(tmp_path, mixed_table()))
     assert d.downstream_metrics(lambda ds: torch.zeros(len(ds), 2)) == {}
+
+
+def test_evaluate_cli_reports_downstream_metrics_with_the_exported_target(tmp_path):
+    from multissl.evaluate import evaluate_run
+    path = csv(tmp_path, mixed_table(80))
+    export(domain(path, data={"target": "label"}), tmp_path / "enc")
+    out = evaluate_run(tmp_path / "enc", data={"path": str(path)})  # data.target not repeated: the export's
+    assert {"knn_acc", "linear_acc", "probe_linear", "gbdt_raw", "gbdt_raw_ssl"} <= set(out)
+    assert all(0.0 <= out[k] <= 1.0 for k in ("probe_linear", "gbdt_raw", "gbdt_raw_ssl"))
