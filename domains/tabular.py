@@ -183,6 +183,13 @@ def class_ids(s: pd.Series, classes: list[str]) -> np.ndarray:
     return np.array([ids.get(v, -1) if v is not None else -1 for v in category_strings(s)], np.int64)
 
 
+def column_list(value) -> list[str]:
+    """data.drop / data.numeric / data.categorical: a list of column names, one name, or null."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(c) for c in value]
+
+
 def split_rows(n: int, strata: np.ndarray | None, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """A fixed (seed 0, not the run seed) train/test split of n rows, stratified when `strata` allows."""
     from sklearn.model_selection import train_test_split
@@ -371,7 +378,7 @@ class TabularDomain:
         target = (self.target_name or default_target) if target is None else str(target)
         columns = list(whole.columns)
         for key in ("drop", "numeric", "categorical"):
-            unknown = [str(c) for c in self.data.get(key) or [] if str(c) not in columns]
+            unknown = [c for c in column_list(self.data.get(key)) if c not in columns]
             if unknown:
                 raise UserError(f"data.{key} names {unknown[0]!r}, which is not a column; columns: "
                                 f"{', '.join(columns)}")
@@ -394,9 +401,9 @@ class TabularDomain:
 
     def _fit_schema(self, train: pd.DataFrame) -> list[dict]:
         """Feature kinds (inferred or data.numeric / data.categorical) and statistics, training split only."""
-        drop = {str(c) for c in self.data.get("drop") or []} | {self.target_name}
-        forced = {**{str(c): NUMERIC for c in self.data.get("numeric") or []},
-                  **{str(c): CATEGORICAL for c in self.data.get("categorical") or []}}
+        drop = {*column_list(self.data.get("drop")), self.target_name}
+        forced = {**{c: NUMERIC for c in column_list(self.data.get("numeric"))},
+                  **{c: CATEGORICAL for c in column_list(self.data.get("categorical"))}}
         features = []
         for c in train.columns:
             if c not in drop:

@@ -5,7 +5,7 @@ from importlib import resources
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf, open_dict
+from omegaconf import ListConfig, OmegaConf, open_dict
 
 GROUPS = ("domain", "objective", "encoder")
 CHOICES = {("trainer", "precision"): ("no", "bf16", "fp16"), ("optim", "name"): ("adamw", "lars"),
@@ -89,6 +89,7 @@ def check_types(cfg, default):
             if isinstance(want, int) and isinstance(got, bool) and not isinstance(want, bool):
                 ok = False
             if not ok:
-                fail(f"{section}.{key} must be {type(want).__name__} (like {want!r}), got {got!r}")
+                kind = "a list" if isinstance(want, ListConfig) else type(want).__name__
+                fail(f"{section}.{key} must be {kind} (like {want!r}), got {got!r}")
             if (section, key) in CHOICES and got not in CHOICES[section, key]:
                 fail(f"{section}.{key}={got} is not one of: {', '.join(CHOICES[section, key])}")

@@ -286,6 +286,19 @@ def test_cli_takes_the_table_keys():
     assert load_config(["domain=tabular"]).data.drop == [] and load_config(["domain=tabular"]).data.name is None
 
 
+def test_a_single_column_name_is_a_list_of_one(tmp_path):
+    d = domain(csv(tmp_path, mixed_table()), data={"target": "label", "numeric": "rooms", "drop": "color"})
+    assert kinds(d)["rooms"] == "numeric" and "color" not in kinds(d)
+
+
+def test_drop_must_be_a_list_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "multissl.train", "domain=tabular", "data.drop=color"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == "multissl: error: data.drop must be a list (like []), got 'color'"
+
+
 # ---- views ----------------------------------------------------------------------------------------
 
 def far_row(d):
