@@ -385,9 +385,10 @@ class TabularDomain:
         if target is not None and target not in columns:
             raise UserError(f"data.target={target} is not a column of the table; columns: {', '.join(columns)}")
         self.target_name = target
-        if target is not None and self.classes is None:  # the task and classes span the whole table: they
-            self.classes = vocabulary(whole[target]) \
-                if is_categorical(whole[target], self.max_int_categories) else []  # stratify the split
+        if target is not None and self.classes is None:
+            # the task and the classes come from the whole table: they stratify the split made next
+            categorical = is_categorical(whole[target], self.max_int_categories)
+            self.classes = vocabulary(whole[target]) if categorical else []  # [] = regression
         if "test" not in frames and self.test_fraction > 0:
             if len(whole) < 2:
                 raise UserError(f"the table has {len(whole)} row; a train/test split needs at least 2 "
@@ -414,10 +415,11 @@ class TabularDomain:
         return features
 
     def _rows(self, df: pd.DataFrame) -> Rows:
-        n, t = len(df), self.target_name
-        y = class_ids(df[t], self.classes) if self.classes else np.full(n, -1, np.int64)
-        reg = numbers(df[t], t, "data.target must be a category or a number") if t and not self.classes \
-            else np.full(n, np.nan)
+        """A split's encoded rows and labels (a split without the target column is unlabelled)."""
+        n, t = len(df), self.target_name if self.target_name in df.columns else None
+        y = class_ids(df[t], self.classes) if t and self.classes else np.full(n, -1, np.int64)
+        fix = "clean the target column or point data.target at another one"
+        reg = numbers(df[t], t, fix) if t and not self.classes else np.full(n, np.nan)
         return Rows(encode(df, self.features, TRAIN_FIX), y, reg, df)
 
     @property
