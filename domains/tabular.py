@@ -512,7 +512,9 @@ class TabularDomain:
 
     def reconstruction_loss(self, pred, target, masked):
         sizes = torch.tensor(self.vocab_sizes, device=target.device)
-        return vime_loss(pred, target, masked, sizes, self.mask_loss_weight)
+        # drop mode: the decoder sees mask tokens where features were masked, so "which were masked" is free
+        weight = self.mask_loss_weight if self.mask_mode == "marginal" else 0.0
+        return vime_loss(pred, target, masked, sizes, weight)
 
     # ---- evaluation (issue 5 item 6) ---------------------------------------------------------------------------
     def downstream_metrics(self, embed) -> dict:

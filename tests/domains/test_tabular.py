@@ -270,6 +270,15 @@ def test_folder_that_is_not_a_saved_dataset_is_user_error(tmp_path):
     one_line(e)
 
 
+def test_hf_name_missing_from_the_local_cache_is_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing may download
+    with pytest.raises(UserError, match="cannot load the HF dataset nobody/no-such-table.*local cache") as e:
+        domain("hf:nobody/no-such-table")
+    one_line(e)
+
+
 @pytest.mark.parametrize("kw, match", [({"mask_mode": "zeros"}, "mask_mode"),
                                        ({"corruption_rate": 1.5}, "corruption_rate"),
                                        ({"test_fraction": 1.0}, "test_fraction")])
@@ -505,6 +514,20 @@ def test_domain_loss_ignores_unmasked_targets(cancer):
     assert cancer.target_dim == 2 and torch.equal(cancer.target(target), target)
 
 
+def test_drop_mode_scores_reconstruction_only(cancer):
+    """In drop mode the decoder sees mask tokens at the masked positions: 'which were masked' is given, so
+    the mask-estimation term would be free and is left out."""
+    drop = TabularDomain(data={}, mask_mode="drop", state=cancer.state())
+    g = torch.Generator().manual_seed(0)
+    target = cancer.dataset("train").x[:4].double()
+    _, masked = drop.mask(4, g)
+    pred = torch.randn(4, 30, drop.target_dim, generator=g, dtype=torch.float64)
+    was = torch.zeros(4, 30, dtype=torch.bool).scatter(1, masked, True)
+    recon = feature_reconstruction_loss(pred, target, was, torch.tensor(drop.vocab_sizes)).item()
+    assert drop.reconstruction_loss(pred, target, masked).item() == pytest.approx(recon, rel=1e-12)
+    assert cancer.reconstruction_loss(pred, target, masked).item() > recon  # marginal mode adds the mask term
+
+
 # ---- tokens ---------------------------------------------------------------------------------------
 
 def test_tokenizer_matches_a_hand_computation():
@@ -587,11 +610,8 @@ def test_exported_encoder_embeds_a_dataframe(mixed, tmp_path):
 # ---- downstream metrics ------------------------------------------------------------------------------
 
 def test_downstream_metrics_keys_ranges_and_what_they_measure(cancer):
-    import time
     oracle = lambda ds: torch.nn.functional.one_hot(ds.y, 2).float()  # noqa: E731 - the label itself
-    t = time.perf_counter()
     good = cancer.downstream_metrics(oracle)
-    assert time.perf_counter() - t < 10  # measured ~0.6 s; generous for a busy machine
     assert set(good) == {"probe_linear", "gbdt_raw", "gbdt_raw_ssl"}
     assert good["probe_linear"] == 1.0 and good["gbdt_raw_ssl"] == 1.0  # label-perfect embeddings
     assert 0.9 < good["gbdt_raw"] < 1.0  # breast_cancer's raw features alone: ~0.94
@@ -635,3 +655,31 @@ def test_evaluate_cli_reports_downstream_metrics_with_the_exported_target(tmp_pa
     out = evaluate_run(tmp_path / "enc", data={"path": str(path)})  # data.target not repeated: the export's
     assert {"knn_acc", "linear_acc", "probe_linear", "gbdt_raw", "gbdt_raw_ssl"} <= set(out)
     assert all(0.0 <= out[k] <= 1.0 for k in ("probe_linear", "gbdt_raw", "gbdt_raw_ssl"))
+
+
+# ---- through the engine ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("objective", ["mae", "simclr"])
+def test_mixed_table_with_a_numeric_target_trains_evaluates_and_exports(tmp_path, objective):
+    """Categorical, boolean and missing cells and a regression target (visits: many integers) through a
+    real run: finite losses, RMSE metrics at the end, and the export encodes and embeds new rows with an
+    unseen category and missing values."""
+    from multissl.train import run
+    path = csv(tmp_path, mixed_table(120).drop(columns=["label"]))
+    folder = run(load_config([
+        "domain=tabular", f"objective={objective}", f"data.path={path}", "data.target=visits",
+        "encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=32", "trainer.max_steps=3",
+        "trainer.log_every=1", "trainer.eval_every=0", f"run.dir={tmp_path / 'run'}"]))
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
+    final = next(r for r in reversed(rows) if "gbdt_raw" in r)
+    visits = mixed_table(120)["visits"]
+    for key in ("probe_linear", "gbdt_raw", "gbdt_raw_ssl"):  # RMSE, in visits: 0 < rmse < a few stds
+        assert 0 < final[key] < 3 * visits.std()
+    enc = multissl.load_encoder(folder)
+    assert enc.domain.task == "regression" and kinds(enc.domain)["color"] == "categorical"
+    new = pd.DataFrame({"height": [np.nan, 171.0], "rooms": [1, 9], "color": ["mauve", None], "member": [True, None]})
+    x = enc.domain.preprocess(new)
+    assert x[0, 2] == 0 and x[1, 2] == 1 and math.isnan(x[0, 0])  # unseen, missing, missing
+    got = enc.embed(new)
+    assert got.shape == (2, 16) and torch.isfinite(got).all()
