@@ -11,7 +11,7 @@ from torch import nn
 from multissl.errors import UserError
 
 from . import augment as A
-from .files import Files, hf_splits, labelled, split_folders
+from .files import Files, class_count, hf_splits, labelled, locate, split_folders
 from .masking import band_mask, random_mask
 from .patches import PatchEmbed, masked_mse, patchify
 
@@ -123,17 +123,9 @@ class AudioDomain:
         if not path:
             splits = self._spoken_words()
         else:
-            p = Path(path).expanduser()
-            if p.is_dir() and not any(p.glob("*.arrow")) and not (p / "dataset_dict.json").exists():
-                splits = self._folder(p)
-            elif p.is_dir() or str(path).startswith("hf:"):
-                splits = self._hf(str(p) if p.is_dir() else str(path)[3:], from_disk=p.is_dir())
-            else:
-                raise UserError(f"data.path {path} does not exist; point it at a folder of audio files or a "
-                                f"saved HF dataset (hf:<owner>/<name> for one in your local Hugging Face cache)")
-        tr = splits["train"]
-        labels = tr.y.tolist() if hasattr(tr, "y") else tr.labels
-        self.num_classes = max(labels) + 1 if labels and max(labels) >= 0 else None
+            kind, where = locate(path, "a folder of audio files or a saved HF dataset")
+            splits = self._folder(where) if kind == "folder" else self._hf(str(where), from_disk=kind == "saved")
+        self.num_classes = class_count(splits["train"])
         return splits
 
     def _spoken_words(self):

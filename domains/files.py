@@ -43,6 +43,30 @@ def labelled(files: list[Path], folder: Path, classes: dict | None):
     return [classes.get(f.parent.name, -1) if f.parent != folder else -1 for f in files], classes
 
 
+def locate(path: str, what: str, folders: bool = True, files: bool = False) -> tuple[str, Path | str]:
+    """data.path -> (kind, where): "folder" (a folder of sample files, when the domain reads `folders`),
+    "file" (when it reads `files`), "saved" (a saved HF dataset folder) or "cache" (hf:<name>, an HF
+    dataset in the local cache). `what` names what the domain reads, for the error."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        saved = any(p.glob("*.arrow")) or any((p / f).exists() for f in ("dataset_dict.json", "state.json"))
+        return ("folder" if folders and not saved else "saved"), p
+    if p.is_file() and files:
+        return "file", p
+    if p.is_file():
+        raise UserError(f"data.path {path} is a file; point it at {what}")
+    if str(path).startswith("hf:"):
+        return "cache", str(path)[3:]
+    raise UserError(f"data.path {path} does not exist; point it at {what} (hf:<owner>/<name> for one in your "
+                    f"local Hugging Face cache)")
+
+
+def class_count(train) -> int | None:
+    """Number of classes of a training split with labels `y` or `labels` (-1 = unlabelled); None if none."""
+    labels = train.y.tolist() if hasattr(train, "y") else train.labels
+    return max(labels) + 1 if labels and max(labels) >= 0 else None
+
+
 def hf_splits(path: str, from_disk: bool) -> dict:
     """A saved HF dataset folder (`from_disk`) or a dataset in the local HF cache -> {"train": Dataset,
     "test": Dataset (the "test" split, else "validation"; absent when there is neither)}."""

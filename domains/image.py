@@ -10,7 +10,7 @@ from torch import nn
 from multissl.errors import UserError
 
 from . import augment as A
-from .files import Files, hf_splits, labelled, split_folders
+from .files import Files, class_count, hf_splits, labelled, locate, split_folders
 from .masking import random_mask
 from .patches import PatchEmbed, masked_mse, patchify
 
@@ -93,22 +93,11 @@ class ImageDomain:
         if not path:
             splits = digits_split()
         else:
-            p = Path(path).expanduser()
-            if p.is_dir() and not any(p.glob("*.arrow")) and not (p / "dataset_dict.json").exists() \
-                    and not (p / "state.json").exists():
-                splits = self._folder(p)
-            elif p.exists():
-                splits = self._hf(p, from_disk=True)
-            elif str(path).startswith("hf:"):
-                splits = self._hf(str(path)[3:], from_disk=False)
-            else:
-                raise UserError(f"data.path {path} does not exist; point it at an image folder or a saved HF "
-                                f"dataset (hf:<owner>/<name> for one in your local Hugging Face cache)")
+            kind, where = locate(path, "an image folder or a saved HF dataset")
+            splits = self._folder(where) if kind == "folder" else self._hf(where, from_disk=kind == "saved")
         first = splits["train"][0]["x"]
         self.channels, self.image_size = first.shape[0], first.shape[-1]
-        tr = splits["train"]
-        labels = tr.y.tolist() if hasattr(tr, "y") else tr.labels
-        self.num_classes = max(labels) + 1 if max(labels) >= 0 else None
+        self.num_classes = class_count(splits["train"])
         return splits
 
     def _folder(self, root: Path):

@@ -16,7 +16,7 @@ from torch import nn
 
 from multissl.errors import UserError, reason
 
-from .files import hf_splits
+from .files import hf_splits, locate
 from .masking import random_mask
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
@@ -363,13 +363,8 @@ class TabularDomain:
             return {"train": sklearn_table(name or TABLES[0])}, "target"
         if name:
             raise UserError(f"data.name={name} picks an embedded table but data.path={path} is set too; unset one")
-        p = Path(path).expanduser()
-        if p.is_file():
-            return {"train": read_table(p)}, None
-        if p.is_dir() or str(path).startswith("hf:"):
-            return hf_frames(str(p) if p.is_dir() else str(path)[3:], from_disk=p.is_dir())
-        raise UserError(f"data.path {path} does not exist; point it at a .csv or .parquet file or a saved HF dataset "
-                        f"folder (hf:<owner>/<name> for one in your local Hugging Face cache)")
+        kind, where = locate(path, "a .csv or .parquet file or a saved HF dataset folder", folders=False, files=True)
+        return ({"train": read_table(where)}, None) if kind == "file" else hf_frames(str(where), kind == "saved")
 
     def _load(self) -> dict:
         frames, default_target = self._frames()
