@@ -11,6 +11,7 @@ from torch import nn
 from multissl.errors import UserError
 
 from . import augment as A
+from .cache import default_cache_dir
 from .files import Files, class_count, hf_splits, labelled, locate, split_folders
 from .masking import band_mask, random_mask
 from .patches import PatchEmbed, masked_mse, patchify
@@ -130,7 +131,7 @@ class AudioDomain:
 
     def _spoken_words(self):
         from . import espeak
-        cache = Path(self.cache_dir).expanduser() if self.cache_dir else espeak.default_cache_dir() / "audio"
+        cache = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir() / "audio"
         d = espeak.spoken_words(cache, self.rate, self.clip / self.rate)
         test = d["test"]
         return {"train": Waves(torch.from_numpy(d["wave"][~test]), d["word"][~test]),

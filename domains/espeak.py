@@ -8,17 +8,17 @@ import ctypes
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 import sys
 import tempfile
 import threading
-import uuid
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+
+from .cache import save_npz
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
          "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -168,21 +168,5 @@ def spoken_words(cache_dir: str | Path, sample_rate: int = 16000, seconds: float
                                 sample_rate, n) for s, w in pairs]),
          "word": np.array([w for _, w in pairs], np.int64), "speaker": np.array([s for s, _ in pairs], np.int64),
          "test": np.array([spk[s]["test"] for s, _ in pairs], bool)}
-    # write a temporary file, then rename: a concurrent or killed writer never leaves a half-written cache
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{path.name}.{uuid.uuid4().hex}.tmp"  # unique per writer; open() keeps the umask
-    try:
-        with open(tmp, "xb") as f:
-            np.savez_compressed(f, **d)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    save_npz(path, d)
     return d
-
-
-def default_cache_dir() -> Path:
-    """$MULTISSL_CACHE, else $XDG_CACHE_HOME/multissl, else ~/.cache/multissl."""
-    if os.environ.get("MULTISSL_CACHE"):
-        return Path(os.environ["MULTISSL_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "multissl"

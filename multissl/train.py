@@ -14,6 +14,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -39,6 +40,17 @@ class SSLModel(nn.Module):
         return self.objective(self.encoder, batch, sched)
 
 
+def make(node, **kwargs):
+    """hydra's instantiate, with a UserError raised inside the class (a bad option, an encoder that cannot read
+    the data) passed on as it is instead of wrapped in Hydra's InstantiationException and its traceback."""
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        raise
+
+
 def build(cfg):
     """Domain (data loaded), encoder, objective — all from the config registry. Incompatible choices
     are refused from the classes' declarations, before any data is loaded."""
@@ -50,12 +62,12 @@ def build(cfg):
     if getattr(obj_cls, "needs_tokens", False) and not getattr(enc_cls, "supports_masking", False):
         raise UserError(f"objective={cfg.meta.objective} masks tokens but encoder={cfg.meta.encoder} has none; "
                         f"use encoder=transformer")
-    domain = instantiate(cfg.domain, data=OmegaConf.to_container(cfg.data), _convert_="all")
+    domain = make(cfg.domain, data=OmegaConf.to_container(cfg.data))
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     if train_set is None or len(train_set) == 0:
         raise UserError("the training set is empty; check data.path (it needs at least one sample)")
-    encoder = instantiate(cfg.encoder, domain=domain, _convert_="all")
-    objective = instantiate(cfg.objective, encoder=encoder, domain=domain, _convert_="all")
+    encoder = make(cfg.encoder, domain=domain)
+    objective = make(cfg.objective, encoder=encoder, domain=domain)
     return domain, train_set, test_set, encoder, objective
 
 

@@ -77,14 +77,3 @@ def test_spoken_words_generates_caches_and_recovers(tmp_path, monkeypatch):
     monkeypatch.setattr(E, "speakers", lambda: few[:2])  # another speaker list is another cache file
     assert len(E.spoken_words(cache, sample_rate=8000, seconds=1.0)["word"]) == 2 * len(E.WORDS)
     assert len(list(cache.glob("*.npz"))) == 2
-
-
-def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("MULTISSL_CACHE", str(tmp_path / "m"))
-    assert E.default_cache_dir() == tmp_path / "m"
-    monkeypatch.delenv("MULTISSL_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert E.default_cache_dir() == tmp_path / "x" / "multissl"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "h"))
-    assert E.default_cache_dir() == tmp_path / "h" / ".cache" / "multissl"

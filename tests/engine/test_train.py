@@ -41,7 +41,9 @@ def test_same_seed_same_losses(tiny, domain):
     assert sorted(la) == [1, 2, 3]
     assert la == lb  # bit-identical
     assert len(set(la.values())) > 1  # the loss actually moves, so equality is not trivial
-    assert a[-1]["knn_acc"] == b[-1]["knn_acc"]
+    drop = ("samples_per_s",)  # wall-clock
+    assert {k: v for k, v in a[-1].items() if k not in drop} == {k: v for k, v in b[-1].items() if k not in drop}
+    assert "knn_acc" in a[-1] or "state_r2_mean" in a[-1]  # the held-out metrics are among what is compared
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

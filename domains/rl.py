@@ -1,0 +1,438 @@
+"""RL domain: replay buffers (.npz) -> observations -> tokens. Default data: a CartPole pixel buffer collected
+with gymnasium on first use and cached (multissl.collect).
+
+A sample is one step of the buffer: `x` is its index, and the domain reads the observation and its episode
+from the buffer, so a view can be another step of the same episode (temporal positives, never across an
+episode boundary). Observations keep their stored layout until `model_input`:
+
+    vector  [D]          float state vectors              -> standardized [D], one token per feature
+    hw      [H W]        one grayscale frame              -> [1 H W]
+    hwc     [H W C]      frames as gymnasium renders them -> [C H W]
+    chw     [K H W]      Atari-style frame stacks (or CHW) -> [K H W]
+    khwc    [K H W C]    stacks of colour frames           -> [K*C H W]
+
+Frames are scaled to [0, 1] (uint8 / 255), resized when domain.frame_size is set, and standardized per
+channel with training statistics. A frame stack is one sample: every view shifts all its frames alike."""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multissl.errors import UserError, reason
+
+from . import augment as A
+from .cache import default_cache_dir
+from .files import locate
+from .masking import random_mask
+from .patches import PatchEmbed, masked_mse, patchify
+from .tabular import FeatureTokenizer
+
+REQUIRED = ("obs", "action", "reward", "terminated", "truncated")
+LAYOUTS = ("vector", "hw", "hwc", "chw", "khwc")
+NDIM = {"vector": 1, "hw": 2, "hwc": 3, "chw": 3, "khwc": 4}
+FORMAT_HELP = "the format needs obs, action, reward, terminated, truncated (README: RL)"
+
+
+# ---- reading and checking a buffer ------------------------------------------------------------------------
+def detect_layout(shape: tuple) -> str:
+    """The layout of one observation of `shape` (module docstring); a channel axis holds at most 4 (colour)
+    or 16 (a frame stack) entries, and frames are larger than that."""
+    if len(shape) == 1:
+        return "vector"
+    if len(shape) == 2:
+        return "hw"
+    if len(shape) == 3 and shape[-1] <= 4 < min(shape[0], shape[1]):
+        return "hwc"
+    if len(shape) == 3 and shape[0] <= 16 < min(shape[1], shape[2]):
+        return "chw"
+    if len(shape) == 4 and shape[-1] <= 4 and shape[0] <= 16 < min(shape[1], shape[2]):
+        return "khwc"
+    raise UserError(f"cannot tell the layout of observations shaped {list(shape)}; set domain.layout= to one of "
+                    f"{', '.join(LAYOUTS)} (README: RL)")
+
+
+def episode_bounds(terminated: np.ndarray, truncated: np.ndarray, episode: np.ndarray | None):
+    """Per step: (segment id, first step, last step) of its episode. An episode ends after a step that is
+    terminated or truncated, where the `episode` id changes, and at the end of the buffer."""
+    n = len(terminated)
+    start = np.zeros(n, bool)
+    start[0] = True
+    start[1:] = terminated[:-1] | truncated[:-1]
+    if episode is not None:
+        start[1:] |= episode[1:] != episode[:-1]
+    seg = np.cumsum(start) - 1  # [n] 0..E-1
+    firsts = np.flatnonzero(start)
+    lasts = np.append(firsts[1:] - 1, n - 1)
+    return seg, firsts[seg], lasts[seg]
+
+
+def read_buffer(path: Path) -> dict:
+    """A .npz replay buffer -> dict of numpy arrays, every array checked for presence and length."""
+    if path.suffix.lower() != ".npz":
+        raise UserError(f"{path} is not a replay buffer (.npz with {', '.join(REQUIRED)}); write one with "
+                        f"numpy.savez or python -m multissl.collect")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            buf = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise UserError(f"cannot read replay buffer {path}: {reason(e)}; write it again with numpy.savez (plain "
+                        f"arrays, no Python objects)") from None
+    missing = [k for k in REQUIRED if k not in buf]
+    if missing:
+        raise UserError(f"replay buffer {path} has no {missing[0]!r} array (it has: {', '.join(sorted(buf)) or 'none'})"
+                        f"; {FORMAT_HELP}")
+    n = len(buf["obs"]) if buf["obs"].ndim else 0
+    if n == 0:
+        raise UserError(f"replay buffer {path} is empty (obs holds 0 steps); collect some steps into it")
+    for k in (*REQUIRED[1:], "state", "episode"):
+        if k in buf and (buf[k].ndim == 0 or len(buf[k]) != n):
+            got = len(buf[k]) if buf[k].ndim else "no"
+            raise UserError(f"replay buffer {path}: {k!r} has {got} steps but 'obs' has {n}; every array needs one "
+                            f"entry per step")
+    for k in ("terminated", "truncated"):
+        v = buf[k]
+        if v.dtype != bool and not np.isin(v, (0, 1)).all():
+            raise UserError(f"replay buffer {path}: {k!r} must be booleans (or 0/1), one per step; it holds "
+                            f"{v[~np.isin(v, (0, 1))].flat[0]!r}")
+        buf[k] = v.astype(bool)
+    if not np.issubdtype(buf["obs"].dtype, np.number):
+        raise UserError(f"replay buffer {path}: obs has dtype {buf['obs'].dtype}; observations must be numbers "
+                        f"(uint8 frames or float vectors)")
+    for k in ("obs", "state"):
+        if k in buf and np.issubdtype(buf[k].dtype, np.floating) and not np.isfinite(buf[k]).all():
+            bad = int(np.flatnonzero(~np.isfinite(buf[k]).reshape(n, -1).all(1))[0])
+            raise UserError(f"replay buffer {path}: {k!r} holds NaN or Inf (first at step {bad}); clean those steps "
+                            f"or drop them from the buffer")
+    if "state" in buf:
+        buf["state"] = buf["state"].reshape(n, -1).astype(np.float32)
+    return buf
+
+
+class Steps(torch.utils.data.Dataset):
+    """The steps of one split: item i -> {"x": its index in the buffer (0-d int64), "y": -1}."""
+
+    def __init__(self, index: np.ndarray):
+        self.index = torch.from_numpy(np.asarray(index, np.int64))
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        return {"x": self.index[i], "y": -1}
+
+
+# ---- views -------------------------------------------------------------------------------------------------
+def temporal_neighbour(i: int, first: int, last: int, offsets: tuple[int, int], rng: torch.Generator) -> int:
+    """A step k in [offsets] away from step i, forward or backward (random), inside the episode [first, last].
+    When neither direction has k steps left, the farthest step of the episode in the roomier direction."""
+    lo, hi = offsets
+    if hi == 0:
+        return i
+    k = int(torch.randint(lo, hi + 1, (), generator=rng))
+    options = [j for j in (i + k, i - k) if first <= j <= last]
+    if options:
+        return options[int(torch.randint(0, len(options), (), generator=rng))] if len(options) > 1 else options[0]
+    return last if last - i >= i - first else first
+
+
+def random_shift(x: torch.Tensor, pad: int, rng: torch.Generator) -> torch.Tensor:
+    """DrQ's augmentation: replicate-pad [c h w] by `pad` pixels, then crop a random window of the original
+    size. All channels (every frame of a stack) move together."""
+    if pad <= 0:
+        return x
+    h, w = x.shape[-2:]
+    p = F.pad(x[None], (pad, pad, pad, pad), mode="replicate")[0]
+    dy, dx = (int(torch.randint(0, 2 * pad + 1, (), generator=rng)) for _ in range(2))
+    return p[:, dy:dy + h, dx:dx + w]
+
+
+def intensity(x: torch.Tensor, scale: float, rng: torch.Generator) -> torch.Tensor:
+    """DrAC's intensity augmentation: x (in [0, 1]) times 1 + scale * clip(N(0, 1), -2, 2), one draw per view."""
+    if scale <= 0:
+        return x
+    return x * (1 + scale * torch.randn((), generator=rng).clamp(-2, 2))
+
+
+# ---- evaluation --------------------------------------------------------------------------------------------
+def state_r2(emb_tr: np.ndarray, s_tr: np.ndarray, emb_te: np.ndarray, s_te: np.ndarray, alpha: float) -> np.ndarray:
+    """R^2 on held-out rows, per state variable, of a ridge regression (penalty `alpha`) of the state [n S]
+    from standardized embeddings [n d]. 1 = the state is linearly readable, 0 = no better than its mean."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(emb_tr, s_tr)
+    return np.atleast_1d(r2_score(s_te, model.predict(emb_te), multioutput="raw_values"))
+
+
+# ---- the domain --------------------------------------------------------------------------------------------
+class RLDomain:
+    name = "rl"
+
+    def __init__(self, layout: str = "auto", frame_size=None, patch_size=None, pos_embed: str = "learned",
+                 temporal_offset=(1, 3), shift: int = 4, intensity: float = 0.05, noise_std: float = 0.1,
+                 mask_ratio: float = 0.75, norm_pix_loss: bool = True, test_fraction: float = 0.2,
+                 probe_alpha: float = 1.0, default: dict | None = None, cache_dir: str | None = None, data=None,
+                 state: dict | None = None):
+        if layout not in ("auto", *LAYOUTS):
+            raise UserError(f"domain.layout must be auto or one of {', '.join(LAYOUTS)}, got {layout!r}")
+        lo, hi = (int(v) for v in temporal_offset)
+        if not 0 <= lo <= hi:
+            raise UserError(f"domain.temporal_offset={list(temporal_offset)} must be [min, max] steps with "
+                            f"0 <= min <= max ([0, 0] = augmented views of one step only)")
+        if not 0.0 <= test_fraction < 1.0:
+            raise UserError(f"domain.test_fraction={test_fraction} must be in [0, 1): the share of held-out episodes")
+        self.layout, self.frame_size = layout, (tuple(int(v) for v in frame_size) if frame_size else None)
+        self.patch_size, self.pos_embed = patch_size, pos_embed
+        self.temporal_offset, self.shift, self.intensity, self.noise_std = (lo, hi), int(shift), intensity, noise_std
+        self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
+        self.test_fraction, self.probe_alpha = test_fraction, probe_alpha
+        self.default = {"env": "CartPole-v1", "steps": 10000, "seed": 0, **(default or {})}
+        self.cache_dir, self.data = cache_dir, data or {}
+        self.obs_shape = self.obs_dtype = self.mean = self.std = self.env_config = None
+        self.state_names, self._splits, self._buf = None, None, None
+        if state:
+            self.load_state(state)
+
+    # ---- data ----------------------------------------------------------------------------------------------
+    def dataset(self, split: str):
+        if self._splits is None:
+            self._splits = self._load()
+        return self._splits.get(split)
+
+    def _load(self) -> dict:
+        path = self.data.get("path")
+        if path:
+            kind, where = locate(path, "a replay buffer (.npz)", folders=False, files=True)
+            if kind != "file":
+                raise UserError(f"data.path {path} is a folder or an HF dataset; the rl domain reads one replay "
+                                f"buffer file (.npz, README: RL)")
+            buf = read_buffer(where)
+        else:
+            buf = read_buffer(self._default_buffer())
+        obs = buf["obs"]
+        if self.obs_shape is None:  # a fresh run; an exported encoder keeps its own layout and statistics
+            self.layout = detect_layout(obs.shape[1:]) if self.layout == "auto" else self.layout
+            if NDIM[self.layout] != obs.ndim - 1:
+                raise UserError(f"domain.layout={self.layout} needs {NDIM[self.layout]}-d observations, the buffer's "
+                                f"are {list(obs.shape[1:])}; use domain.layout=auto")
+            self.obs_shape, self.obs_dtype = list(obs.shape[1:]), str(obs.dtype)
+            self.env_config = json.loads(str(buf["env_config"])) if "env_config" in buf else None
+        elif list(obs.shape[1:]) != self.obs_shape:
+            raise UserError(f"the buffer's observations are {list(obs.shape[1:])}, the encoder was trained on "
+                            f"{self.obs_shape}; use a buffer of the same env settings")
+        self._buf = buf
+        self.episode, self.first, self.last = episode_bounds(buf["terminated"], buf["truncated"], buf.get("episode"))
+        if "state" in buf:
+            self.state_names = [str(s) for s in buf["state_names"]] if "state_names" in buf and \
+                len(buf["state_names"]) == buf["state"].shape[1] else [f"state_{i}" for i in range(buf["state"].shape[1])]
+        splits = self._split()
+        if self.mean is None:
+            self._fit_stats(splits["train"].index.numpy())
+        return splits
+
+    def _default_buffer(self) -> Path:
+        """The embedded default: a CartPole pixel buffer (multissl.collect with self.default), collected once."""
+        from multissl.collect import collect, env_config
+        settings = {"size": [48, 72], "grayscale": True, "frame_stack": 3, **self.default}
+        env, steps, seed = settings.pop("env"), int(settings.pop("steps")), int(settings.pop("seed"))
+        import gymnasium
+        key = json.dumps([2, env, steps, seed, env_config(env, **settings), gymnasium.__version__])
+        import hashlib
+        root = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir() / "rl"
+        path = root / f"{env.replace('/', '_')}_{steps}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        if not path.exists():
+            import sys
+            print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
+                  f"{path}", file=sys.stderr)
+            collect(env, steps, out=path, seed=seed, **settings)
+        return path
+
+    def _split(self) -> dict:
+        """Held-out episodes (a fixed draw, seed 0, not the run seed): domain.test_fraction of them, at least one,
+        when the buffer has two or more."""
+        n_ep = int(self.episode[-1]) + 1
+        n_test = min(max(int(round(self.test_fraction * n_ep)), 1), n_ep - 1) if self.test_fraction > 0 else 0
+        test_eps = np.random.default_rng(0).permutation(n_ep)[:n_test]
+        held = np.isin(self.episode, test_eps)
+        out = {"train": Steps(np.flatnonzero(~held))}
+        if held.any():
+            out["test"] = Steps(np.flatnonzero(held))
+        return out
+
+    def _fit_stats(self, train_index: np.ndarray):
+        """Per-channel (frames) or per-feature (vectors) mean and std of up to 4096 training observations."""
+        idx = train_index[np.linspace(0, len(train_index) - 1, min(len(train_index), 4096)).astype(int)]
+        x = self.scaled(torch.from_numpy(self._buf["obs"][idx]))  # [n c h w] or [n D]
+        dims = (0,) if self.is_vector else (0, 2, 3)
+        self.mean, self.std = x.mean(dims).tolist(), x.std(dims).clamp_min(1e-3).tolist()
+
+    def state(self) -> dict:
+        """What export saves so `embed(obs)` preprocesses exactly as training did, and what rebuilds the env."""
+        return {"layout": self.layout, "obs_shape": self.obs_shape, "obs_dtype": self.obs_dtype,
+                "frame_size": list(self.frame_size) if self.frame_size else None, "mean": self.mean, "std": self.std,
+                "env_config": self.env_config, "state_names": self.state_names}
+
+    def load_state(self, s: dict):
+        self.layout, self.obs_shape, self.obs_dtype = s["layout"], s["obs_shape"], s["obs_dtype"]
+        self.frame_size = tuple(s["frame_size"]) if s["frame_size"] else None
+        self.mean, self.std, self.env_config, self.state_names = s["mean"], s["std"], s["env_config"], s["state_names"]
+
+    # ---- model input -----------------------------------------------------------------------------------------
+    @property
+    def is_vector(self) -> bool:
+        return self.layout == "vector"
+
+    @property
+    def channels(self) -> int:
+        s = self.obs_shape
+        return {"hw": 1, "hwc": s[-1], "chw": s[0], "khwc": s[0] * s[-1]}[self.layout]
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        if self.frame_size:
+            return self.frame_size
+        s = self.obs_shape
+        return tuple(s[1:3]) if self.layout in ("chw", "khwc") else tuple(s[:2])
+
+    def scaled(self, obs: torch.Tensor) -> torch.Tensor:
+        """Stored observations [b ...] -> float [b c h w] in [0, 1] at frame_hw, or float [b D]."""
+        x = obs.float()
+        if self.is_vector:
+            return x
+        if self.obs_dtype == "uint8":
+            x = x / 255
+        x = {"hw": lambda t: t[:, None], "hwc": lambda t: t.permute(0, 3, 1, 2), "chw": lambda t: t,
+             "khwc": lambda t: t.permute(0, 1, 4, 2, 3).flatten(1, 2)}[self.layout](x)
+        if tuple(x.shape[-2:]) != self.frame_hw:
+            import torchvision.transforms.v2.functional as TF
+            x = TF.resize(x, list(self.frame_hw), antialias=True)
+        return x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) if self.is_vector else (-1, 1, 1)
+        m = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
+        s = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        return (x - m) / s
+
+    def preprocess(self, raw) -> torch.Tensor:
+        """Observations exactly as the buffer stores them — a batch [b, *obs_shape] or one observation, uint8
+        frames on 0..255 (any dtype, e.g. SB3's float copies) or float vectors — -> model input."""
+        x = raw if torch.is_tensor(raw) else torch.as_tensor(np.asarray(raw))
+        if list(x.shape) == self.obs_shape:
+            x = x[None]
+        if list(x.shape[1:]) != self.obs_shape:
+            raise UserError(f"observations shaped {list(x.shape)} do not match the buffer's {self.obs_shape} "
+                            f"({self.layout}); pass [batch, {', '.join(map(str, self.obs_shape))}] as stored")
+        return self.normalize(self.scaled(x))
+
+    def _input(self, i: int) -> torch.Tensor:
+        return self.scaled(torch.from_numpy(self._buf["obs"][i:i + 1]))[0]  # [c h w] in [0, 1] or [D]
+
+    def eval_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(self._input(int(x)))
+
+    # ---- views -------------------------------------------------------------------------------------------------
+    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
+        """Step x -> view 0 of its own observation and views 1.. of observations temporal_offset steps away in
+        the same episode (the same step when temporal_offset=[0, 0]), each augmented independently: random
+        shift + intensity for frames, gaussian noise for vectors."""
+        i = int(x)
+        steps = [i] + [temporal_neighbour(i, int(self.first[i]), int(self.last[i]), self.temporal_offset, rng)
+                       for _ in range(n_global - 1)]
+        return [self._augment(self._input(j), rng) for j in steps]
+
+    def _augment(self, x, rng):
+        if self.is_vector:
+            x = self.normalize(x)
+            return x + self.noise_std * torch.randn(x.shape, generator=rng) if self.noise_std else x
+        return self.normalize(random_shift(intensity(x, self.intensity, rng), self.shift, rng))
+
+    # ---- tokens and masking --------------------------------------------------------------------------------------
+    @property
+    def patch(self) -> tuple[int, int]:
+        """domain.patch_size, or for each side the divisor nearest to side / 8 (a grid of about 8 x 8)."""
+        if self.patch_size:
+            p = self.patch_size
+            return (int(p), int(p)) if isinstance(p, (int, float)) else (int(p[0]), int(p[1]))
+        return tuple(min((d for d in range(1, s + 1) if s % d == 0), key=lambda d: (abs(s / d - 8), d))
+                     for s in self.frame_hw)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        (h, w), (ph, pw) = self.frame_hw, self.patch
+        return h // ph, w // pw
+
+    @property
+    def num_tokens(self) -> int:
+        return self.obs_shape[0] if self.is_vector else self.grid[0] * self.grid[1]
+
+    @property
+    def target_dim(self) -> int:
+        return 1 if self.is_vector else self.patch[0] * self.patch[1] * self.channels
+
+    def embedder(self, dim: int) -> nn.Module:
+        if self.is_vector:
+            return FeatureTokenizer([0] * self.obs_shape[0], dim)  # one token per state feature
+        (h, w), (ph, pw) = self.frame_hw, self.patch
+        if h % ph or w % pw:
+            raise UserError(f"domain.patch_size={list(self.patch)} does not tile {h}x{w} frames; pick a patch that "
+                            f"divides both sides, or set domain.frame_size")
+        return PatchEmbed(self.channels, (h, w), (ph, pw), dim, self.pos_embed)
+
+    def mask(self, batch_size: int, rng: torch.Generator):
+        """Random patches (each through the whole frame stack) or random state features."""
+        return random_mask(batch_size, self.num_tokens, self.mask_ratio, rng)
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """[b c h w] -> patches [b n (ph pw c)] (standardized per patch: norm_pix_loss), or [b D] -> [b D 1]."""
+        return x[..., None] if self.is_vector else patchify(x, self.patch, self.norm_pix_loss)
+
+    def reconstruction_loss(self, pred, target, masked):
+        return masked_mse(pred, target, masked)
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+    def downstream_metrics(self, embed) -> dict:
+        """How much of the true state the frozen representation holds: R^2 of a linear (ridge) probe of `state`,
+        fit on training episodes and scored on held-out ones — `state_r2/<name>` per variable and
+        `state_r2_mean`. Empty when the buffer has no state or no held-out episodes."""
+        test = self._splits.get("test")
+        if "state" not in self._buf or test is None:
+            return {}
+        tr = self._splits["train"]
+        s = self._buf["state"]
+        r2 = state_r2(embed(tr).numpy(), s[tr.index.numpy()], embed(test).numpy(), s[test.index.numpy()],
+                      self.probe_alpha)
+        return {**{f"state_r2/{k}": float(v) for k, v in zip(self.state_names, r2)},
+                "state_r2_mean": float(r2.mean())}
+
+
+class NatureCNN(nn.Module):
+    """The DQN encoder (Mnih et al. 2015): conv 32x8/4, 64x4/2, 64x3/1, ReLU, then Linear to `dim` + ReLU.
+    Any frame size of at least 36 x 36; not a token model, so masked objectives refuse it."""
+    supports_masking = False
+    domains = ("rl",)
+
+    def __init__(self, domain, dim: int = 512):
+        super().__init__()
+        if domain.is_vector:
+            raise UserError(f"encoder=nature_cnn reads frames, but the buffer holds state vectors "
+                            f"{domain.obs_shape}; use encoder=mlp")
+        (h, w), c = domain.frame_hw, domain.channels
+        if min(h, w) < 36:
+            raise UserError(f"encoder=nature_cnn needs frames of at least 36x36, got {h}x{w}; set "
+                            f"domain.frame_size=[84,84] or use encoder=transformer")
+        self.dim = dim
+        self.conv = nn.Sequential(nn.Conv2d(c, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+                                  nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            n = self.conv(torch.zeros(1, c, h, w)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(n, dim), nn.ReLU())
+
+    def forward(self, x, keep=None):
+        if keep is not None:
+            raise UserError("encoder=nature_cnn has no tokens to mask; use encoder=transformer with masked objectives")
+        return None, self.fc(self.conv(x))  # [b c h w] -> pooled [b dim]
