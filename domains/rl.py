@@ -11,9 +11,12 @@ episode boundary). Observations keep their stored layout until `model_input`:
     chw     [K H W]      Atari-style frame stacks (or CHW) -> [K H W]
     khwc    [K H W C]    stacks of colour frames           -> [K*C H W]
 
-Frames are scaled to [0, 1] (uint8 / 255), resized when domain.frame_size is set, and standardized per
-channel with training statistics. A frame stack is one sample: every view shifts all its frames alike."""
+Frames are scaled to [0, 1] (uint8 / 255), resized when domain.frame_size is set, and standardized with
+training statistics: minus the mean frame (or per-channel means), divided by per-channel standard deviations.
+A frame stack is one sample: every view shifts all its frames alike."""
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,9 @@ REQUIRED = ("obs", "action", "reward", "terminated", "truncated")
 LAYOUTS = ("vector", "hw", "hwc", "chw", "khwc")
 NDIM = {"vector": 1, "hw": 2, "hwc": 3, "chw": 3, "khwc": 4}
 FORMAT_HELP = "the format needs obs, action, reward, terminated, truncated (README: RL)"
+DEFAULT_BUFFER = {"env": "CartPole-v1", "steps": 10000, "seed": 0, "size": [48, 72], "grayscale": True,
+                  "frame_stack": 3, "frame_skip": 1}  # multissl.collect settings, as in configs/domain/rl.yaml
+FORMAT = 3  # of the cached default buffer: bump when collection changes, so an old cache is not reused
 
 
 # ---- reading and checking a buffer ------------------------------------------------------------------------
@@ -174,7 +180,8 @@ class RLDomain:
 
     def __init__(self, layout: str = "auto", frame_size=None, patch_size=None, pos_embed: str = "learned",
                  temporal_offset=(1, 3), shift: int = 4, intensity: float = 0.05, noise_std: float = 0.1,
-                 mask_ratio: float = 0.75, norm_pix_loss: bool = True, test_fraction: float = 0.2,
+                 mask_ratio: float = 0.75, norm_pix_loss: bool = True, normalize: str = "frame",
+                 test_fraction: float = 0.2,
                  probe_alpha: float = 1.0, default: dict | None = None, cache_dir: str | None = None, data=None,
                  state: dict | None = None):
         if layout not in ("auto", *LAYOUTS):
@@ -185,12 +192,16 @@ class RLDomain:
                             f"0 <= min <= max ([0, 0] = augmented views of one step only)")
         if not 0.0 <= test_fraction < 1.0:
             raise UserError(f"domain.test_fraction={test_fraction} must be in [0, 1): the share of held-out episodes")
+        if normalize not in ("frame", "channel"):
+            raise UserError(f"domain.normalize must be frame (subtract the mean training frame) or channel, got "
+                            f"{normalize!r}")
+        self.normalize_mode = normalize
         self.layout, self.frame_size = layout, (tuple(int(v) for v in frame_size) if frame_size else None)
         self.patch_size, self.pos_embed = patch_size, pos_embed
         self.temporal_offset, self.shift, self.intensity, self.noise_std = (lo, hi), int(shift), intensity, noise_std
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
         self.test_fraction, self.probe_alpha = test_fraction, probe_alpha
-        self.default = {"env": "CartPole-v1", "steps": 10000, "seed": 0, **(default or {})}
+        self.default = {**DEFAULT_BUFFER, **(default or {})}
         self.cache_dir, self.data = cache_dir, data or {}
         self.obs_shape = self.obs_dtype = self.mean = self.std = self.env_config = None
         self.state_names, self._splits, self._buf = None, None, None
@@ -236,16 +247,15 @@ class RLDomain:
 
     def _default_buffer(self) -> Path:
         """The embedded default: a CartPole pixel buffer (multissl.collect with self.default), collected once."""
-        from multissl.collect import collect, env_config
-        settings = {"size": [48, 72], "grayscale": True, "frame_stack": 3, **self.default}
-        env, steps, seed = settings.pop("env"), int(settings.pop("steps")), int(settings.pop("seed"))
         import gymnasium
-        key = json.dumps([2, env, steps, seed, env_config(env, **settings), gymnasium.__version__])
-        import hashlib
+
+        from multissl.collect import collect, env_config
+        settings = dict(self.default)
+        env, steps, seed = settings.pop("env"), int(settings.pop("steps")), int(settings.pop("seed"))
+        key = json.dumps([FORMAT, env, steps, seed, env_config(env, **settings), gymnasium.__version__])
         root = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir() / "rl"
         path = root / f"{env.replace('/', '_')}_{steps}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
         if not path.exists():
-            import sys
             print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
                   f"{path}", file=sys.stderr)
             collect(env, steps, out=path, seed=seed, **settings)
@@ -264,11 +274,17 @@ class RLDomain:
         return out
 
     def _fit_stats(self, train_index: np.ndarray):
-        """Per-channel (frames) or per-feature (vectors) mean and std of up to 4096 training observations."""
+        """From up to 4096 training observations: per-feature mean and std (vectors); for frames the mean
+        frame [c h w] (normalize=frame: a fixed camera's static background becomes 0, so what differs between
+        observations is all the input holds) or the per-channel mean, then the per-channel std around it."""
         idx = train_index[np.linspace(0, len(train_index) - 1, min(len(train_index), 4096)).astype(int)]
         x = self.scaled(torch.from_numpy(self._buf["obs"][idx]))  # [n c h w] or [n D]
-        dims = (0,) if self.is_vector else (0, 2, 3)
-        self.mean, self.std = x.mean(dims).tolist(), x.std(dims).clamp_min(1e-3).tolist()
+        if self.is_vector:
+            self.mean, self.std = x.mean(0).tolist(), x.std(0).clamp_min(1e-3).tolist()
+            return
+        mean = x.mean(0) if self.normalize_mode == "frame" else x.mean((0, 2, 3)).view(-1, 1, 1)  # [c h w] | [c 1 1]
+        self.mean = mean.squeeze(-1).squeeze(-1).tolist()
+        self.std = (x - mean).pow(2).mean((0, 2, 3)).sqrt().clamp_min(1e-3).tolist()
 
     def state(self) -> dict:
         """What export saves so `embed(obs)` preprocesses exactly as training did, and what rebuilds the env."""
@@ -313,9 +329,11 @@ class RLDomain:
         return x
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (-1,) if self.is_vector else (-1, 1, 1)
-        m = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
-        s = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        """[.. D] or [.. c h w] -> standardized: mean [D] / [c] / [c h w] (a mean frame), std [D] / [c]."""
+        m = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
+        s = torch.tensor(self.std, dtype=x.dtype, device=x.device)
+        if not self.is_vector:
+            m, s = (m if m.ndim == 3 else m.view(-1, 1, 1)), s.view(-1, 1, 1)
         return (x - m) / s
 
     def preprocess(self, raw) -> torch.Tensor:
@@ -354,11 +372,12 @@ class RLDomain:
     # ---- tokens and masking --------------------------------------------------------------------------------------
     @property
     def patch(self) -> tuple[int, int]:
-        """domain.patch_size, or for each side the divisor nearest to side / 8 (a grid of about 8 x 8)."""
+        """domain.patch_size, or per side the divisor nearest to 12 pixels (ties: the larger one): the 48x72
+        default frames give 4 x 6 tokens, 84x84 Atari frames 7 x 7."""
         if self.patch_size:
             p = self.patch_size
             return (int(p), int(p)) if isinstance(p, (int, float)) else (int(p[0]), int(p[1]))
-        return tuple(min((d for d in range(1, s + 1) if s % d == 0), key=lambda d: (abs(s / d - 8), d))
+        return tuple(min((d for d in range(1, s + 1) if s % d == 0), key=lambda d: (abs(d - 12), -d))
                      for s in self.frame_hw)
 
     @property

@@ -9,7 +9,7 @@
 Keys: env, steps, out, seed, policy (random | module:callable — a function of the observation, or an object
 with SB3's .predict), pixels (classic control: observations rendered with render_mode="rgb_array"; default
 true), size ([height, width]; classic control 64x96, Atari 84x84), grayscale (Atari default true),
-frame_stack (Atari 4, else 1), frame_skip (Atari 4), max_episode_steps.
+frame_stack (Atari 4, else 1), frame_skip (action repeat: Atari 4, else 1), max_episode_steps.
 
 `make_env(...)` builds the same env for an agent, so it sees observations exactly as the buffer stores them.
 """
@@ -54,11 +54,12 @@ def _wrappers():
 
     class Pixels(gym.Wrapper):
         """Observations = the rendered frame (resized, optionally grayscale); info["state"] = the env's own
-        observation, the true low-dimensional state."""
+        observation, the true low-dimensional state. Each action is repeated `skip` times (rewards summed),
+        as pixel-based control does (action repeat), so that motion between observations is visible."""
 
-        def __init__(self, env, size, grayscale: bool):
+        def __init__(self, env, size, grayscale: bool, skip: int = 1):
             super().__init__(env)
-            self.size, self.grayscale = size, grayscale
+            self.size, self.grayscale, self.skip = size, grayscale, skip
             self.observation_space = gym.spaces.Box(0, 255, tuple(size) if grayscale else (*size, 3), np.uint8)
 
         def _obs(self, state, info):
@@ -68,9 +69,14 @@ def _wrappers():
             return self._obs(*self.env.reset(**kw))
 
         def step(self, action):
-            state, r, term, trunc, info = self.env.step(action)
+            total = 0.0
+            for _ in range(self.skip):
+                state, r, term, trunc, info = self.env.step(action)
+                total += float(r)
+                if term or trunc:
+                    break
             obs, info = self._obs(state, info)
-            return obs, r, term, trunc, info
+            return obs, total, term, trunc, info
 
     class Atari(gym.Wrapper):
         """The DQN preprocessing (Mnih et al. 2015; Machado et al. 2018): each action repeated `skip` frames
@@ -128,7 +134,7 @@ def _wrappers():
 
 
 def env_config(env: str = "CartPole-v1", pixels: bool | None = None, size=None, grayscale: bool | None = None,
-               frame_stack: int | None = None, frame_skip: int = 4, max_episode_steps: int | None = None) -> dict:
+               frame_stack: int | None = None, frame_skip: int | None = None, max_episode_steps: int | None = None) -> dict:
     """The settings with every default filled in: what the buffer records (`env_config`) and make_env takes."""
     atari = is_atari(env)
     pixels = True if pixels is None else bool(pixels)
@@ -139,13 +145,14 @@ def env_config(env: str = "CartPole-v1", pixels: bool | None = None, size=None, 
         raise UserError(f"size={size} must be [height, width] in pixels, e.g. size=[64,96]")
     grayscale = atari if grayscale is None else bool(grayscale)
     frame_stack = int(frame_stack or (4 if atari else 1))
-    if frame_stack > 1 and not pixels:
-        raise UserError(f"frame_stack={frame_stack} stacks frames; state vectors (pixels=false) are not stacked, "
-                        f"drop frame_stack")
+    frame_skip = int(frame_skip or (4 if atari else 1))
+    if (frame_stack > 1 or frame_skip > 1) and not pixels and not atari:
+        raise UserError(f"frame_stack={frame_stack} and frame_skip={frame_skip} apply to frames; state vectors "
+                        f"(pixels=false) are neither stacked nor skipped, drop them")
     if frame_stack < 1 or int(frame_skip) < 1:
         raise UserError(f"frame_stack={frame_stack} and frame_skip={frame_skip} must be at least 1")
     return {"env": env, "pixels": pixels, "size": size, "grayscale": grayscale and pixels,
-            "frame_stack": frame_stack, "frame_skip": int(frame_skip), "max_episode_steps": max_episode_steps}
+            "frame_stack": frame_stack, "frame_skip": frame_skip, "max_episode_steps": max_episode_steps}
 
 
 def make_env(env: str = "CartPole-v1", **settings):
@@ -165,11 +172,9 @@ def make_env(env: str = "CartPole-v1", **settings):
             e = Atari(gym.make(env, frameskip=1, obs_type="grayscale" if cfg["grayscale"] else "rgb", **kw),
                       cfg["size"], cfg["grayscale"], cfg["frame_skip"])
         elif cfg["pixels"]:
-            e = Pixels(gym.make(env, render_mode="rgb_array", **kw), cfg["size"], cfg["grayscale"])
+            e = Pixels(gym.make(env, render_mode="rgb_array", **kw), cfg["size"], cfg["grayscale"], cfg["frame_skip"])
         else:
             e = gym.make(env, **kw)
-    except UserError:
-        raise
     except Exception as err:
         raise UserError(f"cannot make env {env}: {reason(err)}; use a gymnasium id such as CartPole-v1 or "
                         f"ALE/Pong-v5") from None
@@ -179,17 +184,16 @@ def make_env(env: str = "CartPole-v1", **settings):
 def load_policy(spec):
     """None/"random" -> None (uniform random actions); "module:name" -> a callable obs -> action, or an object
     with SB3's predict(obs) -> (action, state)."""
-    if spec is None or callable(spec) or hasattr(spec, "predict"):
-        return None if spec is None else spec
-    if spec == "random":
+    if spec is None or spec == "random":
         return None
-    module, _, attr = str(spec).partition(":")
+    if not isinstance(spec, str):  # already a callable or a model
+        return spec
+    module, _, attr = spec.partition(":")
     try:
-        obj = getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(module), attr)
     except Exception as e:
         raise UserError(f"policy={spec}: {reason(e)}; give random or module:callable (a function of the "
                         f"observation returning an action)") from None
-    return obj
 
 
 def act(policy, obs, env):

@@ -97,9 +97,22 @@ def test_cli_writes_a_buffer_the_domain_reads(tmp_path):
                                            (["colour=red", "out=x.npz"], "unknown argument 'colour=red'"),
                                            (["env=NoSuchEnv-v0", "out=x.npz"], "cannot make env NoSuchEnv-v0"),
                                            (["steps=0", "out=x.npz"], "steps=0 must be at least 1"),
-                                           (["pixels=false", "frame_stack=4", "out=x.npz"], "drop frame_stack")])
+                                           (["pixels=false", "frame_stack=4", "out=x.npz"], "neither stacked nor skipped")])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     out = subprocess.run([sys.executable, "-m", "multissl.collect", *args], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.npz").exists()
+
+
+def test_frame_skip_repeats_each_action_in_classic_control():
+    b = collect("CartPole-v1", 4, seed=3, size=[24, 36], frame_skip=3, policy=lambda obs: 1)
+    env = gym.make("CartPole-v1")
+    s, _ = env.reset(seed=3)
+    want = [s]
+    for _ in range(3):
+        for _ in range(3):  # one stored step = the action repeated 3 times
+            s, *_ = env.step(1)
+        want.append(s)
+    np.testing.assert_allclose(b["state"], np.stack(want), rtol=1e-6)
+    assert b["reward"][0] == 3.0

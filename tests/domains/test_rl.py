@@ -50,25 +50,37 @@ def frames(n, shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
 
 
+@pytest.mark.parametrize("normalize", ["frame", "channel"])
 @pytest.mark.parametrize("shape, to_chw", [
     ((20, 24), lambda x: x[:, None]),
     ((20, 24, 3), lambda x: x.permute(0, 3, 1, 2)),
     ((4, 20, 24), lambda x: x),
     ((2, 20, 24, 3), lambda x: x.permute(0, 1, 4, 2, 3).reshape(len(x), 6, 20, 24)),
 ])
-def test_preprocess_matches_a_hand_computation_for_every_frame_layout(tmp_path, shape, to_chw):
+def test_preprocess_matches_a_hand_computation_for_every_frame_layout(tmp_path, shape, to_chw, normalize):
     obs = frames(30, shape)
-    d = domain_on(write_buffer(tmp_path / "b.npz", obs, ends=[9, 19]))
-    raw = torch.from_numpy(obs[:5])
-    x = to_chw(raw.float() / 255)
-    want = (x - torch.tensor(d.mean).view(1, -1, 1, 1)) / torch.tensor(d.std).view(1, -1, 1, 1)
-    torch.testing.assert_close(d.preprocess(raw), want)
-    torch.testing.assert_close(d.preprocess(obs[3]), want[3:4])  # one observation, no batch axis
-    torch.testing.assert_close(d.preprocess(raw.float()), want)  # SB3 hands over float copies of the frames
-    # training statistics: per channel over training steps only (held-out episodes excluded)
+    d = domain_on(write_buffer(tmp_path / "b.npz", obs, ends=[9, 19]), normalize=normalize)
+    # statistics by hand, on the training steps only (held-out episodes excluded): the mean frame [c h w] or
+    # the mean of each channel, then each channel's root-mean-square deviation from it
     train = d.dataset("train").index.numpy()
     assert np.isin(train, np.arange(30)).all() and len(train) < 30
-    torch.testing.assert_close(torch.tensor(d.mean), to_chw(torch.from_numpy(obs[train]).float() / 255).mean((0, 2, 3)))
+    t = to_chw(torch.from_numpy(obs[train]).float() / 255)  # [n c h w]
+    mean = t.mean(0) if normalize == "frame" else t.mean((0, 2, 3)).view(-1, 1, 1)
+    std = (t - mean).pow(2).mean((0, 2, 3)).sqrt().view(-1, 1, 1)
+    raw = torch.from_numpy(obs[:5])
+    want = (to_chw(raw.float() / 255) - mean) / std
+    torch.testing.assert_close(d.preprocess(raw), want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(d.preprocess(obs[3]), want[3:4], atol=1e-4, rtol=1e-4)  # one observation, no batch
+    torch.testing.assert_close(d.preprocess(raw.float()), want, atol=1e-4, rtol=1e-4)  # SB3's float copies
+
+
+def test_frame_normalization_zeroes_a_static_background(tmp_path):
+    obs = np.full((30, 3, 20, 24), 250, np.uint8)
+    obs[np.arange(30), :, 10, np.arange(30) % 24] = 0  # one dark pixel moving along a row
+    d = domain_on(write_buffer(tmp_path / "b.npz", obs, ends=[9, 19]))
+    x = d.preprocess(obs[:4])
+    assert x[:, :, :10].abs().max() < 1e-5 and x[:, :, 11:].abs().max() < 1e-5  # the background is exactly 0
+    assert x[:, :, 10].abs().max() > 1
 
 
 def test_vector_observations_are_standardized(tmp_path):
@@ -89,7 +101,8 @@ def test_wrong_observation_shape_at_embed_time_is_a_user_error(tmp_path):
 def test_frame_size_resizes_and_patches_tile_the_frame(tmp_path):
     d = domain_on(write_buffer(tmp_path / "b.npz", frames(20, (30, 40, 3)), ends=[9]), frame_size=[24, 32])
     assert d.preprocess(frames(2, (30, 40, 3))).shape == (2, 3, 24, 32)
-    assert d.patch == (3, 4) and d.grid == (8, 8)
+    assert d.patch == (12, 16) and d.grid == (2, 2)  # patches of about 12 pixels (8 and 16 tie for 32: the larger)
+    assert domain_on(tmp_path / "b.npz", frame_size=[84, 84]).grid == (7, 7)
     with pytest.raises(UserError, match="does not tile"):
         domain_on(tmp_path / "b.npz", patch_size=7).embedder(16)
 
@@ -217,7 +230,7 @@ def test_frame_stack_views_shift_every_frame_alike(tmp_path):
     d = domain_on(write_buffer(tmp_path / "b.npz", stack, ends=[4]), intensity=0.0, shift=3)
     for s in range(5):
         v = d.views(torch.tensor(2), torch.Generator().manual_seed(s), 2)[0]
-        x = v * torch.tensor(d.std).view(-1, 1, 1) + torch.tensor(d.mean).view(-1, 1, 1)
+        x = v * torch.tensor(d.std).view(-1, 1, 1) + torch.tensor(d.mean)  # the mean frame [3 20 24]
         torch.testing.assert_close(x[0], x[1], atol=1e-5, rtol=0)
         torch.testing.assert_close(x[0], x[2], atol=1e-5, rtol=0)
 
@@ -310,8 +323,8 @@ def test_run_logs_the_state_probe_and_exports_an_encoder_for_stored_observations
     enc = multissl.load_encoder(folder)
     assert json.loads((folder / "encoder" / "config.json").read_text())["preprocess"]["layout"] == "hwc"
     d = enc.domain
-    x = (torch.from_numpy(obs[:4]).permute(0, 3, 1, 2).float() / 255 - torch.tensor(d.mean).view(1, -1, 1, 1)) \
-        / torch.tensor(d.std).view(1, -1, 1, 1)
+    x = (torch.from_numpy(obs[:4]).permute(0, 3, 1, 2).float() / 255 - torch.tensor(d.mean)[None]) \
+        / torch.tensor(d.std).view(1, -1, 1, 1)  # minus the mean frame [3 40 40], / each channel's std
     with torch.no_grad():
         want = enc.encoder(x)[1]
     torch.testing.assert_close(enc.embed(obs[:4]), want, atol=1e-5, rtol=0)  # uint8 [b h w c], as stored
@@ -345,3 +358,18 @@ def test_nature_cnn_trains_on_frame_stacks_and_refuses_what_it_cannot_read(tiny,
                         tiny_encoder=False))
     with pytest.raises(UserError, match="objective=mae masks tokens but encoder=nature_cnn"):
         run(tiny.config("domain=rl", "encoder=nature_cnn", "objective=mae", "trainer.max_steps=1", tiny_encoder=False))
+
+
+def test_evaluate_reads_another_buffer_of_the_same_observations(tiny, tmp_path):
+    from multissl.evaluate import evaluate_run
+    g = np.random.default_rng(0)
+    path = write_buffer(tmp_path / "a.npz", frames(60, (4, 20, 24)), ends=[19, 39], state=g.normal(size=(60, 2)))
+    folder = tiny.run("domain=rl", "objective=simclr", f"data.path={path}", "trainer.max_steps=1", "data.batch_size=16")
+    other = write_buffer(tmp_path / "b.npz", frames(50, (4, 20, 24), seed=1), ends=list(range(9, 50, 10)),
+                         state=g.normal(size=(50, 2)))
+    out = evaluate_run(folder, data={"path": str(other)})
+    assert {"state_r2/state_0", "state_r2/state_1", "state_r2_mean", "rankme"} <= set(out)
+    wrong = write_buffer(tmp_path / "c.npz", frames(50, (3, 20, 24)), ends=[9])
+    with pytest.raises(UserError, match=r"the buffer's observations are \[3, 20, 24\], the encoder was trained on "
+                                        r"\[4, 20, 24\]"):
+        evaluate_run(folder, data={"path": str(wrong)})

@@ -59,11 +59,12 @@ def tabular_raw_and_input(domain_obj, preprocess: dict, n: int):
 
 def rl_raw_and_input(domain_obj, preprocess: dict, n: int):
     """5 raw test observations exactly as the buffer stores them (the default: uint8 stacks [3 48 72] of
-    grayscale frames) and the model input by hand: / 255, then per-frame (channel) standardization."""
+    grayscale frames) and the model input by hand: / 255, minus the exported mean frame, / each channel's std."""
     idx = domain_obj.dataset("test").index[:n].numpy()
     raw = torch.from_numpy(domain_obj._buf["obs"][idx])
     assert raw.dtype == torch.uint8 and preprocess["layout"] == "chw" and list(raw.shape[1:]) == preprocess["obs_shape"]
-    mean = torch.tensor(preprocess["mean"]).view(1, -1, 1, 1)
+    mean = torch.tensor(preprocess["mean"])[None]  # [1 3 48 72]
+    assert mean.shape == (1, *raw.shape[1:])
     std = torch.tensor(preprocess["std"]).view(1, -1, 1, 1)
     return raw, (raw.float() / 255 - mean) / std
 
