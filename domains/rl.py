@@ -204,7 +204,7 @@ class RLDomain:
         self.default = {**DEFAULT_BUFFER, **(default or {})}
         self.cache_dir, self.data = cache_dir, data or {}
         self.obs_shape = self.obs_dtype = self.mean = self.std = self.env_config = None
-        self.state_names, self._splits, self._buf = None, None, None
+        self.state_names, self._splits, self._buf, self._stats = None, None, None, None
         if state:
             self.load_state(state)
 
@@ -279,12 +279,14 @@ class RLDomain:
         observations is all the input holds) or the per-channel mean, then the per-channel std around it."""
         idx = train_index[np.linspace(0, len(train_index) - 1, min(len(train_index), 4096)).astype(int)]
         x = self.scaled(torch.from_numpy(self._buf["obs"][idx]))  # [n c h w] or [n D]
+        self._stats = None
         if self.is_vector:
             self.mean, self.std = x.mean(0).tolist(), x.std(0).clamp_min(1e-3).tolist()
             return
         mean = x.mean(0) if self.normalize_mode == "frame" else x.mean((0, 2, 3)).view(-1, 1, 1)  # [c h w] | [c 1 1]
         self.mean = mean.squeeze(-1).squeeze(-1).tolist()
         self.std = (x - mean).pow(2).mean((0, 2, 3)).sqrt().clamp_min(1e-3).tolist()
+        self._stats = None
 
     def state(self) -> dict:
         """What export saves so `embed(obs)` preprocesses exactly as training did, and what rebuilds the env."""
@@ -296,6 +298,7 @@ class RLDomain:
         self.layout, self.obs_shape, self.obs_dtype = s["layout"], s["obs_shape"], s["obs_dtype"]
         self.frame_size = tuple(s["frame_size"]) if s["frame_size"] else None
         self.mean, self.std, self.env_config, self.state_names = s["mean"], s["std"], s["env_config"], s["state_names"]
+        self._stats = None
 
     # ---- model input -----------------------------------------------------------------------------------------
     @property
@@ -330,10 +333,14 @@ class RLDomain:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """[.. D] or [.. c h w] -> standardized: mean [D] / [c] / [c h w] (a mean frame), std [D] / [c]."""
-        m = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
-        s = torch.tensor(self.std, dtype=x.dtype, device=x.device)
-        if not self.is_vector:
-            m, s = (m if m.ndim == 3 else m.view(-1, 1, 1)), s.view(-1, 1, 1)
+        if self._stats is None or self._stats[0].device != x.device or self._stats[0].dtype != x.dtype:
+            # built once per device: a mean frame is ~10^4 numbers, and this runs for every view
+            m = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
+            s = torch.tensor(self.std, dtype=x.dtype, device=x.device)
+            if not self.is_vector:
+                m, s = (m if m.ndim == 3 else m.view(-1, 1, 1)), s.view(-1, 1, 1)
+            self._stats = (m, s)
+        m, s = self._stats
         return (x - m) / s
 
     def preprocess(self, raw) -> torch.Tensor:
