@@ -223,7 +223,7 @@ class RLDomain:
                                 f"buffer file (.npz, README: RL)")
             buf = read_buffer(where)
         else:
-            buf = read_buffer(self._default_buffer())
+            buf = self._default_buffer()
         obs = buf["obs"]
         if self.obs_shape is None:  # a fresh run; an exported encoder keeps its own layout and statistics
             self.layout = detect_layout(obs.shape[1:]) if self.layout == "auto" else self.layout
@@ -245,8 +245,9 @@ class RLDomain:
             self._fit_stats(splits["train"].index.numpy())
         return splits
 
-    def _default_buffer(self) -> Path:
-        """The embedded default: a CartPole pixel buffer (multissl.collect with self.default), collected once."""
+    def _default_buffer(self) -> dict:
+        """The embedded default: a CartPole pixel buffer (multissl.collect with self.default), collected once
+        and cached; a damaged cache file is collected again."""
         import gymnasium
 
         from multissl.collect import collect, env_config
@@ -255,11 +256,15 @@ class RLDomain:
         key = json.dumps([FORMAT, env, steps, seed, env_config(env, **settings), gymnasium.__version__])
         root = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir() / "rl"
         path = root / f"{env.replace('/', '_')}_{steps}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-        if not path.exists():
-            print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
-                  f"{path}", file=sys.stderr)
-            collect(env, steps, out=path, seed=seed, **settings)
-        return path
+        if path.exists():
+            try:
+                return read_buffer(path)
+            except UserError as e:
+                print(f"multissl: warning: collecting the default buffer again: {e}", file=sys.stderr)
+        print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
+              f"{path}", file=sys.stderr)
+        collect(env, steps, out=path, seed=seed, **settings)
+        return read_buffer(path)
 
     def _split(self) -> dict:
         """Held-out episodes (a fixed draw, seed 0, not the run seed): domain.test_fraction of them, at least one,

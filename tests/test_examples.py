@@ -13,6 +13,7 @@ TINY = ["trainer.max_steps=2", "data.batch_size=32", "encoder.dim=16", "encoder.
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script, tmp_path):
     out = subprocess.run([sys.executable, str(script), *TINY], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                         timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1",
+                                                      "SB3_LOGDIR": str(tmp_path / "sb3")})  # not a folder in /tmp
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip(), "an example should print what it shows"

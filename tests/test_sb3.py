@@ -17,6 +17,12 @@ TINY = ["domain=rl", "objective=byol", "trainer.max_steps=1", "data.batch_size=3
         "encoder.depth=1", "encoder.heads=2", "trainer.eval_every=0"]
 
 
+@pytest.fixture(autouse=True)
+def _sb3_logs(tmp_path, monkeypatch):
+    """SB3 makes an (empty) log folder per learner, by default in the system's temporary folder."""
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A one-step run on the default CartPole buffer: [3 48 72] uint8 stacks of grayscale frames."""

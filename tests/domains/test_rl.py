@@ -373,3 +373,18 @@ def test_evaluate_reads_another_buffer_of_the_same_observations(tiny, tmp_path):
     with pytest.raises(UserError, match=r"the buffer's observations are \[3, 20, 24\], the encoder was trained on "
                                         r"\[4, 20, 24\]"):
         evaluate_run(folder, data={"path": str(wrong)})
+
+
+def test_default_buffer_is_collected_once_and_a_damaged_cache_again(tmp_path, capsys):
+    small = {"steps": 40, "size": [24, 36]}
+    d = R.RLDomain(default=small, cache_dir=str(tmp_path))
+    d.dataset("train")
+    (cached,) = list(tmp_path.glob("*.npz"))
+    assert d.obs_shape == [3, 24, 36] and d.state_names[0] == "cart_position" and "collecting" in capsys.readouterr().err
+    R.RLDomain(default=small, cache_dir=str(tmp_path)).dataset("train")
+    assert "collecting" not in capsys.readouterr().err  # read from the cache
+    cached.write_bytes(b"damaged")
+    again = R.RLDomain(default=small, cache_dir=str(tmp_path))
+    again.dataset("train")
+    assert "collecting the default buffer again" in capsys.readouterr().err
+    assert np.array_equal(again._buf["obs"], d._buf["obs"])  # the same seeded collection
