@@ -26,7 +26,6 @@ from torch import nn
 
 from multissl.errors import UserError, reason
 
-from . import augment as A
 from .cache import default_cache_dir
 from .files import locate
 from .masking import random_mask
@@ -238,8 +237,9 @@ class RLDomain:
         self._buf = buf
         self.episode, self.first, self.last = episode_bounds(buf["terminated"], buf["truncated"], buf.get("episode"))
         if "state" in buf:
-            self.state_names = [str(s) for s in buf["state_names"]] if "state_names" in buf and \
-                len(buf["state_names"]) == buf["state"].shape[1] else [f"state_{i}" for i in range(buf["state"].shape[1])]
+            names, n_state = buf.get("state_names"), buf["state"].shape[1]
+            ok = names is not None and len(names) == n_state
+            self.state_names = [str(v) for v in names] if ok else [f"state_{i}" for i in range(n_state)]
         splits = self._split()
         if self.mean is None:
             self._fit_stats(splits["train"].index.numpy())

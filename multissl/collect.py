@@ -149,7 +149,7 @@ def env_config(env: str = "CartPole-v1", pixels: bool | None = None, size=None, 
     if (frame_stack > 1 or frame_skip > 1) and not pixels and not atari:
         raise UserError(f"frame_stack={frame_stack} and frame_skip={frame_skip} apply to frames; state vectors "
                         f"(pixels=false) are neither stacked nor skipped, drop them")
-    if frame_stack < 1 or int(frame_skip) < 1:
+    if frame_stack < 1 or frame_skip < 1:
         raise UserError(f"frame_stack={frame_stack} and frame_skip={frame_skip} must be at least 1")
     return {"env": env, "pixels": pixels, "size": size, "grayscale": grayscale and pixels,
             "frame_stack": frame_stack, "frame_skip": frame_skip, "max_episode_steps": max_episode_steps}
