@@ -275,24 +275,41 @@ def test_one_episode_has_no_held_out_split_and_no_probe(tmp_path):
 
 
 def ridge_r2_reference(e_tr, s_tr, e_te, s_te, alpha):
-    """By hand: standardize features with training mean/std (ddof 0), centre the targets, closed-form ridge
-    w = (X'X + alpha I)^-1 X'y, intercept = training mean; R^2 = 1 - SS_res / SS_tot per variable."""
-    mu, sd = e_tr.mean(0), e_tr.std(0)
-    sd[sd == 0] = 1
-    x_tr, x_te = (e_tr - mu) / sd, (e_te - mu) / sd
-    xc = x_tr - x_tr.mean(0)
-    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x_tr.shape[1]), xc.T @ (s_tr - s_tr.mean(0)))
-    pred = (x_te - x_tr.mean(0)) @ w + s_tr.mean(0)
+    """By hand: centre features on the training mean and divide them all by one number, the training RMS
+    around it; closed-form ridge w = (X'X + alpha I)^-1 X'y on centred targets, intercept = training mean;
+    R^2 = 1 - SS_res / SS_tot per variable."""
+    mu = e_tr.mean(0)
+    rms = np.sqrt(((e_tr - mu) ** 2).sum() / e_tr.size)
+    x_tr, x_te = (e_tr - mu) / rms, (e_te - mu) / rms
+    w = np.linalg.solve(x_tr.T @ x_tr + alpha * np.eye(x_tr.shape[1]), x_tr.T @ (s_tr - s_tr.mean(0)))
+    pred = x_te @ w + s_tr.mean(0)
     return 1 - ((s_te - pred) ** 2).sum(0) / ((s_te - s_te.mean(0)) ** 2).sum(0)
 
 
 def test_state_r2_matches_a_hand_written_ridge():
     g = np.random.default_rng(0)
-    e = g.normal(size=(300, 6))
+    e = g.normal(size=(300, 6)) * np.array([1, 2, 3, 0.5, 1, 10])  # dimensions on different scales
     s = np.stack([e @ g.normal(size=6), e[:, 0] ** 2, g.normal(size=300)], 1)  # linear, nonlinear, unrelated
     got = R.state_r2(e[:200], s[:200], e[200:], s[200:], alpha=3.0)
     np.testing.assert_allclose(got, ridge_r2_reference(e[:200], s[:200], e[200:], s[200:], 3.0), rtol=1e-6, atol=1e-8)
     assert got[0] > 0.99 and got[1] < 0.2 and got[2] < 0.05  # invariants: readable, not linear, noise
+    # the probe does not depend on the embedding's units
+    np.testing.assert_allclose(R.state_r2(e[:200] * 1e3 + 5, s[:200], e[200:] * 1e3 + 5, s[200:], 3.0), got, rtol=1e-6)
+
+
+def test_state_r2_survives_units_that_almost_never_fire_in_training():
+    """ReLU embeddings have units active on a handful of training steps; standardizing each unit by its own tiny
+    std made their test activations huge outliers (R^2 far below 0 on a trained Nature-CNN). Scaled as a whole,
+    they keep a small weight."""
+    g = np.random.default_rng(0)
+    e = g.normal(size=(400, 8))
+    s = e[:, :2] @ np.array([[1.0, 0.5], [-0.5, 1.0]])
+    rare = np.zeros((400, 4))
+    rare[:2] = 1e-3 * g.random((2, 4))   # active on 2 of the 300 training rows, barely
+    rare[300:] = g.random((100, 4))      # active on every held-out row
+    e = np.concatenate([e, rare], 1)
+    got = R.state_r2(e[:300], s[:300], e[300:], s[300:], alpha=1.0)
+    assert (got > 0.95).all(), got
 
 
 def test_downstream_metrics_name_each_state_variable(tmp_path):

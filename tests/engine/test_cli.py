@@ -86,6 +86,15 @@ def test_load_config_composes_group_and_meta():
     assert "hydra" not in cfg
 
 
+def test_a_group_option_sets_the_engine_defaults_it_needs_and_the_command_line_wins():
+    """encoder/nature_cnn.yaml carries its own optim.base_lr (train.yaml's suits the tiny transformer):
+    train.yaml lists _self_ first, so the option's value wins over it, and a key=value over both."""
+    assert load_config([]).optim.base_lr == 3e-3
+    assert load_config(["domain=rl", "encoder=nature_cnn"]).optim.base_lr == 1e-4
+    assert load_config(["encoder=nature_cnn", "optim.base_lr=5e-4"]).optim.base_lr == 5e-4
+    assert load_config(["optim.base_lr=5e-4", "encoder=nature_cnn"]).optim.base_lr == 5e-4
+
+
 def test_main_turns_user_error_into_exit_2(tmp_path, capsys):
     missing = tmp_path / "nonexistent"
     with pytest.raises(SystemExit) as e:

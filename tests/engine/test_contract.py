@@ -2,7 +2,6 @@
 3 steps and leaves a complete run folder whose exported encoder reproduces a hand-computed forward."""
 import json
 import math
-from importlib import resources
 
 import pytest
 import torch
@@ -12,12 +11,9 @@ from safetensors.torch import load_file
 
 import multissl
 from multissl.checkpoint import load as load_checkpoint
-from multissl.cli import options
+from multissl.cli import load_config, options
 from multissl.errors import UserError
 from multissl.train import run
-
-CONFIGS = resources.files("multissl.configs")
-
 
 DOMAINS, OBJECTIVES = options("domain"), options("objective")
 
@@ -139,7 +135,7 @@ def domain_specific_encoders():
     from hydra.utils import get_class
     pairs = []
     for enc in options("encoder"):
-        cls = get_class(OmegaConf.load(CONFIGS / "encoder" / f"{enc}.yaml")._target_)
+        cls = get_class(load_config([f"encoder={enc}"]).encoder._target_)
         pairs += [(enc, d) for d in DOMAINS if getattr(cls, "domains", None) and d not in cls.domains]
     return pairs
 
