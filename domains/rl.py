@@ -181,7 +181,7 @@ class RLDomain:
     name = "rl"
 
     def __init__(self, layout: str = "auto", frame_size=None, patch_size=None, pos_embed: str = "learned",
-                 temporal_offset=(1, 3), shift: int = 4, intensity: float = 0.05, noise_std: float = 0.1,
+                 temporal_offset=(0, 0), shift: int = 4, intensity: float = 0.05, noise_std: float = 0.1,
                  mask_ratio: float = 0.75, norm_pix_loss: bool = True, normalize: str = "frame",
                  test_fraction: float = 0.2,
                  probe_alpha: float = 1.0, default: dict | None = None, cache_dir: str | None = None, data=None,
