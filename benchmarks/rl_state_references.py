@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from multissl import monitor
 from multissl.cli import load_config
 from multissl.domains.rl import state_r2
 from multissl.train import build
@@ -34,15 +35,16 @@ def inputs(index):  # [n c h w], as evaluation feeds the encoder
     return torch.stack([domain.eval_input(torch.tensor(i)) for i in index])
 
 
-def embed(index):
+def probe(label):  # the state probe exactly as training's evaluation runs it
     encoder.eval()
-    with torch.no_grad():
-        return torch.cat([encoder(inputs(index[i:i + 512]))[1] for i in range(0, len(index), 512)]).numpy()
+    m = monitor.domain_metrics(encoder, domain, "cpu")
+    encoder.train()
+    show(label, np.array([m[f"state_r2/{n}"] for n in names]))
 
 
 prev = lambda idx: state[np.maximum(idx - 1, domain.first[idx])]  # noqa: E731 — the first step keeps its own
 show("previous state", state_r2(prev(tr), state[tr], prev(te), state[te], domain.probe_alpha))
-show("untrained", state_r2(embed(tr), state[tr], embed(te), state[te], domain.probe_alpha))
+probe("untrained")
 
 mean, std = state[tr].mean(0), state[tr].std(0)
 target = torch.from_numpy((state - mean) / std).float()  # [N S]
@@ -50,12 +52,10 @@ head = torch.nn.Linear(encoder.dim, state.shape[1])
 params = [*encoder.parameters(), *head.parameters()]
 opt = torch.optim.AdamW(params, lr=cfg.optim.base_lr, weight_decay=cfg.optim.weight_decay)
 rng = np.random.default_rng(cfg.trainer.seed)
-encoder.train()
 for step in range(cfg.trainer.max_steps):
     idx = rng.choice(tr, cfg.data.batch_size)
     loss = F.mse_loss(head(encoder(inputs(idx))[1]), target[idx])
     opt.zero_grad()
     loss.backward()
     opt.step()
-show(f"supervised, {cfg.trainer.max_steps} steps", state_r2(embed(tr), state[tr], embed(te), state[te],
-                                                           domain.probe_alpha))
+probe(f"supervised, {cfg.trainer.max_steps} steps")

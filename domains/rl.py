@@ -294,7 +294,6 @@ class RLDomain:
         mean = x.mean(0) if self.normalize_mode == "frame" else x.mean((0, 2, 3)).view(-1, 1, 1)  # [c h w] | [c 1 1]
         self.mean = mean.squeeze(-1).squeeze(-1).tolist()
         self.std = (x - mean).pow(2).mean((0, 2, 3)).sqrt().clamp_min(1e-3).tolist()
-        self._stats = None
 
     def state(self) -> dict:
         """What export saves so `embed(obs)` preprocesses exactly as training did, and what rebuilds the env."""
