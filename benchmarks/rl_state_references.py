@@ -31,8 +31,8 @@ def show(label, r2):
     print(f"{label:<22} mean {r2.mean():.3f}  " + "  ".join(f"{n} {v:.3f}" for n, v in zip(names, r2)))
 
 
-def inputs(index):  # [n c h w], as evaluation feeds the encoder
-    return torch.stack([domain.eval_input(torch.tensor(i)) for i in index])
+def inputs(index):  # [n c h w]: the stored observations through preprocess, one batched call
+    return domain.preprocess(domain._buf["obs"][index])
 
 
 def probe(label):  # the state probe exactly as training's evaluation runs it
