@@ -36,13 +36,17 @@ threads = str(max(1, (os.cpu_count() or 1) // jobs))
 def run(name: str, seed: int) -> float:
     folder = out / f"{name}-s{seed}"
     if not (folder / "encoder" / "model.safetensors").exists():
-        train = ["trainer.max_steps=0"] if name == "untrained" else [f"objective={name}", f"trainer.max_steps={opts['steps']}"]
-        cmd = [sys.executable, "-m", "multissl.train", "domain=rl", "encoder=nature_cnn", *train,
+        steps = 0 if name == "untrained" else opts["steps"]
+        cmd = [sys.executable, "-m", "multissl.train", "domain=rl", "encoder=nature_cnn", f"trainer.max_steps={steps}",
                "trainer.eval_every=250", f"trainer.seed={seed}", *extra, f"run.dir={folder}"]
+        cmd += [] if name == "untrained" else [f"objective={name}"]
         folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.parent / f"{folder.name}.log", "w") as log:
-            subprocess.run(cmd, check=True, stdout=log, stderr=log,
-                           env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        log = folder.parent / f"{folder.name}.log"
+        with open(log, "w") as f:
+            rc = subprocess.run(cmd, stdout=f, stderr=f,
+                                env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}).returncode
+        if rc:
+            sys.exit(f"{folder.name} failed (exit {rc}); its output is in {log}")
     rows = [json.loads(line) for line in open(folder / "metrics.jsonl")]
     return [r for r in rows if "state_r2_mean" in r][-1]["state_r2_mean"]  # the end-of-run evaluation
 
