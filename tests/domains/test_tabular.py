@@ -274,6 +274,12 @@ def test_hf_name_missing_from_the_local_cache_is_user_error(tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing may download
+    # the libraries read the offline switches at import; an earlier test may have imported them already
+    import datasets
+    import huggingface_hub.constants as hub
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="cannot load the HF dataset nobody/no-such-table.*local cache") as e:
         domain("hf:nobody/no-such-table")
     one_line(e)
