@@ -8,6 +8,7 @@ import time
 import torch
 
 from multissl.cli import load_config
+from multissl.contracts import Objective, optional
 from multissl.data import train_loader
 from multissl.train import SSLModel, build
 from multissl.optim import build_optimizer
@@ -22,7 +23,7 @@ b = cfg.data.batch_size
 
 def loader():
     return train_loader(train_set, domain, 0, objective.global_views, b, 0, STEPS, 0, 1, cfg.data.num_workers,
-                        corrupt=getattr(objective, "needs_tokens", False))
+                        corrupt=optional(objective, Objective, "corrupt_view"))
 
 
 t = time.perf_counter()
@@ -36,8 +37,7 @@ for batch in loader():
     loss.backward()
     opt.step()
     opt.zero_grad()
-    if hasattr(objective, "update_teacher"):
-        objective.update_teacher(encoder, 0.99)
+    optional(objective, Objective, "after_step")(encoder, {"ema": 0.99})
 step_s = (time.perf_counter() - t) / STEPS
 print(f"{cfg.meta.domain}/{cfg.meta.objective} batch {b}, {torch.get_num_threads()} threads, "
       f"{cfg.data.num_workers} workers: data {b / data_s:.0f} samples/s ({data_s * 1e3:.0f} ms/step); "

@@ -252,7 +252,7 @@ class ResNet(nn.Module):
         net.fc = nn.Identity()
         self.net = net
 
-    def forward(self, x, keep=None):
-        if keep is not None:
-            raise UserError("encoder=resnet18 has no tokens to mask; use encoder=transformer with masked objectives")
+    def forward(self, x, keep=None, pad=None):
+        if keep is not None or pad is not None:
+            raise UserError("encoder=resnet18 has no tokens to mask or pad; use encoder=transformer")
         return None, self.net(x)

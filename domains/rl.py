@@ -428,14 +428,16 @@ class RLDomain:
         return masked_mse(pred, target, masked)
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
-    def downstream_metrics(self, embed) -> dict:
+    def downstream_metrics(self, embed, limit: int | None = None) -> dict:
         """How much of the true state the frozen representation holds: R^2 of a linear (ridge) probe of `state`,
         fit on training episodes and scored on held-out ones — `state_r2/<name>` per variable and
-        `state_r2_mean`. Empty when the buffer has no state or no held-out episodes."""
+        `state_r2_mean`; `limit` steps per split, evenly spread (None = all). Empty when the buffer has no state
+        or no held-out episodes."""
         test = self._splits.get("test")
         if "state" not in self._buf or test is None:
             return {}
-        tr = self._splits["train"]
+        tr, test = (Steps(part.index[np.linspace(0, len(part) - 1, min(limit, len(part))).astype(int)])
+                    if limit else part for part in (self._splits["train"], test))
         s = self._buf["state"]
         r2 = state_r2(embed(tr).numpy(), s[tr.index.numpy()], embed(test).numpy(), s[test.index.numpy()],
                       self.probe_alpha)
@@ -465,7 +467,7 @@ class NatureCNN(nn.Module):
             n = self.conv(torch.zeros(1, c, h, w)).shape[1]
         self.fc = nn.Sequential(nn.Linear(n, dim), nn.ReLU())
 
-    def forward(self, x, keep=None):
-        if keep is not None:
-            raise UserError("encoder=nature_cnn has no tokens to mask; use encoder=transformer with masked objectives")
+    def forward(self, x, keep=None, pad=None):
+        if keep is not None or pad is not None:
+            raise UserError("encoder=nature_cnn has no tokens to mask or pad; use encoder=transformer")
         return None, self.fc(self.conv(x))  # [b c h w] -> pooled [b dim]

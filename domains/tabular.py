@@ -215,6 +215,13 @@ class Rows(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return {"x": self.x[i], "y": int(self.y[i])}
 
+    def take(self, limit: int | None) -> "Rows":
+        """At most `limit` rows, evenly spread (None = all)."""
+        if limit is None or len(self) <= limit:
+            return self
+        idx = np.linspace(0, len(self) - 1, limit).astype(int)
+        return Rows(self.x[idx], self.y.numpy()[idx], self.target[idx], self.frame.iloc[idx].reset_index(drop=True))
+
 
 # ---- views and masks (x float [F]; all randomness from rng) ---------------------------------------------
 def count(rate: float, n: int) -> int:
@@ -512,14 +519,15 @@ class TabularDomain:
         return vime_loss(pred, target, masked, sizes, weight)
 
     # ---- evaluation (issue 5 item 6) ---------------------------------------------------------------------------
-    def downstream_metrics(self, embed) -> dict:
+    def downstream_metrics(self, embed, limit: int | None = None) -> dict:
         """On the held-out split, side by side: `probe_linear` (logistic regression accuracy / ridge RMSE
         on standardized embeddings), `gbdt_raw` (HistGradientBoosting on the encoded features) and
-        `gbdt_raw_ssl` (the same on features + embeddings). `embed(dataset) -> [n d]`. Empty without a
-        target or a held-out split."""
+        `gbdt_raw_ssl` (the same on features + embeddings). `embed(dataset) -> [n d]`; `limit` rows per split,
+        evenly spread (None = all). Empty without a target or a held-out split."""
         tr, te = self._splits["train"], self._splits.get("test")
         if te is None or self.task is None:
             return {}
+        tr, te = (part.take(limit) for part in (tr, te))
         (y_tr, on_tr), (y_te, on_te) = self._labels(tr), self._labels(te)
         if not on_tr.any() or not on_te.any():
             return {}

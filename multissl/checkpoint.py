@@ -51,3 +51,27 @@ def load(path: Path) -> dict:
 def latest(folder: Path) -> Path | None:
     found = checkpoints(folder)
     return found[-1][1] if found else None
+
+
+def training_state(step: int, model, optimizer, probe) -> dict:
+    """Everything exact resume needs: model (encoder, heads, teacher, objective buffers such as queues),
+    optimizer, step, online probe and RNG state."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "probe": probe.state_dict() if probe else None, "probe_opt": probe.opt.state_dict() if probe else None,
+            "rng": rng_state()}
+
+
+def resume(folder: Path, model, optimizer, probe) -> int | None:
+    """Load the latest checkpoint of a run folder into model, optimizer and probe and restore the RNGs;
+    returns its step, or None when the folder has none (a fresh run)."""
+    last = latest(folder / "checkpoints")
+    if last is None:
+        return None
+    state = load(last)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if probe is not None and state.get("probe"):
+        probe.load_state_dict(state["probe"])
+        probe.opt.load_state_dict(state["probe_opt"])
+    set_rng_state(state["rng"])
+    return state["step"]

@@ -71,7 +71,7 @@ def load_config(argv: list[str]):
         check_types(cfg, compose_raw(choices_only))
     choices = cfg.hydra.runtime.choices
     with open_dict(cfg):
-        meta = {g: choices[g] for g in GROUPS}
+        meta = {**{g: choices[g] for g in GROUPS}, "overrides": list(argv)}  # overrides: the resume command
         del cfg["hydra"]
         cfg.meta = meta
     OmegaConf.set_struct(cfg, True)

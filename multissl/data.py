@@ -4,6 +4,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from multissl.contracts import Domain, optional
+
 
 def mix(*ints: int) -> int:
     """A well-mixed 63-bit seed from integers (numpy's SeedSequence hashing)."""
@@ -14,14 +16,15 @@ class Views(Dataset):
     """Global draw k -> the k-th sample of an endless stream of seeded epoch permutations, turned into
     views (and a mask) with a generator seeded by (seed, k).
 
-    `corrupt` (for objectives that consume the mask): a domain that masks by replacing values rather
-    than dropping tokens (a `corrupt(view, masked, rng)` method, e.g. VIME's marginal draws for tables)
-    gets views[0] corrupted at the masked positions, and the clean view is kept as "clean" (the target).
+    `corrupt` (objectives with `corrupt_view`): a domain that masks by replacing values rather than
+    dropping tokens (a `corrupt(view, masked, rng)` method, e.g. VIME's marginal draws for tables) gets
+    views[0] corrupted at the masked positions, and the clean view is kept as "clean" (the target).
     Other objectives never see the corruption: it would be an extra, one-sided augmentation of view 0."""
 
     def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
-        self.corrupt = corrupt and hasattr(domain, "corrupt")
+        self.corrupt = optional(domain, Domain, "corrupt") if corrupt else None
+        self.variable_length = optional(domain, Domain, "variable_length")
         self._perm = (None, None)
 
     def __len__(self):
@@ -38,26 +41,62 @@ class Views(Dataset):
         s = self.base[self.sample_index(k)]
         rng = torch.Generator().manual_seed(mix(self.seed, k, 2))
         views = self.domain.views(s["x"], rng, self.n_global)
-        keep, masked = self.domain.mask(1, rng)
+        if self.variable_length:  # mask the sample's own tokens only
+            _, pad = optional(self.domain, Domain, "collate")([views[0]])
+            keep, masked = self.domain.mask(1, rng, n_tokens=int((~pad).sum()))
+        else:
+            keep, masked = self.domain.mask(1, rng)
         item = {"views": views, "y": s.get("y", -1), "keep": keep[0], "masked": masked[0],
                 "skipped": s.get("skipped", 0)}
-        if self.corrupt:  # drawn after the mask: the other domains' draws are unchanged
+        if self.corrupt is not None:  # drawn after the mask: the other domains' draws are unchanged
             item["clean"] = views[0]
-            item["views"] = [self.domain.corrupt(views[0], masked[0], rng), *views[1:]]
+            item["views"] = [self.corrupt(views[0], masked[0], rng), *views[1:]]
         return item
 
 
-def collate(items: list[dict]) -> dict:
-    out = {
-        "views": [torch.stack(v) for v in zip(*(it["views"] for it in items))],  # n_views x [b ...]
-        "y": torch.tensor([it["y"] for it in items], dtype=torch.long),
-        "keep": torch.stack([it["keep"] for it in items]),
-        "masked": torch.stack([it["masked"] for it in items]),
-        "skipped": torch.tensor(sum(it["skipped"] for it in items)),  # unreadable samples replaced
-    }
-    if "clean" in items[0]:
-        out["clean"] = torch.stack([it["clean"] for it in items])  # [b ...] uncorrupted views[0]
+def pad_indices(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Index tensors [k_i] -> [b max k_i], padded with -1 (multissl.encoder.gather_tokens)."""
+    if all(len(r) == len(rows[0]) for r in rows):
+        return torch.stack(rows)
+    out = torch.full((len(rows), max(len(r) for r in rows)), -1, dtype=rows[0].dtype)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
     return out
+
+
+class Collate:
+    """Items -> a batch: "views" (n_views x [b ...]), "y" [b], "keep" [b k], "masked" [b m], "skipped", and
+    for a variable-length domain "pad" (n_views x [b n], True = padding). Each view is batched by the domain's
+    `collate` (default: stacked)."""
+
+    def __init__(self, domain):
+        self.batch = optional(domain, Domain, "collate")
+
+    def __call__(self, items: list[dict]) -> dict:
+        views, pads = zip(*(self.batch(list(v)) for v in zip(*(it["views"] for it in items))))
+        out = {
+            "views": list(views),  # n_views x [b ...]
+            "y": torch.tensor([it["y"] for it in items], dtype=torch.long),
+            "keep": pad_indices([it["keep"] for it in items]),
+            "masked": pad_indices([it["masked"] for it in items]),
+            "skipped": torch.tensor(sum(it["skipped"] for it in items)),  # unreadable samples replaced
+        }
+        if any(p is not None for p in pads):
+            out["pad"] = list(pads)
+        if "clean" in items[0]:
+            out["clean"] = self.batch([it["clean"] for it in items])[0]  # [b ...] uncorrupted views[0]
+        return out
+
+
+def to_device(x, device):
+    """Tensors anywhere in nested lists, tuples and dicts moved to `device`; everything else as it is."""
+    if torch.is_tensor(x):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    return x
 
 
 class StepSampler(Sampler):
@@ -85,8 +124,8 @@ class StepSampler(Sampler):
 def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0, accumulate=1,
                  corrupt=False):
     sampler = StepSampler(start, end, global_batch, rank, world, accumulate)
-    return DataLoader(Views(base, domain, seed, n_global, corrupt), batch_sampler=sampler, collate_fn=collate,
-                      num_workers=workers, persistent_workers=False)
+    return DataLoader(Views(base, domain, seed, n_global, corrupt), batch_sampler=sampler,
+                      collate_fn=Collate(domain), num_workers=workers, persistent_workers=False)
 
 
 def steps(loader, accumulate: int):
@@ -111,5 +150,17 @@ class EvalInputs(Dataset):
         return self.domain.eval_input(s["x"]), s.get("y", -1)
 
 
+class EvalCollate:
+    """(input, label) items -> (x, pad or None, y [b])."""
+
+    def __init__(self, domain):
+        self.batch = optional(domain, Domain, "collate")
+
+    def __call__(self, items):
+        x, pad = self.batch([i for i, _ in items])
+        return x, pad, torch.tensor([y for _, y in items], dtype=torch.long)
+
+
 def eval_loader(base, domain, batch_size=256, workers=0):
-    return DataLoader(EvalInputs(base, domain), batch_size=batch_size, num_workers=workers)
+    return DataLoader(EvalInputs(base, domain), batch_size=batch_size, num_workers=workers,
+                      collate_fn=EvalCollate(domain))

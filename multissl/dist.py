@@ -1,5 +1,6 @@
-"""Process-group helpers. Every loss that uses batch statistics calls `gather` so that 2 processes
-with half the batch each compute exactly what 1 process computes on the whole batch."""
+"""Process-group helpers. Every loss that uses batch statistics calls `gather` (differentiable) so that 2
+processes with half the batch each compute exactly what 1 process computes on the whole batch; state that
+must be identical on every process (queues, centres) is filled through `all_gather` / `all_reduce`."""
 import torch
 import torch.distributed as dist
 
@@ -44,6 +45,31 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     if not is_dist() or dist.get_world_size() == 1:
         return x
     return _Gather.apply(x)
+
+
+@torch.no_grad()
+def all_gather(x: torch.Tensor) -> torch.Tensor:
+    """[b, ...] on each process -> [b * world, ...] in rank order, without gradient: for state that every
+    process must hold identically (queues, support sets), filled from the global batch. Same b everywhere."""
+    if not is_dist() or dist.get_world_size() == 1:
+        return x.detach()
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.detach().contiguous())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """The sum or mean over processes of x (a new tensor; x is unchanged), without gradient: batch counts,
+    centres (DINO), Sinkhorn's marginals (SwAV)."""
+    if op not in ("sum", "mean"):
+        raise ValueError(f"all_reduce op must be sum or mean, got {op!r}")
+    out = x.detach().clone()
+    if is_dist() and dist.get_world_size() > 1:
+        dist.all_reduce(out)
+        if op == "mean":
+            out /= dist.get_world_size()
+    return out
 
 
 def local_slice(n_global: int) -> slice:

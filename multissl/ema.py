@@ -6,6 +6,8 @@ from torch import nn
 
 
 class EMATeacher(nn.Module):
+    """Not called as a module: its `nets` are (teacher copies of the students, in order)."""
+
     def __init__(self, *students: nn.Module):
         super().__init__()
         self.nets = nn.ModuleList(copy.deepcopy(s) for s in students)
@@ -22,6 +24,3 @@ class EMATeacher(nn.Module):
             # BatchNorm running statistics follow the student directly, as in BYOL's reference code.
             for tb, sb in zip(teacher.buffers(), student.buffers()):
                 tb.copy_(sb)
-
-    def forward(self, *args, index: int = 0, **kw):
-        return self.nets[index](*args, **kw)

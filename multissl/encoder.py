@@ -8,12 +8,38 @@ from multissl.heads import mlp
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """The one masking helper: x [b n d], idx [b k] -> [b k d]."""
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    """The one masking helper: x [b n d], idx [b k] -> [b k d]. Index -1 pads a variable-length batch's
+    index tensor; its rows hold token 0 and the caller ignores them (`idx < 0`)."""
+    return torch.gather(x, 1, idx.clamp_min(0).unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def scatter_tokens(base: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """Its inverse: base [b n d] with rows idx [b k] replaced by src [b k d]; -1 entries are dropped (they go to
+    a scratch row that is cut off, so they overwrite nothing)."""
+    b, n, d = base.shape
+    full = torch.cat([base, base.new_zeros(b, 1, d)], 1)  # [b n+1 d]
+    idx = torch.where(idx < 0, n, idx)
+    return full.scatter(1, idx.unsqueeze(-1).expand(-1, -1, d), src)[:, :n]
+
+
+def kept_padding(pad: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor | None:
+    """Padding of the kept tokens [b k]: padded positions of pad [b n], and the -1 entries of keep [b k]."""
+    if pad is None:
+        return None
+    return torch.gather(pad, 1, keep.clamp_min(0)) | (keep < 0)
+
+
+def masked_mean(t: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+    """Mean over tokens of t [b n d], padding [b n] excluded -> [b d]."""
+    if pad is None:
+        return t.mean(1)
+    real = (~pad).unsqueeze(-1).to(t.dtype)
+    return (t * real).sum(1) / real.sum(1).clamp_min(1)
 
 
 class Encoder(nn.Module):
     supports_masking = True
+    supports_padding = True
 
     def __init__(self, domain, dim: int = 64, depth: int = 3, heads: int = 4, mlp_ratio: float = 2.0,
                  pool: str = "cls", dropout: float = 0.0):
@@ -30,18 +56,22 @@ class Encoder(nn.Module):
         if self.cls is not None:
             nn.init.trunc_normal_(self.cls, std=0.02)
 
-    def forward(self, x, keep: torch.Tensor | None = None):
-        """x: a batch of model input; keep: [b k] indices of visible tokens (None = all).
+    def forward(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None):
+        """x: a batch of model input; keep: [b k] indices of visible tokens (None = all; -1 = padding);
+        pad: [b n] True where a variable-length sample is padded: no token attends to padding and pooling
+        skips it, so a sample's outputs do not depend on what it is batched with.
         Returns (tokens [b k d], pooled [b d])."""
         t = self.embed(x)  # [b n d]
         if keep is not None:
-            t = gather_tokens(t, keep)  # [b k d]
+            t, pad = gather_tokens(t, keep), kept_padding(pad, keep)  # [b k d], [b k]
         if self.cls is not None:
             t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1)
-        t = self.norm(self.blocks(t))
+            if pad is not None:
+                pad = torch.cat([pad.new_zeros(pad.shape[0], 1), pad], 1)
+        t = self.norm(self.blocks(t, src_key_padding_mask=pad))
         if self.cls is not None:
             return t[:, 1:], t[:, 0]
-        return t, t.mean(1)
+        return t, masked_mean(t, pad)
 
 
 class MLPEncoder(nn.Module):
@@ -56,21 +86,23 @@ class MLPEncoder(nn.Module):
         self.embed = domain.embedder(token_dim)
         self.mlp = mlp([domain.num_tokens * token_dim, *hidden, dim])
 
-    def forward(self, x, keep: torch.Tensor | None = None):
-        if keep is not None:
-            raise UserError("encoder=mlp has no tokens to mask; use encoder=transformer with masked objectives")
+    def forward(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None):
+        if keep is not None or pad is not None:
+            raise UserError("encoder=mlp has no tokens to mask or pad; use encoder=transformer")
         return None, self.mlp(self.embed(x).flatten(1))  # no tokens, pooled [b dim]
 
 
-def encode_views(encoder, views: list[torch.Tensor]) -> list[torch.Tensor]:
+def encode_views(encoder, views: list, pads: list | None = None) -> list[torch.Tensor]:
     """Pooled representations of every view; consecutive views of one shape share a forward pass
-    (so BatchNorm-free transformers and the projector see the same batch either way)."""
+    (so BatchNorm-free transformers and the projector see the same batch either way). pads: the batch's
+    "pad" (one [b n] mask per view) for a variable-length domain, else None."""
     out, i = [], 0
     while i < len(views):
         j = i
         while j + 1 < len(views) and views[j + 1].shape == views[i].shape:
             j += 1
-        pooled = encoder(torch.cat(views[i:j + 1]))[1]
+        x = torch.cat(views[i:j + 1])
+        pooled = encoder(x)[1] if pads is None else encoder(x, pad=torch.cat(pads[i:j + 1]))[1]
         out += list(pooled.chunk(j + 1 - i))
         i = j + 1
     return out

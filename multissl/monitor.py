@@ -1,9 +1,55 @@
-"""Label-free and label-using health signals: kNN accuracy, RankMe, embedding std, online linear probe."""
+"""Label-free and label-using health signals: kNN accuracy, RankMe, embedding std, online linear probe; and
+`evaluate`, which the training loop runs every trainer.eval_every steps and at the end."""
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.data import eval_loader
+from multissl.contracts import Domain, Objective, optional
+from multissl.data import eval_loader, to_device
+
+
+def subset(ds, limit: int | None):
+    """At most `limit` samples of ds, evenly spread over it (every class of a sorted set); None = all."""
+    if ds is None or limit is None or len(ds) <= limit:
+        return ds
+    return torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, limit).long().tolist())
+
+
+def evaluate(encoder, objective, domain, train_set, test_set, probe, device, knn_k: int = 20,
+             knn_temperature: float = 0.07, limit: int | None = None) -> dict:
+    """kNN accuracy and online-probe accuracy on the held-out split; RankMe and std of the training
+    representations (and of the projector output, where the objective has one); and the domain's own
+    downstream metrics where it has them. `limit` caps the samples of each split (trainer.eval_samples)."""
+    was = encoder.training
+    encoder.eval()
+    train_set, test_set = subset(train_set, limit), subset(test_set, limit)
+    out, tr_x, labelled = heldout_metrics(encoder, domain, train_set, test_set, device, knn_k, knn_temperature)
+    proj = optional(objective, Objective, "projector")
+    if proj is not None:
+        with torch.no_grad():
+            was_p = proj.training
+            z = proj.eval()(tr_x.to(device)).float().cpu()
+            proj.train(was_p)
+        out |= {"rankme_proj": rankme(z), "emb_std_proj": embedding_std(z)}
+    if labelled is not None and probe is not None:
+        te_x, te_y = labelled[2:]
+        out["probe_test_acc"] = probe.accuracy(te_x.to(device), te_y.to(device))
+    out |= domain_metrics(encoder, domain, device, limit)
+    encoder.train(was)
+    return out
+
+
+def collapse_warning(metrics: dict, min_rankme: float, min_std: float) -> dict:
+    """{"collapse_warning": 1} and a warning on stderr when RankMe or the embedding std is below its threshold."""
+    if metrics["rankme"] >= min_rankme and metrics["emb_std"] >= min_std:
+        return {}
+    print(f"multissl: warning: the representation looks collapsed (RankMe {metrics['rankme']:.2f}, "
+          f"std {metrics['emb_std']:.2e}; thresholds trainer.collapse_rankme={min_rankme}, "
+          f"trainer.collapse_std={min_std}); lower the learning rate or check the "
+          f"objective's variance/negatives terms", file=sys.stderr)
+    return {"collapse_warning": 1}
 
 
 def heldout_metrics(encoder, domain, train_set, test_set, device, k: int = 20, temperature: float = 0.07):
@@ -19,20 +65,24 @@ def heldout_metrics(encoder, domain, train_set, test_set, device, k: int = 20, t
     return out, tr_x, (tr_x[a], tr_y[a], te_x[b], te_y[b])
 
 
-def domain_metrics(encoder, domain, device) -> dict:
+def domain_metrics(encoder, domain, device, limit: int | None = None) -> dict:
     """The domain's own held-out metrics where it has them (`downstream_metrics(embed)`, e.g. the tabular
-    linear probe vs. gradient-boosted trees), with `embed(dataset) -> [n d]` un-augmented representations."""
-    if not hasattr(domain, "downstream_metrics"):
+    linear probe vs. gradient-boosted trees), with `embed(dataset) -> [n d]` un-augmented representations;
+    `limit` caps the samples it scores per split (None = all)."""
+    metrics = optional(domain, Domain, "downstream_metrics")
+    if metrics is None:
         return {}
-    return domain.downstream_metrics(lambda ds: embed_all(encoder, eval_loader(ds, domain), device)[0])
+    embed = lambda ds: embed_all(encoder, eval_loader(ds, domain), device)[0]  # noqa: E731
+    return metrics(embed, limit=limit)
 
 
 @torch.no_grad()
 def embed_all(encoder, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     feats, labels = [], []
-    for x, y in loader:
-        feats.append(encoder(x.to(device))[1].float().cpu())
-        labels.append(torch.as_tensor(y))
+    for x, pad, y in loader:
+        x, pad = to_device((x, pad), device)
+        feats.append((encoder(x) if pad is None else encoder(x, pad=pad))[1].float().cpu())
+        labels.append(y)
     return torch.cat(feats), torch.cat(labels)
 
 

@@ -5,17 +5,31 @@ from torch import nn
 
 
 def param_groups(*modules: nn.Module) -> list[dict]:
-    """Groups by (exempt from decay, lr_scale). A module may set `p.lr_scale` on its parameters to run
-    them at a multiple of the scheduled lr (BYOL's predictor); the engine applies it every step."""
+    """Groups by (exempt from decay, lr_scale, lr_scale_warmup). A module may set `p.lr_scale` on its
+    parameters to run them at a multiple of the scheduled lr (BYOL's predictor), reached from 1x over
+    `p.lr_scale_warmup` steps (0 = at once); the engine applies both every step (`apply_schedule`)."""
     groups = {}
     for m in modules:
         for p in m.parameters():
             if p.requires_grad:
                 # 1-D tensors are biases, norm scales/shifts, cls tokens' rows: exempt.
-                key = (p.ndim <= 1, getattr(p, "lr_scale", 1.0))
+                key = (p.ndim <= 1, float(getattr(p, "lr_scale", 1.0)), int(getattr(p, "lr_scale_warmup", 0)))
                 groups.setdefault(key, []).append(p)
-    return [{"params": ps, "exclude": ex, "lr_scale": sc, **({"weight_decay": 0.0} if ex else {})}
-            for (ex, sc), ps in sorted(groups.items())]
+    return [{"params": ps, "exclude": ex, "lr_scale": sc, "lr_scale_warmup": wu, **({"weight_decay": 0.0} if ex else {})}
+            for (ex, sc, wu), ps in sorted(groups.items())]
+
+
+def lr_multiple(group: dict, step: int) -> float:
+    """A group's multiple of the scheduled lr at `step`: lr_scale, ramped linearly from 1 over lr_scale_warmup."""
+    scale, warmup = group.get("lr_scale", 1.0), group.get("lr_scale_warmup", 0)
+    return scale if step >= warmup else 1 + (scale - 1) * step / warmup
+
+
+def apply_schedule(optimizer, sched: dict):
+    """This step's lr (times each group's multiple) and weight decay (none for exempt groups)."""
+    for g in optimizer.param_groups:
+        g["lr"] = sched["lr"] * lr_multiple(g, sched["step"])
+        g["weight_decay"] = 0.0 if g.get("exclude") else sched["wd"]
 
 
 class LARS(torch.optim.Optimizer):
@@ -45,7 +59,7 @@ def build_optimizer(name: str, modules, lr: float, weight_decay: float, betas=(0
     groups = param_groups(*modules)
     for g in groups:
         g.setdefault("weight_decay", weight_decay)
-        g["lr"] = lr * g["lr_scale"]
+        g["lr"] = lr * lr_multiple(g, 0)
     if name == "adamw":  # the "exclude" key rides along in the group; AdamW ignores it
         return torch.optim.AdamW(groups, betas=tuple(betas))
     if name == "lars":

@@ -1,4 +1,6 @@
-"""Per-step values. The engine evaluates these each step and hands the numbers to the objective."""
+"""Per-step values. The engine evaluates these each step and hands the numbers to the objective in `sched`;
+an objective derives its own schedules (a teacher temperature, a queue start) from sched["step"] and
+sched["total_steps"] with the same helpers."""
 import math
 
 
@@ -9,6 +11,13 @@ def cosine(step: int, total: int, start: float, end: float, warmup: int = 0, war
     span = max(total - warmup, 1)
     t = min(max(step - warmup, 0) / span, 1.0)
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def linear(step: int, steps: int, start: float, end: float) -> float:
+    """From `start` at step 0 to `end` at step `steps`, then `end` (a warm-up: DINO's teacher temperature)."""
+    if steps <= 0 or step >= steps:
+        return end
+    return start + (end - start) * step / steps
 
 
 def scaled_lr(base_lr: float, batch_size: int, rule: str = "linear") -> float:
@@ -27,6 +36,7 @@ def step_values(step: int, total: int, optim_cfg, ema_cfg, lr: float) -> dict:
     warmup = min(optim_cfg.warmup_steps, max(total - 1, 0))
     return {
         "step": step,
+        "total_steps": total,
         "progress": step / max(total, 1),
         "lr": cosine(step, total, lr, lr * optim_cfg.min_lr_ratio, warmup),
         "wd": cosine(step, total, optim_cfg.weight_decay, optim_cfg.weight_decay_end),

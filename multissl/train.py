@@ -2,8 +2,8 @@
 
     accelerate launch -m multissl.train domain=audio objective=byol
 """
-import json
 import math
+import shlex
 import signal
 import sys
 import threading
@@ -22,10 +22,12 @@ from tqdm import tqdm
 
 from multissl import checkpoint, dist, monitor
 from multissl.cli import load_config
-from multissl.data import steps, train_loader
+from multissl.contracts import Domain, Encoder, Objective, check, optional
+from multissl.data import steps, to_device, train_loader
 from multissl.errors import UserError
 from multissl.export import save_encoder
-from multissl.optim import build_optimizer
+from multissl.optim import apply_schedule, build_optimizer
+from multissl.runlog import RunLog, ScalarLogs
 from multissl.schedules import scaled_lr, step_values
 
 
@@ -55,18 +57,23 @@ def build(cfg):
     """Domain (data loaded), encoder, objective — all from the config registry. Incompatible choices
     are refused from the classes' declarations, before any data is loaded."""
     enc_cls, obj_cls, dom_cls = (get_class(cfg[g]._target_) for g in ("encoder", "objective", "domain"))
-    supported = getattr(enc_cls, "domains", None)
+    supported = optional(enc_cls, Encoder, "domains")
     if supported is not None and dom_cls.name not in supported:
         raise UserError(f"encoder={cfg.meta.encoder} works with domain={' or domain='.join(supported)}, not "
                         f"domain={dom_cls.name}; use encoder=transformer")
-    if getattr(obj_cls, "needs_tokens", False) and not getattr(enc_cls, "supports_masking", False):
+    if optional(obj_cls, Objective, "needs_token_encoder") and not optional(enc_cls, Encoder, "supports_masking"):
         raise UserError(f"objective={cfg.meta.objective} masks tokens but encoder={cfg.meta.encoder} has none; "
                         f"use encoder=transformer")
+    if optional(dom_cls, Domain, "variable_length") and not optional(enc_cls, Encoder, "supports_padding"):
+        raise UserError(f"domain={cfg.meta.domain} has samples of different lengths but encoder={cfg.meta.encoder} "
+                        f"needs a fixed size; use encoder=transformer")
     domain = make(cfg.domain, data=OmegaConf.to_container(cfg.data))
+    check(domain, Domain, "domain")
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     if train_set is None or len(train_set) == 0:
         raise UserError("the training set is empty; check data.path (it needs at least one sample)")
     encoder = make(cfg.encoder, domain=domain)
+    check(encoder, Encoder, "encoder")
     objective = make(cfg.objective, encoder=encoder, domain=domain)
     return domain, train_set, test_set, encoder, objective
 
@@ -87,6 +94,14 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
+def resume_command(cfg, folder: Path, world: int) -> str:
+    """The command that continues this run: the launch's own overrides (meta.overrides) with
+    trainer.resume=<folder> instead of any earlier one."""
+    launcher = f"accelerate launch --num_processes {world} -m" if world > 1 else "python -m"
+    args = [a for a in cfg.meta.get("overrides", []) if not a.lstrip("+~").startswith("trainer.resume=")]
+    return shlex.join([*launcher.split(), "multissl.train", *args, f"trainer.resume={folder.resolve()}"])
+
+
 def prepare_model(encoder, objective, accelerator) -> SSLModel:
     """On the device, identical on every process, BatchNorm over the global batch. No DDP wrapper:
     gradients are averaged after backward (`dist.average_gradients`)."""
@@ -102,7 +117,7 @@ def uses_batch_statistics(encoder, objective) -> bool:
     """True when the loss couples samples: negatives, covariance, centering (objective.batch_statistics)
     or BatchNorm anywhere in the encoder or heads."""
     bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in (*encoder.modules(), *objective.modules()))
-    return bn or getattr(objective, "batch_statistics", False)
+    return bn or optional(objective, Objective, "batch_statistics")
 
 
 def check_batch(cfg, world: int, encoder, objective):
@@ -135,142 +150,88 @@ def run_folder(cfg, accelerator) -> Path:
     return Path(name[0])
 
 
-def evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, device) -> dict:
-    """kNN accuracy and online-probe accuracy on the held-out split; RankMe and std of the training
-    representations (and of the projector output, where the objective has one); and the domain's own
-    downstream metrics where it has them (`downstream_metrics(embed)`, e.g. tabular probe vs. GBDT)."""
-    was = encoder.training
-    encoder.eval()
-    out, tr_x, labelled = monitor.heldout_metrics(encoder, domain, train_set, test_set, device, cfg.trainer.knn_k,
-                                                  cfg.trainer.knn_temperature)
-    proj = getattr(objective, "projector", None)
-    if proj is not None:
-        with torch.no_grad():
-            was_p = proj.training
-            z = proj.eval()(tr_x.to(device)).float().cpu()
-            proj.train(was_p)
-        out |= {"rankme_proj": monitor.rankme(z), "emb_std_proj": monitor.embedding_std(z)}
-    if labelled is not None and probe is not None:
-        te_x, te_y = labelled[2:]
-        out["probe_test_acc"] = probe.accuracy(te_x.to(device), te_y.to(device))
-    out |= monitor.domain_metrics(encoder, domain, device)
-    encoder.train(was)
-    if out["rankme"] < cfg.trainer.collapse_rankme or out["emb_std"] < cfg.trainer.collapse_std:
-        out["collapse_warning"] = 1
-        print(f"multissl: warning: the representation looks collapsed (RankMe {out['rankme']:.2f}, "
-              f"std {out['emb_std']:.2e}; thresholds trainer.collapse_rankme={cfg.trainer.collapse_rankme}, "
-              f"trainer.collapse_std={cfg.trainer.collapse_std}); lower the learning rate or check the "
-              f"objective's variance/negatives terms", file=sys.stderr)
-    return out
-
-
 def run(cfg) -> Path:
     t = cfg.trainer
     AcceleratorState._reset_state()  # run() may be called again in one process (tests, notebooks)
     accelerator = Accelerator(mixed_precision=t.precision, cpu=not torch.cuda.is_available())
     set_seed(t.seed)
     domain, train_set, test_set, encoder, objective = build(cfg)
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     check_batch(cfg, world, encoder, objective)
     model = prepare_model(encoder, objective, accelerator)
     encoder, objective = model.encoder, model.objective
+    after_step = optional(objective, Objective, "after_step")
     lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
     optimizer = accelerator.prepare(build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay,
                                                     cfg.optim.betas))
-    n_classes = getattr(domain, "num_classes", None)
-    probe = monitor.OnlineProbe(model.encoder.dim, n_classes, t.probe_lr).to(accelerator.device) \
-        if n_classes and n_classes > 1 else None
-
+    n_classes = optional(domain, Domain, "num_classes")
+    probe = monitor.OnlineProbe(encoder.dim, n_classes, t.probe_lr).to(device) if n_classes and n_classes > 1 else None
     folder = run_folder(cfg, accelerator)
-    step, last = 0, checkpoint.latest(folder / "checkpoints")
-    if last is not None:  # trainer.resume=<dir> or a relaunch into an existing run folder
-        state = checkpoint.load(last)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if probe is not None and state.get("probe"):
-            probe.load_state_dict(state["probe"])
-            probe.opt.load_state_dict(state["probe_opt"])
-        checkpoint.set_rng_state(state["rng"])
-        step = state["step"]
+    resumed = checkpoint.resume(folder, model, optimizer, probe)  # trainer.resume=<dir> or a relaunch into run.dir
+    step = resumed or 0
     main = accelerator.is_main_process
-    writer = None
-    if main:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(folder / "tb"))
-        if last is not None:  # drop rows logged after the checkpoint we resume from
-            print(f"multissl: resuming {folder} from step {step}", file=sys.stderr)
-            log_file = folder / "metrics.jsonl"
-            rows = log_file.read_text().splitlines() if log_file.exists() else []
-            log_file.write_text("".join(r + "\n" for r in rows if r and json.loads(r)["step"] <= step))
+    runlog = RunLog(folder, cfg, resumed, main)
 
-    def log(row: dict):
-        if main:
-            with open(folder / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    writer.add_scalar(k, v, row["step"])
+    def evaluate() -> dict:
+        out = monitor.evaluate(encoder, objective, domain, train_set, test_set, probe, device, t.knn_k,
+                               t.knn_temperature, t.eval_samples)
+        return out | monitor.collapse_warning(out, t.collapse_rankme, t.collapse_std)
 
     def save_checkpoint():
         if main:
-            checkpoint.save(folder / "checkpoints", step, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "probe": probe.state_dict() if probe else None, "probe_opt": probe.opt.state_dict() if probe else None,
-                "rng": checkpoint.rng_state()})
+            checkpoint.save(folder / "checkpoints", step, checkpoint.training_state(step, model, optimizer, probe))
         accelerator.wait_for_everyone()
 
     accum = t.accumulate
-    loader = train_loader(train_set, domain, t.seed, objective.global_views, cfg.data.batch_size,
-                          step, t.max_steps, rank, world, cfg.data.num_workers, accum,
-                          corrupt=getattr(objective, "needs_tokens", False))
+    loader = train_loader(train_set, domain, t.seed, optional(objective, Objective, "global_views"),
+                          cfg.data.batch_size, step, t.max_steps, rank, world, cfg.data.num_workers, accum,
+                          corrupt=optional(objective, Objective, "corrupt_view"))
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
-    tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=accelerator.device)
+    tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=device)
     bad_run, bad_total, probe_logs = 0, 0, {}
     stop = StopSignal()
     model.train()
     for micro_batches in steps(loader, accum):
         sched = step_values(step, t.max_steps, cfg.optim, cfg.ema, lr)
-        for g in optimizer.param_groups:
-            g["lr"] = sched["lr"] * g.get("lr_scale", 1.0)
-            g["weight_decay"] = 0.0 if g.get("exclude") else sched["wd"]
-        loss, reps, ys = 0.0, [], []
+        apply_schedule(optimizer, sched)
+        buffers = [b.clone() for b in model.buffers()]  # a skipped step leaves them (BN statistics, queues) as they were
+        loss, reps, ys, logs = 0.0, [], [], ScalarLogs(cfg.meta.objective)
         for batch in micro_batches:  # the step's loss is the mean of the micro-batch losses
-            batch = {k: [v.to(accelerator.device) for v in x] if isinstance(x, list) else x.to(accelerator.device)
-                     for k, x in batch.items()}
+            batch = to_device(batch, device)
             skipped += batch.pop("skipped")
             with accelerator.autocast():
-                micro_loss, logs = model(batch, sched)
+                micro_loss, out = model(batch, sched)
             accelerator.backward(micro_loss / accum)
             loss = loss + micro_loss.detach() / accum
-            reps.append(dist.gather(logs["rep"]))
+            logs.add(out)
+            reps.append(dist.gather(out["rep"]))
             ys.append(dist.gather(batch["y"]))
         dist.average_gradients(model)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
         mean_loss = accelerator.reduce(loss, "mean")
         if torch.isfinite(mean_loss) and torch.isfinite(grad_norm):  # else: skip the update, count it
             optimizer.step()
-            if hasattr(objective, "update_teacher"):
-                objective.update_teacher(encoder, sched["ema"])
+            after_step(encoder, sched)
             probe_logs = probe.step(torch.cat(reps), torch.cat(ys)) if probe else {}
             bad_run = 0
         else:
             bad_run, bad_total = bad_run + 1, bad_total + 1
+            with torch.no_grad():
+                for b, saved in zip(model.buffers(), buffers):
+                    b.copy_(saved)
         optimizer.zero_grad(set_to_none=True)
         step += 1
         seen += cfg.data.batch_size
         bar.update(1)
         if step % t.log_every == 0 or step == t.max_steps:
-            row = {"step": step, "loss": mean_loss.item(), "grad_norm": grad_norm.item(),
-                   "lr": sched["lr"], "ema": sched["ema"], **probe_logs, "nonfinite_steps": bad_total,
+            row = {"step": step, "loss": mean_loss.item(), "grad_norm": grad_norm.item(), "lr": sched["lr"],
+                   "ema": sched["ema"], **logs.mean(device), **probe_logs, "nonfinite_steps": bad_total,
                    "samples_per_s": seen / (time.perf_counter() - tic),
                    "skipped_samples": int(accelerator.reduce(skipped, "sum"))}
-            log(row)
+            runlog.write(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
-            log({"step": step, **evaluate(encoder, objective, domain, train_set, test_set, probe, cfg,
-                                          accelerator.device)})
+            runlog.write({"step": step, **evaluate()})
         if bad_run >= t.max_nonfinite:
             raise UserError(f"{bad_run} consecutive steps had a non-finite loss or gradient (last: step {step}); "
                             f"the last good checkpoint is kept in {folder / 'checkpoints'} — lower optim.base_lr, "
@@ -278,17 +239,17 @@ def run(cfg) -> Path:
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps or stop.requested:
             save_checkpoint()
         if stop.requested:
-            print(f"multissl: {stop.requested}: checkpoint saved at step {step} in {folder}; relaunch the same "
-                  f"command to resume", file=sys.stderr)
+            print(f"multissl: {stop.requested}: checkpoint saved at step {step} in {folder}; to resume, run: "
+                  f"{resume_command(cfg, folder, world)}", file=sys.stderr)
             sys.exit(128 + stop.signum)
     bar.close()
     stop.restore()
-    final = evaluate(encoder, objective, domain, train_set, test_set, probe, cfg, accelerator.device)
-    log({"step": step, **final})
+    final = evaluate()
+    runlog.write({"step": step, **final})
     save_checkpoint()
     if main:
         save_encoder(folder / "encoder", encoder, cfg.domain, cfg.encoder, domain.state())
-        writer.close()
+        runlog.close()
         shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items())
         print(f"multissl: done: {folder} (step {step}; {shown})", file=sys.stderr)
     accelerator.end_training()

@@ -25,16 +25,19 @@ class BYOL(nn.Module):
             p.lr_scale = predictor_lr  # read by multissl.optim.param_groups
 
     def forward(self, encoder, batch, sched):
-        views = batch["views"]
-        reps = encode_views(encoder, views)
+        views, pads = batch["views"], batch.get("pad")
+        reps = encode_views(encoder, views, pads)
         p = [self.predictor(self.projector(r)) for r in reps]
         with torch.no_grad():
             t_enc, t_proj = self.teacher.nets
-            t = [t_proj(r) for r in encode_views(t_enc, views[:self.global_views])]
+            g = self.global_views
+            t = [t_proj(r) for r in encode_views(t_enc, views[:g], pads[:g] if pads else None)]
         pairs = view_pairs(len(views), self.global_views)
         # symmetric loss of the paper (sum over both directions), averaged over multi-crop pairs
-        loss = 2 * sum(byol_loss(p[j], t[i]) for i, j in pairs) / len(pairs)
-        return loss, {"rep": reps[0].detach()}
+        terms = [byol_loss(p[j], t[i]) for i, j in pairs]
+        loss = 2 * sum(terms) / len(pairs)
+        cos = 1 - sum(terms).detach() / (2 * len(pairs))  # mean cos(prediction, target)
+        return loss, {"rep": reps[0].detach(), "cos": cos}
 
-    def update_teacher(self, encoder, momentum: float):
-        self.teacher.update([encoder, self.projector], momentum)
+    def after_step(self, encoder, sched):
+        self.teacher.update([encoder, self.projector], sched["ema"])

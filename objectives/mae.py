@@ -8,10 +8,13 @@ serves both: the encoded kept tokens are scattered into a sequence of mask token
 import torch
 from torch import nn
 
+from multissl.encoder import scatter_tokens
+
 
 class MAE(nn.Module):
     global_views = 1
-    needs_tokens = True
+    needs_token_encoder = True  # the encoder sees only the kept tokens
+    corrupt_view = True  # a domain that masks by replacing values (VIME) corrupts view 0; the target is clean
 
     def __init__(self, encoder, domain, decoder_dim: int = 64, decoder_depth: int = 2, decoder_heads: int = 4):
         super().__init__()
@@ -26,15 +29,21 @@ class MAE(nn.Module):
         self.head = nn.Linear(decoder_dim, domain.target_dim)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def forward(self, encoder, batch, sched):
-        x, keep, masked = batch["views"][0], batch["keep"], batch["masked"]  # keep [b k], masked [b m]
-        tokens, pooled = encoder(x, keep)  # [b k d]
-        b, n = keep.shape[0], self.pos.shape[1]
+    def predict(self, encoder, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (pred [b n target_dim] at every position, pooled [b d]). A variable-length batch's padding
+        (batch["pad"][0], [b n]) is never attended to, so each sample's prediction is its own."""
+        x, keep = batch["views"][0], batch["keep"]  # keep [b k], -1 = padding
+        pad = batch["pad"][0] if "pad" in batch else None
+        tokens, pooled = encoder(x, keep) if pad is None else encoder(x, keep, pad=pad)  # [b k d]
+        b, n = keep.shape[0], self.pos.shape[1] if pad is None else pad.shape[1]
         dec = self.enc_to_dec(tokens)  # [b k dd]
         # positions not in keep stay mask tokens; kept positions get their encoded token
-        full = self.mask_token.expand(b, n, -1).scatter(1, keep.unsqueeze(-1).expand_as(dec), dec)  # [b n dd]
-        h = self.norm(self.decoder(full + self.pos[:, :n]))
-        pred = self.head(h)  # [b n target_dim]: the domain's loss picks the positions it scores
-        target = self.domain.target(batch.get("clean", x))  # the uncorrupted input where the domain corrupts
-        loss = self.domain.reconstruction_loss(pred, target, masked)
+        full = scatter_tokens(self.mask_token.expand(b, n, -1), keep, dec)  # [b n dd]
+        h = self.norm(self.decoder(full + self.pos[:, :n], src_key_padding_mask=pad))
+        return self.head(h), pooled
+
+    def forward(self, encoder, batch, sched):
+        pred, pooled = self.predict(encoder, batch)  # the domain's loss picks the positions it scores
+        target = self.domain.target(batch.get("clean", batch["views"][0]))  # uncorrupted where the domain corrupts
+        loss = self.domain.reconstruction_loss(pred, target, batch["masked"])  # masked [b m], -1 = padding
         return loss, {"rep": pooled.detach()}

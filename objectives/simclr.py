@@ -29,8 +29,10 @@ class SimCLR(nn.Module):
         self.temperature = temperature
 
     def forward(self, encoder, batch, sched):
-        reps = encode_views(encoder, batch["views"])  # n_views x [b d]
+        reps = encode_views(encoder, batch["views"], batch.get("pad"))  # n_views x [b d]
         z = [self.projector(r) for r in reps]
         pairs = view_pairs(len(z))
         loss = sum(nt_xent_loss(z[i], z[j], self.temperature) for i, j in pairs) / len(pairs)
-        return loss, {"rep": reps[0].detach()}
+        with torch.no_grad():  # alignment of the positives, the term the negatives balance
+            pos_cos = sum(F.cosine_similarity(z[i], z[j], dim=-1).mean() for i, j in pairs) / len(pairs)
+        return loss, {"rep": reps[0].detach(), "pos_cos": pos_cos}

@@ -21,14 +21,19 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
     return (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
 
 
+def vicreg_terms(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-4) -> dict:
+    """z_a, z_b [b d] on each process -> the three unweighted terms over the global batch."""
+    z_a, z_b = gather(z_a), gather(z_b)
+    return {"inv": F.mse_loss(z_a, z_b),
+            "var": (variance_term(z_a, eps) + variance_term(z_b, eps)) / 2,
+            "cov": covariance_term(z_a) + covariance_term(z_b)}
+
+
 def vicreg_loss(z_a: torch.Tensor, z_b: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
                 cov_coeff: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
     """z_a, z_b [b d] on each process; statistics over the global batch (paper coefficients 25/25/1)."""
-    z_a, z_b = gather(z_a), gather(z_b)
-    inv = F.mse_loss(z_a, z_b)
-    var = (variance_term(z_a, eps) + variance_term(z_b, eps)) / 2
-    cov = covariance_term(z_a) + covariance_term(z_b)
-    return sim_coeff * inv + std_coeff * var + cov_coeff * cov
+    t = vicreg_terms(z_a, z_b, eps)
+    return sim_coeff * t["inv"] + std_coeff * t["var"] + cov_coeff * t["cov"]
 
 
 class VICReg(nn.Module):
@@ -39,11 +44,13 @@ class VICReg(nn.Module):
                  cov_coeff: float = 1.0):
         super().__init__()
         self.projector = mlp([encoder.dim, *projector])
-        self.coeffs = dict(sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff)
+        self.coeffs = {"inv": sim_coeff, "var": std_coeff, "cov": cov_coeff}
 
     def forward(self, encoder, batch, sched):
-        reps = encode_views(encoder, batch["views"])
+        reps = encode_views(encoder, batch["views"], batch.get("pad"))
         z = [self.projector(r) for r in reps]
         pairs = view_pairs(len(z))
-        loss = sum(vicreg_loss(z[i], z[j], **self.coeffs) for i, j in pairs) / len(pairs)
-        return loss, {"rep": reps[0].detach()}
+        terms = [vicreg_terms(z[i], z[j]) for i, j in pairs]
+        c = self.coeffs
+        loss = sum(c["inv"] * t["inv"] + c["var"] * t["var"] + c["cov"] * t["cov"] for t in terms) / len(pairs)
+        return loss, {"rep": reps[0].detach(), **{k: sum(t[k] for t in terms).detach() / len(pairs) for k in c}}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from multissl.data import StepSampler, Views, collate, train_loader
+from multissl.data import Collate, StepSampler, Views, train_loader
 from multissl.domains.image import ImageDomain, read_image
 from multissl.domains.patches import PatchEmbed
 from multissl.errors import UserError
@@ -512,5 +512,5 @@ def test_global_batch_is_process_count_invariant(digits):
     for key in ("y", "keep", "masked"):
         assert torch.equal(torch.cat([p[key] for p in parts]), one[key])
     # and the batch is exactly the collated draws at positions step*b .. step*b + b - 1
-    ref = collate([Views(base, digits, seed, 2)[k] for k in range(step * b, step * b + b)])
+    ref = Collate(digits)([Views(base, digits, seed, 2)[k] for k in range(step * b, step * b + b)])
     assert torch.equal(ref["views"][1], one["views"][1]) and torch.equal(ref["y"], one["y"])

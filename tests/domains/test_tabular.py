@@ -11,7 +11,7 @@ import torch
 
 import multissl
 from multissl.cli import load_config
-from multissl.data import Views, collate
+from multissl.data import Collate, Views
 from multissl.domains.image import ImageDomain
 from multissl.domains.tabular import (FeatureTokenizer, TabularDomain, downstream_scores,
                                       feature_reconstruction_loss, hide_subset, mask_prediction_loss,
@@ -423,7 +423,7 @@ def test_data_pipeline_corrupts_view_zero_and_keeps_the_clean_row(cancer):
     assert torch.equal(item["clean"], row)  # the mae target: the row itself
     diff = (item["views"][0] != row).nonzero()[:, 0]
     assert set(diff.tolist()) <= set(item["masked"].tolist()) and len(diff) > 0
-    batch = collate([Views(base, cancer, 3, 1, corrupt=True)[k] for k in range(4)])
+    batch = Collate(cancer)([Views(base, cancer, 3, 1, corrupt=True)[k] for k in range(4)])
     assert batch["clean"].shape == (4, 30) and batch["views"][0].shape == (4, 30)
     plain = Views(base, cancer, 3, 2)[7]  # contrastive objectives: no corruption, no clean
     flagged = Views(base, cancer, 3, 2, corrupt=True)[7]

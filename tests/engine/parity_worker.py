@@ -13,6 +13,7 @@ from accelerate.utils import set_seed
 
 from multissl import dist
 from multissl.cli import load_config, options
+from multissl.contracts import Objective, optional
 from multissl.data import train_loader
 from multissl.train import build, prepare_model
 
@@ -35,10 +36,10 @@ for domain_name, name in [(d, o) for d in options("domain") for o in options("ob
     domain, train_set, _, encoder, objective = build(cfg)
     model = prepare_model(encoder, objective, acc)
     batch = next(iter(train_loader(train_set, domain, 0, objective.global_views, 32, 0, 1, acc.process_index,
-                                   acc.num_processes, corrupt=getattr(objective, "needs_tokens", False))))
+                                   acc.num_processes, corrupt=optional(objective, Objective, "corrupt_view"))))
     batch.pop("skipped")
     batch = {k: [double(v) for v in x] if isinstance(x, list) else double(x) for k, x in batch.items()}
-    loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "progress": 0.0})
+    loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0})
     loss.backward()
     dist.average_gradients(model)
     results[f"{domain_name}-{name}"] = {"loss": acc.reduce(loss.detach(), "mean").item(),

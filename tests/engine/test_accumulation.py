@@ -42,7 +42,7 @@ def test_batch_statistic_loss_is_the_mean_over_micro_batches(tiny, capsys):
     from multissl.train import SSLModel
     model = SSLModel(encoder, objective).train()
     full = next(iter(train_loader(train_set, domain, cfg.trainer.seed, 2, 32, 0, 1, 0, 1)))
-    sched = {"ema": 0.9, "lr": 0.0, "wd": 0.0, "step": 0, "progress": 0.0}
+    sched = {"ema": 0.9, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0}
     with torch.no_grad():
         whole = model(full, sched)[0].item()
         halves = [model({"views": [v[sl] for v in full["views"]], "y": full["y"][sl], "keep": full["keep"][sl],

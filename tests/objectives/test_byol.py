@@ -118,7 +118,7 @@ def _perturb_student(enc, obj, seed=5):
             p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
-def test_update_teacher_half_momentum_is_exact_average():
+def test_after_step_teacher_half_momentum_is_exact_average():
     d, enc, obj = tiny_setup()
     _perturb_student(enc, obj)
     t_enc, t_proj = obj.teacher.nets
@@ -126,7 +126,7 @@ def test_update_teacher_half_momentum_is_exact_average():
     student = [p.detach().clone() for p in list(enc.parameters()) + list(obj.projector.parameters())]
     assert len(old_teacher) == len(student)
     assert any(not torch.equal(a, b) for a, b in zip(old_teacher, student))  # the update is not trivial
-    obj.update_teacher(enc, 0.5)
+    obj.after_step(enc, {"ema": 0.5})
     new_teacher = list(t_enc.parameters()) + list(t_proj.parameters())
     for new, old, s in zip(new_teacher, old_teacher, student):
         expected = (0.5 * old.double().numpy()) + (0.5 * s.double().numpy())
@@ -136,34 +136,34 @@ def test_update_teacher_half_momentum_is_exact_average():
         assert torch.equal(p.detach(), s)
 
 
-def test_update_teacher_general_momentum():
+def test_after_step_teacher_general_momentum():
     d, enc, obj = tiny_setup()
     _perturb_student(enc, obj, seed=6)
     t_enc, t_proj = obj.teacher.nets
     old_teacher = [p.detach().clone() for p in list(t_enc.parameters()) + list(t_proj.parameters())]
     student = [p.detach().clone() for p in list(enc.parameters()) + list(obj.projector.parameters())]
     m = 0.9
-    obj.update_teacher(enc, m)
+    obj.after_step(enc, {"ema": m})
     for new, old, s in zip(list(t_enc.parameters()) + list(t_proj.parameters()), old_teacher, student):
         expected = m * old.double().numpy() + (1 - m) * s.double().numpy()
         np.testing.assert_allclose(new.detach().double().numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_update_teacher_momentum_one_leaves_teacher_unchanged():
+def test_after_step_teacher_momentum_one_leaves_teacher_unchanged():
     d, enc, obj = tiny_setup()
     _perturb_student(enc, obj)
     old_teacher = [p.detach().clone() for p in obj.teacher.parameters()]
-    obj.update_teacher(enc, 1.0)
+    obj.after_step(enc, {"ema": 1.0})
     for new, old in zip(obj.teacher.parameters(), old_teacher):
         assert torch.equal(new.detach(), old)
 
 
-def test_update_teacher_copies_batchnorm_buffers():
+def test_after_step_teacher_copies_batchnorm_buffers():
     d, enc, obj = tiny_setup()
     obj.train()
     obj(enc, tiny_batch(), {"ema": 0.99})  # updates the student projector's BN running stats
     s_bufs = [b.clone() for b in obj.projector.buffers()]
-    obj.update_teacher(enc, 0.99)
+    obj.after_step(enc, {"ema": 0.99})
     t_bufs = list(obj.teacher.nets[1].buffers())
     assert len(t_bufs) == len(s_bufs) > 0
     for t, s in zip(t_bufs, s_bufs):

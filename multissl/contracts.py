@@ -1,0 +1,133 @@
+"""The three contracts — Domain, Encoder, Objective — as Protocols, with every optional member and its default
+declared here once. The engine reads optional members only through `optional()`, so what a new domain or
+objective may leave out is written down in one place and nowhere else.
+
+Shapes: b batch, n tokens, k kept tokens, m masked tokens, d width. Index tensors (`keep`, `masked`) of a
+variable-length batch are padded with -1 (see `multissl.encoder.gather_tokens`)."""
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from multissl.errors import UserError
+
+
+@runtime_checkable
+class Domain(Protocol):
+    """Everything about one kind of data, nothing about objectives (README: Adding a domain)."""
+    name: str
+    num_tokens: int  # tokens per sample: the count, or the maximum for a variable-length domain
+    target_dim: int  # width of one token's masked-modeling target
+
+    def dataset(self, split: str) -> torch.utils.data.Dataset | None:
+        """"train" or "test" -> items {"x": raw sample, "y": class id or -1}; None when there is no such split."""
+
+    def views(self, x, rng: torch.Generator, n_global: int) -> list[torch.Tensor]:
+        """One raw sample -> its augmented views (model input, global views first); every draw from `rng`."""
+
+    def embedder(self, dim: int) -> nn.Module:
+        """A module: batched model input -> tokens [b n dim] with positions added."""
+
+    def mask(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (keep [b k], masked [b m]) token indices; a variable-length domain takes `n_tokens=` too, the
+        sample's own token count, and masks only its real tokens."""
+
+    def target(self, x) -> torch.Tensor:
+        """Batched model input -> masked-modeling target [b n target_dim]."""
+
+    def reconstruction_loss(self, pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """pred, target [b n target_dim]; scored at `masked` [b m] (entries -1 are padding and not scored)."""
+
+    def eval_input(self, x):
+        """One raw sample -> its un-augmented model input."""
+
+    def preprocess(self, raw):
+        """A raw batch as the user stores it -> model input (a variable-length domain returns (x, pad))."""
+
+    def state(self) -> dict:
+        """JSON-able preprocessing state that export saves, so `embed(raw)` preprocesses as training did."""
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    dim: int  # width of the pooled representation
+
+    def __call__(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None):
+        """x: batched model input; keep [b k] visible token indices; pad [b n] True = padding.
+        -> (tokens [b k d] or None for a non-token encoder, pooled [b d])."""
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """An nn.Module built as `Objective(encoder, domain, **hyperparameters)`; owns heads, teacher, state."""
+
+    def __call__(self, encoder, batch: dict, sched: dict) -> tuple[torch.Tensor, dict]:
+        """-> (loss, logs): logs["rep"] is the detached pooled representation of view 0 [b d] (the online
+        probe reads it); every other scalar in logs reaches metrics.jsonl as "<objective>/<key>"."""
+
+
+def _stack(inputs: list) -> tuple[torch.Tensor, None]:
+    return torch.stack(inputs), None
+
+
+def _no_op(*args, **kwargs):
+    return None
+
+
+# name -> (default, what it means). A missing member reads as its default; nothing else is optional.
+OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
+    Domain: {
+        "num_classes": (None, "classes of the labels, for the online probe and kNN (None: no labels)"),
+        "variable_length": (False, "samples have different token counts: `collate` pads them and returns the "
+                                   "padding mask, `mask` takes n_tokens="),
+        "collate": (None, "collate(inputs) -> (x, pad [b n] or None): one view of several samples as a batch; "
+                          "default: torch.stack, no padding"),
+        "corrupt": (None, "corrupt(view, masked, rng) -> view with the masked positions replaced (VIME); "
+                          "objectives with corrupt_view get it as view 0 and the clean view as batch['clean']"),
+        "downstream_metrics": (None, "downstream_metrics(embed, limit) -> dict of the domain's own held-out "
+                                     "metrics; embed(dataset) -> [n d]; limit: samples per split (None = all)"),
+    },
+    Encoder: {
+        "supports_masking": (False, "forward takes keep= and returns tokens (masked objectives need it)"),
+        "supports_padding": (False, "forward takes pad= (variable-length domains need it)"),
+        "domains": (None, "names of the only domains whose input it reads (None: any)"),
+    },
+    Objective: {
+        "global_views": (2, "views per sample that are global (the rest are local crops)"),
+        "needs_token_encoder": (False, "it passes keep= to the encoder or reads its tokens"),
+        "corrupt_view": (False, "view 0 arrives corrupted by the domain's `corrupt` at the masked positions"),
+        "batch_statistics": (False, "the loss couples samples (negatives, variance, centring): at least 2 per "
+                                    "micro-batch; BatchNorm anywhere is detected without it"),
+        "after_step": (None, "after_step(encoder, sched): once per applied optimizer step (EMA teachers, "
+                             "queues, centres); never on a skipped step"),
+        "projector": (None, "the module after the representation, for rankme_proj / emb_std_proj"),
+    },
+}
+_CALLABLE_DEFAULTS = {(Domain, "collate"): _stack, (Objective, "after_step"): _no_op}
+
+
+def optional(obj, contract: type, name: str):
+    """obj's member `name`, or the contract's default for it. Callable members default to a function that
+    does the default thing (collate: stack; after_step: nothing), so callers never branch on presence."""
+    if name not in OPTIONAL[contract]:
+        raise KeyError(f"{name} is not an optional member of {contract.__name__}")
+    value = getattr(obj, name, None)
+    if value is None:
+        return _CALLABLE_DEFAULTS.get((contract, name), OPTIONAL[contract][name][0])
+    return value
+
+
+def members(contract: type) -> list[str]:
+    """The required members of a contract: its annotated attributes and its methods (not `__call__`: every
+    nn.Module has it)."""
+    names = [*contract.__annotations__, *vars(contract)]
+    return [n for n in dict.fromkeys(names) if not n.startswith("_") and n not in OPTIONAL[contract]]
+
+
+def check(obj, contract: type, what: str):
+    """A one-line UserError naming the members a user's class lacks. Looked up without evaluating them (a
+    domain's properties may need its data, which is not loaded yet)."""
+    lacking = [n for n in members(contract) if n not in dir(type(obj)) and n not in vars(obj)]
+    if lacking:
+        raise UserError(f"{what} {type(obj).__name__} lacks {', '.join(lacking)} of the {contract.__name__} "
+                        f"contract (multissl/contracts.py; README: Adding an objective or a domain)")

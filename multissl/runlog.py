@@ -1,0 +1,65 @@
+"""The run's metrics: one JSON object per row in metrics.jsonl and the same scalars as TensorBoard events,
+written by the main process only. A resumed run first cuts metrics.jsonl back to its checkpoint's step, so
+the file reads as if the run had never stopped."""
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from multissl import dist
+
+
+class RunLog:
+    def __init__(self, folder: Path, cfg, resumed_step: int | None, main: bool):
+        self.folder, self.main, self.writer = Path(folder), main, None
+        if not main:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if resumed_step is not None:  # drop rows logged after the checkpoint we resume from
+            print(f"multissl: resuming {self.folder} from step {resumed_step}", file=sys.stderr)
+            rows = self.path.read_text().splitlines() if self.path.exists() else []
+            self.path.write_text("".join(r + "\n" for r in rows if r and json.loads(r)["step"] <= resumed_step))
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer = SummaryWriter(str(self.folder / "tb"))
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "metrics.jsonl"
+
+    def write(self, row: dict):
+        """row: {"step": int, name: number, …}; non-numbers go to the JSON only."""
+        if not self.main:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self.writer.add_scalar(k, v, row["step"])
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class ScalarLogs:
+    """The scalars an objective returns in `logs` (every key but "rep"), averaged over a step's micro-batches;
+    `mean()` averages them over processes too and names them "<objective>/<key>"."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.sums, self.count = prefix, {}, 0
+
+    def add(self, logs: dict):
+        self.count += 1
+        for k, v in logs.items():
+            if k != "rep" and (isinstance(v, (int, float)) or torch.is_tensor(v) and v.numel() == 1):
+                self.sums[k] = self.sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float32).detach().reshape(())
+
+    def mean(self, device) -> dict:
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        values = dist.all_reduce(torch.stack([self.sums[k].to(device) for k in keys]) / self.count, "mean")
+        return {f"{self.prefix}/{k}": float(v) for k, v in zip(keys, values)}
