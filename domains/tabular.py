@@ -503,6 +503,11 @@ class TabularDomain:
             keep = torch.arange(self.num_tokens).repeat(batch_size, 1)  # [b F]
         return keep, masked
 
+    @property
+    def drops_masked(self) -> bool:
+        """drop: masked features are left out of keep; marginal (VIME): keep is every feature, `corrupt` replaces."""
+        return self.mask_mode == "drop"
+
     def corrupt(self, view: torch.Tensor, masked: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """VIME's corruption: the masked features [m] of view [F] replaced by marginal draws."""
         out = view.clone()

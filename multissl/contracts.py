@@ -82,6 +82,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                                    "padding mask, `mask` takes n_tokens="),
         "collate": (None, "collate(inputs) -> (x, pad [b n] or None): one view of several samples as a batch; "
                           "default: torch.stack, no padding"),
+        "drops_masked": (True, "the mask's masked tokens are left out of keep (MAE); False when keep covers every "
+                               "token and the masked ones are replaced in the input instead (`corrupt`: VIME)"),
         "corrupt": (None, "corrupt(view, masked, rng) -> view with the masked positions replaced (VIME); "
                           "objectives with corrupt_view get it as view 0 and the clean view as batch['clean']"),
         "downstream_metrics": (None, "downstream_metrics(embed, limit) -> dict of the domain's own held-out "

@@ -8,6 +8,7 @@ serves both: the encoded kept tokens are scattered into a sequence of mask token
 import torch
 from torch import nn
 
+from multissl.contracts import Domain, optional
 from multissl.encoder import scatter_tokens
 
 
@@ -20,14 +21,17 @@ class MAE(nn.Module):
         super().__init__()
         self.domain = domain  # a plain attribute: target() and reconstruction_loss()
         self.enc_to_dec = nn.Linear(encoder.dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        # where the domain replaces masked values instead of dropping them, keep covers every position
+        drops = optional(domain, Domain, "drops_masked")
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim)) if drops else None
         self.pos = nn.Parameter(torch.randn(1, domain.num_tokens, decoder_dim) * 0.02)
         layer = nn.TransformerEncoderLayer(decoder_dim, decoder_heads, 4 * decoder_dim, 0.0, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.decoder = nn.TransformerEncoder(layer, decoder_depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(decoder_dim)
         self.head = nn.Linear(decoder_dim, domain.target_dim)
-        nn.init.normal_(self.mask_token, std=0.02)
+        if self.mask_token is not None:
+            nn.init.normal_(self.mask_token, std=0.02)
 
     def predict(self, encoder, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (pred [b n target_dim] at every position, pooled [b d]). A variable-length batch's padding
@@ -38,7 +42,8 @@ class MAE(nn.Module):
         b, n = keep.shape[0], self.pos.shape[1] if pad is None else pad.shape[1]
         dec = self.enc_to_dec(tokens)  # [b k dd]
         # positions not in keep stay mask tokens; kept positions get their encoded token
-        full = scatter_tokens(self.mask_token.expand(b, n, -1), keep, dec)  # [b n dd]
+        base = dec.new_zeros(b, n, dec.shape[-1]) if self.mask_token is None else self.mask_token.expand(b, n, -1)
+        full = scatter_tokens(base, keep, dec)  # [b n dd]
         h = self.norm(self.decoder(full + self.pos[:, :n], src_key_padding_mask=pad))
         return self.head(h), pooled
 
