@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from multissl import monitor
 from multissl.cli import load_config
-from multissl.domains.rl import state_r2
+from multissl.domains.probes import state_r2
 from multissl.train import build
 
 cfg = load_config(["domain=rl", *sys.argv[1:]])

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from multissl.data import to_device
 from multissl.errors import UserError
 
 
@@ -28,11 +29,15 @@ class ExportedEncoder(nn.Module):
 
     @torch.no_grad()
     def embed(self, raw) -> torch.Tensor:
+        """raw: a batch as the user stores it (a tensor, a DataFrame, a list of strings …); the domain's
+        `preprocess` makes the model input (a variable-length domain returns (input, padding mask)), which is
+        moved to the encoder's device."""
         was = self.training
         self.eval()
         x = self.domain.preprocess(raw)
-        dev = next(self.encoder.parameters()).device
-        out = self.encoder(x.to(dev) if torch.is_tensor(x) else x)[1]
+        x, pad = x if isinstance(x, tuple) else (x, None)
+        x, pad = to_device((x, pad), next(self.encoder.parameters()).device)
+        out = (self.encoder(x) if pad is None else self.encoder(x, pad=pad))[1]
         self.train(was)
         return out
 
@@ -58,7 +63,9 @@ def load_encoder(path) -> ExportedEncoder:
         raise UserError(f"{path} is not an exported encoder (needs config.json and model.safetensors); "
                         f"pass a run folder or its encoder/ folder")
     meta = json.loads((p / "config.json").read_text())
-    domain = instantiate(meta["domain"], state=meta["preprocess"], _convert_="all")
+    # the state goes to the constructor as it is: through Hydra it would become an OmegaConf tree (a mean frame is
+    # ~10^4 numbers: seconds to convert)
+    domain = instantiate(meta["domain"], _convert_="all", _partial_=True)(state=meta["preprocess"])
     encoder = instantiate(meta["encoder"], domain=domain, _convert_="all")
     encoder.load_state_dict(load_file(str(p / "model.safetensors")))
     return ExportedEncoder(domain, encoder).eval()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
@@ -53,9 +53,9 @@ def make(node, **kwargs):
         raise
 
 
-def build(cfg):
-    """Domain (data loaded), encoder, objective — all from the config registry. Incompatible choices
-    are refused from the classes' declarations, before any data is loaded."""
+def build_domain(cfg):
+    """The domain with its data loaded. Incompatible choices are refused from the classes' declarations
+    first, before any data is loaded."""
     enc_cls, obj_cls, dom_cls = (get_class(cfg[g]._target_) for g in ("encoder", "objective", "domain"))
     supported = optional(enc_cls, Encoder, "domains")
     if supported is not None and dom_cls.name not in supported:
@@ -69,13 +69,23 @@ def build(cfg):
                         f"needs a fixed size; use encoder=transformer")
     domain = make(cfg.domain, data=OmegaConf.to_container(cfg.data))
     check(domain, Domain, "domain")
-    train_set, test_set = domain.dataset("train"), domain.dataset("test")
+    train_set = domain.dataset("train")
     if train_set is None or len(train_set) == 0:
         raise UserError("the training set is empty; check data.path (it needs at least one sample)")
+    return domain
+
+
+def build_models(cfg, domain):
+    """Encoder and objective (heads, teacher, state) for a domain whose data is loaded."""
     encoder = make(cfg.encoder, domain=domain)
     check(encoder, Encoder, "encoder")
-    objective = make(cfg.objective, encoder=encoder, domain=domain)
-    return domain, train_set, test_set, encoder, objective
+    return encoder, make(cfg.objective, encoder=encoder, domain=domain)
+
+
+def build(cfg):
+    """Domain (data loaded), its splits, encoder, objective — all from the config registry."""
+    domain = build_domain(cfg)
+    return domain, domain.dataset("train"), domain.dataset("test"), *build_models(cfg, domain)
 
 
 class StopSignal:
@@ -152,7 +162,7 @@ def run_folder(cfg, accelerator) -> Path:
 
 def run(cfg) -> Path:
     t = cfg.trainer
-    AcceleratorState._reset_state()  # run() may be called again in one process (tests, notebooks)
+    AcceleratorState._reset_state()  # run() may be called again in one process (tests, notebooks, workers)
     accelerator = Accelerator(mixed_precision=t.precision, cpu=not torch.cuda.is_available())
     set_seed(t.seed)
     domain, train_set, test_set, encoder, objective = build(cfg)
@@ -252,8 +262,7 @@ def run(cfg) -> Path:
         runlog.close()
         shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items())
         print(f"multissl: done: {folder} (step {step}; {shown})", file=sys.stderr)
-    accelerator.end_training()
-    return folder
+    return folder  # the process group stays up for another run() in this process; main() ends it
 
 
 def main(argv=None):
@@ -263,6 +272,8 @@ def main(argv=None):
     except UserError as e:
         print(f"multissl: error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        PartialState().destroy_process_group()
 
 
 if __name__ == "__main__":

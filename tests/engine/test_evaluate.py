@@ -2,9 +2,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from multissl.evaluate import evaluate_run, linear_probe_accuracy
+from multissl.evaluate import evaluate_run, linear_probe_accuracy, main
 
 
 def test_linear_probe_separable_and_chance():
@@ -17,15 +18,19 @@ def test_linear_probe_separable_and_chance():
 
 
 def test_evaluate_finished_run_matches_training_knn(tiny):
-    folder = tiny.run("trainer.max_steps=2")
+    folder = tiny.run("trainer.max_steps=2", "trainer.eval_samples=null")  # the whole split, as evaluate
     out = evaluate_run(folder)
     final = tiny.metrics(folder)[-1]
     assert set(out) >= {"knn_acc", "linear_acc", "rankme", "emb_std"}
     # the exported encoder on the same split gives the number the run logged
     assert abs(out["knn_acc"] - final["knn_acc"]) < 1e-6
     cli = subprocess.run([sys.executable, "-m", "multissl.evaluate", str(folder)], capture_output=True, text=True)
-    assert cli.returncode == 0, cli.stderr
+    assert cli.returncode == 0, cli.stderr  # the real entry point, once
     assert json.loads(cli.stdout)["knn_acc"] == out["knn_acc"]
-    bad = subprocess.run([sys.executable, "-m", "multissl.evaluate", str(folder / "nope")], capture_output=True,
-                         text=True)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not an exported encoder" in bad.stderr
+
+
+def test_evaluate_of_a_folder_without_an_encoder_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "not an exported encoder" in err

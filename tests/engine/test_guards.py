@@ -3,10 +3,12 @@ SIGKILL + relaunch resumes exactly, collapse is flagged."""
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from multissl import checkpoint
 from multissl.errors import UserError
 
 TINY_CLI = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=32", "trainer.log_every=1",
-            "trainer.eval_every=0"]
+            "trainer.eval_every=0", "trainer.eval_samples=256"]
 
 
 def nan_on_calls(monkeypatch, calls):
@@ -55,8 +57,8 @@ def test_collapse_warning(tiny, capsys):
     assert "looks collapsed" in capsys.readouterr().err
 
 
-def launch(tmp_path, name, *extra):
-    return subprocess.Popen([sys.executable, "-m", "multissl.train", *TINY_CLI, f"run.dir={tmp_path / name}", *extra],
+def launch(tmp_path, name, *extra, script=("-m", "multissl.train")):
+    return subprocess.Popen([sys.executable, *script, *TINY_CLI, f"run.dir={tmp_path / name}", *extra],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -66,10 +68,11 @@ def losses(folder):
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
-def test_sigkill_then_relaunch_gives_identical_losses(tmp_path):
-    args = ("trainer.max_steps=20", "trainer.checkpoint_every=10")
-    assert launch(tmp_path, "straight", *args).wait(300) == 0
-    p = launch(tmp_path, "killed", *args)
+def test_sigkill_then_relaunch_gives_identical_losses_and_objective_state(tmp_path):
+    """With an objective that keeps a queue in buffers (tests/toys.py), so its state must resume exactly too."""
+    args, queue = ("trainer.max_steps=20", "trainer.checkpoint_every=10"), (str(Path(__file__).with_name("run_queue.py")),)
+    assert launch(tmp_path, "straight", *args, script=queue).wait(300) == 0
+    p = launch(tmp_path, "killed", *args, script=queue)
     ckpt = tmp_path / "killed" / "checkpoints" / "step_00000010.pt"
     while not ckpt.exists() and p.poll() is None:
         time.sleep(0.002)
@@ -78,20 +81,37 @@ def test_sigkill_then_relaunch_gives_identical_losses(tmp_path):
     assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert checkpoint.latest(tmp_path / "killed" / "checkpoints") == ckpt
     checkpoint.load(ckpt)  # the checkpoint written before the kill is whole
-    assert launch(tmp_path, "killed", *args).wait(300) == 0
+    assert launch(tmp_path, "killed", *args, script=queue).wait(300) == 0
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "killed")
     assert [s for s, _ in resumed] == list(range(1, 21))
-    assert resumed == straight
+    assert resumed == straight  # bit-identical
+    a, b = (checkpoint.load(tmp_path / run / "checkpoints" / "step_00000020.pt")["model"] for run in ("straight", "killed"))
+    assert int(a["objective.updates"]) == 20
+    for k in ("objective.queue", "objective.queue_y", "objective.ptr"):
+        assert torch.equal(a[k], b[k]), k
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(tmp_path):
-    p = launch(tmp_path, "run", "trainer.max_steps=100000", "trainer.checkpoint_every=0")
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    while (not metrics.exists() or not metrics.read_text()) and p.poll() is None:
+def test_sigterm_prints_the_command_that_resumes(tmp_path):
+    """Without run.dir the folder is named by the time: relaunching the same command would start a new run, so
+    the message gives the command with trainer.resume=<folder>, and following it finishes the run."""
+    p = subprocess.Popen([sys.executable, "-m", "multissl.train", *TINY_CLI, "trainer.max_steps=40",
+                          "trainer.checkpoint_every=0"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    while p.poll() is None and not any(m.read_text() for m in tmp_path.glob("runs/*/metrics.jsonl")):
         time.sleep(0.01)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 128 + signal.SIGTERM
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "SIGTERM" in err and "checkpoint saved" in err and "Traceback" not in err
-    last = checkpoint.latest(tmp_path / "run" / "checkpoints")
-    assert last is not None and checkpoint.load(last)["step"] >= 1
+    (folder,) = tmp_path.glob("runs/*")
+    stopped = checkpoint.load(checkpoint.latest(folder / "checkpoints"))["step"]
+    assert 1 <= stopped < 40
+    command = err.split("to resume, run: ")[1].splitlines()[0]
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "multissl.train"] and argv[-1] == f"trainer.resume={folder.resolve()}"
+    again = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming {folder}" in again.stderr and f"from step {stopped}" in again.stderr
+    assert [s for s, _ in losses(folder)] == list(range(1, 41))  # one run, continued, each step once
+    assert list(tmp_path.glob("runs/*")) == [folder]

@@ -1,5 +1,5 @@
-"""RL domain: replay buffers (.npz) -> observations -> tokens. Default data: a CartPole pixel buffer collected
-with gymnasium on first use and cached (multissl.collect).
+"""RL domain: replay buffers (.npz, `buffer`) -> observations -> tokens. Default data: a CartPole pixel buffer
+collected with gymnasium on first use and cached (`buffer.default_buffer`).
 
 A sample is one step of the buffer: `x` is its index, and the domain reads the observation and its episode
 from the buffer, so a view can be another step of the same episode (temporal positives, never across an
@@ -14,119 +14,21 @@ episode boundary). Observations keep their stored layout until `model_input`:
 Frames are scaled to [0, 1] (uint8 / 255), resized when domain.frame_size is set, and standardized with
 training statistics: minus the mean frame (or per-channel means), divided by per-channel standard deviations.
 A frame stack is one sample: every view shifts all its frames alike."""
-import hashlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.errors import UserError, reason
+from multissl.errors import UserError
 
-from .cache import default_cache_dir
-from .files import locate
-from .masking import random_mask
-from .patches import PatchEmbed, masked_mse, patchify
-from .tabular import FeatureTokenizer
-
-REQUIRED = ("obs", "action", "reward", "terminated", "truncated")
-LAYOUTS = ("vector", "hw", "hwc", "chw", "khwc")
-NDIM = {"vector": 1, "hw": 2, "hwc": 3, "chw": 3, "khwc": 4}
-FORMAT_HELP = "the format needs obs, action, reward, terminated, truncated (README: RL)"
-DEFAULT_BUFFER = {"env": "CartPole-v1", "steps": 10000, "seed": 0, "size": [48, 72], "grayscale": True,
-                  "frame_stack": 3, "frame_skip": 1}  # multissl.collect settings, as in configs/domain/rl.yaml
-FORMAT = 3  # of the cached default buffer: bump when collection changes, so an old cache is not reused
-
-
-# ---- reading and checking a buffer ------------------------------------------------------------------------
-def detect_layout(shape: tuple) -> str:
-    """The layout of one observation of `shape` (module docstring); a channel axis holds at most 4 (colour)
-    or 16 (a frame stack) entries, and frames are larger than that."""
-    if len(shape) == 1:
-        return "vector"
-    if len(shape) == 2:
-        return "hw"
-    if len(shape) == 3 and shape[-1] <= 4 < min(shape[0], shape[1]):
-        return "hwc"
-    if len(shape) == 3 and shape[0] <= 16 < min(shape[1], shape[2]):
-        return "chw"
-    if len(shape) == 4 and shape[-1] <= 4 and shape[0] <= 16 < min(shape[1], shape[2]):
-        return "khwc"
-    raise UserError(f"cannot tell the layout of observations shaped {list(shape)}; set domain.layout= to one of "
-                    f"{', '.join(LAYOUTS)} (README: RL)")
-
-
-def episode_bounds(terminated: np.ndarray, truncated: np.ndarray, episode: np.ndarray | None):
-    """Per step: (segment id, first step, last step) of its episode. An episode ends after a step that is
-    terminated or truncated, where the `episode` id changes, and at the end of the buffer."""
-    n = len(terminated)
-    start = np.zeros(n, bool)
-    start[0] = True
-    start[1:] = terminated[:-1] | truncated[:-1]
-    if episode is not None:
-        start[1:] |= episode[1:] != episode[:-1]
-    seg = np.cumsum(start) - 1  # [n] 0..E-1
-    firsts = np.flatnonzero(start)
-    lasts = np.append(firsts[1:] - 1, n - 1)
-    return seg, firsts[seg], lasts[seg]
-
-
-def read_buffer(path: Path) -> dict:
-    """A .npz replay buffer -> dict of numpy arrays, every array checked for presence and length."""
-    if path.suffix.lower() != ".npz":
-        raise UserError(f"{path} is not a replay buffer (.npz with {', '.join(REQUIRED)}); write one with "
-                        f"numpy.savez or python -m multissl.collect")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            buf = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise UserError(f"cannot read replay buffer {path}: {reason(e)}; write it again with numpy.savez (plain "
-                        f"arrays, no Python objects)") from None
-    missing = [k for k in REQUIRED if k not in buf]
-    if missing:
-        raise UserError(f"replay buffer {path} has no {missing[0]!r} array (it has: {', '.join(sorted(buf)) or 'none'})"
-                        f"; {FORMAT_HELP}")
-    n = len(buf["obs"]) if buf["obs"].ndim else 0
-    if n == 0:
-        raise UserError(f"replay buffer {path} is empty (obs holds 0 steps); collect some steps into it")
-    for k in (*REQUIRED[1:], "state", "episode"):
-        if k in buf and (buf[k].ndim == 0 or len(buf[k]) != n):
-            got = len(buf[k]) if buf[k].ndim else "no"
-            raise UserError(f"replay buffer {path}: {k!r} has {got} steps but 'obs' has {n}; every array needs one "
-                            f"entry per step")
-    for k in ("terminated", "truncated"):
-        v = buf[k]
-        if v.dtype != bool and not np.isin(v, (0, 1)).all():
-            raise UserError(f"replay buffer {path}: {k!r} must be booleans (or 0/1), one per step; it holds "
-                            f"{v[~np.isin(v, (0, 1))].flat[0]!r}")
-        buf[k] = v.astype(bool)
-    if not np.issubdtype(buf["obs"].dtype, np.number):
-        raise UserError(f"replay buffer {path}: obs has dtype {buf['obs'].dtype}; observations must be numbers "
-                        f"(uint8 frames or float vectors)")
-    for k in ("obs", "state"):
-        if k in buf and np.issubdtype(buf[k].dtype, np.floating) and not np.isfinite(buf[k]).all():
-            bad = int(np.flatnonzero(~np.isfinite(buf[k]).reshape(n, -1).all(1))[0])
-            raise UserError(f"replay buffer {path}: {k!r} holds NaN or Inf (first at step {bad}); clean those steps "
-                            f"or drop them from the buffer")
-    if "state" in buf:
-        buf["state"] = buf["state"].reshape(n, -1).astype(np.float32)
-    return buf
-
-
-class Steps(torch.utils.data.Dataset):
-    """The steps of one split: item i -> {"x": its index in the buffer (0-d int64), "y": -1}."""
-
-    def __init__(self, index: np.ndarray):
-        self.index = torch.from_numpy(np.asarray(index, np.int64))
-
-    def __len__(self):
-        return len(self.index)
-
-    def __getitem__(self, i):
-        return {"x": self.index[i], "y": -1}
+from ..features import FeatureTokenizer
+from ..files import locate
+from ..masking import random_mask
+from ..patches import PatchEmbed, masked_mse, patchify
+from ..probes import state_r2
+from .buffer import DEFAULT_BUFFER, LAYOUTS, NDIM, Steps, default_buffer, detect_layout, episode_bounds, read_buffer
 
 
 # ---- views -------------------------------------------------------------------------------------------------
@@ -159,21 +61,6 @@ def intensity(x: torch.Tensor, scale: float, rng: torch.Generator) -> torch.Tens
     if scale <= 0:
         return x
     return x * (1 + scale * torch.randn((), generator=rng).clamp(-2, 2))
-
-
-# ---- evaluation --------------------------------------------------------------------------------------------
-def state_r2(emb_tr: np.ndarray, s_tr: np.ndarray, emb_te: np.ndarray, s_te: np.ndarray, alpha: float) -> np.ndarray:
-    """R^2 on held-out rows, per state variable, of a ridge regression (penalty `alpha`) of the state [n S]
-    from embeddings [n d] centred and divided by one scale, their overall RMS. One scale, not one per dimension:
-    a ReLU unit that fires on a handful of training steps has a tiny std, and dividing by it turned its test
-    activations into outliers that wrecked the fit (R^2 -0.34 on a run whose neighbours scored 0.84).
-    1 = the state is linearly readable, 0 = no better than its mean."""
-    from sklearn.linear_model import Ridge
-    from sklearn.metrics import r2_score
-    mu = emb_tr.mean(0)
-    scale = float(np.sqrt(((emb_tr - mu) ** 2).mean())) or 1.0
-    model = Ridge(alpha=alpha).fit((emb_tr - mu) / scale, s_tr)
-    return np.atleast_1d(r2_score(s_te, model.predict((emb_te - mu) / scale), multioutput="raw_values"))
 
 
 # ---- the domain --------------------------------------------------------------------------------------------
@@ -225,7 +112,7 @@ class RLDomain:
                                 f"buffer file (.npz, README: RL)")
             buf = read_buffer(where)
         else:
-            buf = self._default_buffer()
+            buf = default_buffer(self.default, self.cache_dir)
         obs = buf["obs"]
         if self.obs_shape is None:  # a fresh run; an exported encoder keeps its own layout and statistics
             self.layout = detect_layout(obs.shape[1:]) if self.layout == "auto" else self.layout
@@ -247,27 +134,6 @@ class RLDomain:
         if self.mean is None:
             self._fit_stats(splits["train"].index.numpy())
         return splits
-
-    def _default_buffer(self) -> dict:
-        """The embedded default: a CartPole pixel buffer (multissl.collect with self.default), collected once
-        and cached; a damaged cache file is collected again."""
-        import gymnasium
-
-        from multissl.collect import collect, env_config
-        settings = dict(self.default)
-        env, steps, seed = settings.pop("env"), int(settings.pop("steps")), int(settings.pop("seed"))
-        key = json.dumps([FORMAT, env, steps, seed, env_config(env, **settings), gymnasium.__version__])
-        root = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir() / "rl"
-        path = root / f"{env.replace('/', '_')}_{steps}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-        if path.exists():
-            try:
-                return read_buffer(path)
-            except UserError as e:
-                print(f"multissl: warning: collecting the default buffer again: {e}", file=sys.stderr)
-        print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
-              f"{path}", file=sys.stderr)
-        collect(env, steps, out=path, seed=seed, **settings)
-        return read_buffer(path)
 
     def _split(self) -> dict:
         """Held-out episodes (a fixed draw, seed 0, not the run seed): domain.test_fraction of them, at least one,
@@ -443,31 +309,3 @@ class RLDomain:
                       self.probe_alpha)
         return {**{f"state_r2/{k}": float(v) for k, v in zip(self.state_names, r2)},
                 "state_r2_mean": float(r2.mean())}
-
-
-class NatureCNN(nn.Module):
-    """The DQN encoder (Mnih et al. 2015): conv 32x8/4, 64x4/2, 64x3/1, ReLU, then Linear to `dim` + ReLU.
-    Any frame size of at least 36 x 36; not a token model, so masked objectives refuse it."""
-    supports_masking = False
-    domains = ("rl",)
-
-    def __init__(self, domain, dim: int = 512):
-        super().__init__()
-        if domain.is_vector:
-            raise UserError(f"encoder=nature_cnn reads frames, but the buffer holds state vectors "
-                            f"{domain.obs_shape}; use encoder=mlp")
-        (h, w), c = domain.frame_hw, domain.channels
-        if min(h, w) < 36:
-            raise UserError(f"encoder=nature_cnn needs frames of at least 36x36, got {h}x{w}; set "
-                            f"domain.frame_size=[84,84] or use encoder=transformer")
-        self.dim = dim
-        self.conv = nn.Sequential(nn.Conv2d(c, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-                                  nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten())
-        with torch.no_grad():
-            n = self.conv(torch.zeros(1, c, h, w)).shape[1]
-        self.fc = nn.Sequential(nn.Linear(n, dim), nn.ReLU())
-
-    def forward(self, x, keep=None, pad=None):
-        if keep is not None or pad is not None:
-            raise UserError("encoder=nature_cnn has no tokens to mask or pad; use encoder=transformer")
-        return None, self.fc(self.conv(x))  # [b c h w] -> pooled [b dim]

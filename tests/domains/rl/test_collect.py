@@ -1,5 +1,6 @@
 """`python -m multissl.collect`: classic-control pixels with the true state, frame stacks that never mix
-episodes, state vectors, Atari preprocessing, time limits as truncation, given policies, and the CLI."""
+episodes, state vectors, Atari preprocessing, time limits as truncation, given policies, and the CLI (one
+real `python -m` run through the multissl.collect alias; its errors through main in-process)."""
 import json
 import subprocess
 import sys
@@ -8,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from multissl.collect import collect, make_env
 from multissl.domains.rl import RLDomain, read_buffer
+from multissl.domains.rl.collect import collect, main, make_env
 from multissl.errors import UserError
 
 
@@ -98,11 +99,18 @@ def test_cli_writes_a_buffer_the_domain_reads(tmp_path):
                                            (["env=NoSuchEnv-v0", "out=x.npz"], "cannot make env NoSuchEnv-v0"),
                                            (["steps=0", "out=x.npz"], "steps=0 must be at least 1"),
                                            (["pixels=false", "frame_stack=4", "out=x.npz"], "neither stacked nor skipped")])
-def test_cli_errors_are_one_line(tmp_path, args, message):
-    out = subprocess.run([sys.executable, "-m", "multissl.collect", *args], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.npz").exists()
+def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as out:
+        main(args)
+    stderr = capsys.readouterr().err
+    assert out.value.code == 2 and message in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "x.npz").exists()
+
+
+def test_the_public_entry_points_are_the_moved_code():
+    import multissl.collect
+    assert (multissl.collect.collect, multissl.collect.make_env, multissl.collect.main) == (collect, make_env, main)
 
 
 def test_frame_skip_repeats_each_action_in_classic_control():

@@ -1,0 +1,238 @@
+"""Tabular domain: pandas tables (CSV, parquet, HF datasets; default: scikit-learn's bundled tables) ->
+encoded rows float32 [F] (`table`) -> one token per feature (FT-Transformer, `FeatureTokenizer`). Views:
+SCARF corruption, SubTab feature subsets, gaussian noise. Masking: VIME (masked values replaced by draws
+from their column's empirical marginal; reconstruct them and predict which features were masked).
+Schema and statistics come from the training split only."""
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from multissl.errors import UserError
+
+from ..features import FIRST_CATEGORY, MISSING, FeatureTokenizer
+from ..files import locate
+from ..masking import random_mask
+from ..probes import downstream_scores
+from .losses import vime_loss
+from .table import (CATEGORICAL, EMBED_FIX, NUMERIC, TABLES, TRAIN_FIX, Rows, class_ids, column_list, encode,
+                    fit_feature, hf_frames, infer_kind, is_categorical, numbers, read_table, sklearn_table,
+                    split_rows, vocabulary)
+from .views import hide_subset, marginal_draws, numeric_noise, scarf_corrupt
+
+HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's native categorical limit (ids < max_bins)
+
+
+class TabularDomain:
+    name = "tabular"
+
+    def __init__(self, max_int_categories: int = 10, test_fraction: float = 0.2, corruption_rate: float = 0.6,
+                 subset_rate: float = 0.0, noise_std: float = 0.0, mask_mode: str = "marginal",
+                 mask_ratio: float = 0.3, mask_loss_weight: float = 1.0, data=None, state: dict | None = None):
+        for key, v in (("corruption_rate", corruption_rate), ("subset_rate", subset_rate), ("mask_ratio", mask_ratio)):
+            if not 0.0 <= v <= 1.0:
+                raise UserError(f"domain.{key}={v} must be a fraction of the features, between 0 and 1")
+        if not 0.0 <= test_fraction < 1.0:
+            raise UserError(f"domain.test_fraction={test_fraction} must be in [0, 1) (0 = no held-out split)")
+        if mask_mode not in ("marginal", "drop"):
+            raise UserError(f"domain.mask_mode must be marginal (VIME) or drop (MAE), got {mask_mode!r}")
+        self.max_int_categories, self.test_fraction = max_int_categories, test_fraction
+        self.corruption_rate, self.subset_rate, self.noise_std = corruption_rate, subset_rate, noise_std
+        self.mask_mode, self.mask_ratio, self.mask_loss_weight = mask_mode, mask_ratio, mask_loss_weight
+        self.data = data or {}
+        self.features, self.target_name, self.classes = None, None, None
+        self._splits, self._train_x = None, None
+        if state:
+            self.load_state(state)
+
+    # ---- data -------------------------------------------------------------------------------------------
+    def dataset(self, split: str):
+        if self._splits is None:
+            self._splits = self._load()
+            self._train_x = self._splits["train"].x
+        return self._splits.get(split)
+
+    def _frames(self) -> tuple[dict, str | None]:
+        """{split: raw DataFrame} and the default target column, from data.path or data.name."""
+        path, name = self.data.get("path"), self.data.get("name")
+        if not path:
+            return {"train": sklearn_table(name or TABLES[0])}, "target"
+        if name:
+            raise UserError(f"data.name={name} picks an embedded table but data.path={path} is set too; unset one")
+        kind, where = locate(path, "a .csv or .parquet file or a saved HF dataset folder", folders=False, files=True)
+        return ({"train": read_table(where)}, None) if kind == "file" else hf_frames(str(where), kind == "saved")
+
+    def _load(self) -> dict:
+        frames, default_target = self._frames()
+        whole = frames["train"]
+        target = self.data.get("target")  # else the exported one (evaluate.py on new data), else the table's
+        target = (self.target_name or default_target) if target is None else str(target)
+        columns = list(whole.columns)
+        for key in ("drop", "numeric", "categorical"):
+            unknown = [c for c in column_list(self.data.get(key)) if c not in columns]
+            if unknown:
+                raise UserError(f"data.{key} names {unknown[0]!r}, which is not a column; columns: "
+                                f"{', '.join(columns)}")
+        if target is not None and target not in columns:
+            raise UserError(f"data.target={target} is not a column of the table; columns: {', '.join(columns)}")
+        self.target_name = target
+        if target is not None and self.classes is None:
+            # the task and the classes come from the whole table: they stratify the split made next
+            categorical = is_categorical(whole[target], self.max_int_categories)
+            self.classes = vocabulary(whole[target]) if categorical else []  # [] = regression
+        if "test" not in frames and self.test_fraction > 0:
+            if len(whole) < 2:
+                raise UserError(f"the table has {len(whole)} row; a train/test split needs at least 2 "
+                                f"(or set domain.test_fraction=0)")
+            strata = class_ids(whole[target], self.classes) if self.classes else None
+            tr, te = split_rows(len(whole), strata, self.test_fraction)
+            frames = {"train": whole.iloc[tr].reset_index(drop=True), "test": whole.iloc[te].reset_index(drop=True)}
+        if self.features is None:
+            self.features = self._fit_schema(frames["train"])
+        return {k: self._rows(df) for k, df in frames.items()}
+
+    def _fit_schema(self, train: pd.DataFrame) -> list[dict]:
+        """Feature kinds (inferred or data.numeric / data.categorical) and statistics, training split only."""
+        drop = {*column_list(self.data.get("drop")), self.target_name}
+        forced = {**{c: NUMERIC for c in column_list(self.data.get("numeric"))},
+                  **{c: CATEGORICAL for c in column_list(self.data.get("categorical"))}}
+        features = []
+        for c in train.columns:
+            if c not in drop:
+                kind = infer_kind(train[c], c, forced.get(c), self.max_int_categories)
+                features.append(fit_feature(train[c], c, kind))
+        if not features:
+            raise UserError("no feature columns are left after data.target and data.drop; keep at least one")
+        return features
+
+    def _rows(self, df: pd.DataFrame) -> Rows:
+        """A split's encoded rows and labels (a split without the target column is unlabelled)."""
+        n, t = len(df), self.target_name if self.target_name in df.columns else None
+        y = class_ids(df[t], self.classes) if t and self.classes else np.full(n, -1, np.int64)
+        fix = "clean the target column or point data.target at another one"
+        reg = numbers(df[t], t, fix) if t and not self.classes else np.full(n, np.nan)
+        return Rows(encode(df, self.features, TRAIN_FIX), y, reg, df)
+
+    @property
+    def task(self) -> str | None:
+        if self.target_name is None:
+            return None
+        return "classification" if self.classes else "regression"
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.classes) if self.classes else None
+
+    def state(self) -> dict:
+        """Schema and statistics: what export saves so `embed(DataFrame)` encodes exactly as training did."""
+        return {"features": self.features, "target": self.target_name, "classes": self.classes}
+
+    def load_state(self, s: dict):
+        self.features, self.target_name, self.classes = s["features"], s["target"], s["classes"]
+
+    # ---- model input ---------------------------------------------------------------------------------------
+    def preprocess(self, raw) -> torch.Tensor:
+        """A pandas DataFrame holding the training columns (others are ignored) -> encoded rows [b F].
+        Unseen categories -> id 0, missing values (NaN/None) -> NaN or id 1."""
+        if not isinstance(raw, pd.DataFrame):
+            raise UserError(f"a tabular batch must be a pandas DataFrame with the training columns, got "
+                            f"{type(raw).__name__}; wrap it, e.g. pandas.DataFrame(rows)")
+        df = raw.rename(columns=str)
+        return encode(df, self.features, EMBED_FIX)
+
+    def eval_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @property
+    def vocab_sizes(self) -> list[int]:
+        """Per feature: its vocabulary size, 0 for numeric features."""
+        return [len(f["vocab"]) if f["kind"] == CATEGORICAL else 0 for f in self.features]
+
+    @property
+    def missing_values(self) -> torch.Tensor:
+        """[F] the encoded "missing" of every feature: NaN (numeric) or id 1 (categorical)."""
+        return torch.tensor([MISSING if v else float("nan") for v in self.vocab_sizes], dtype=torch.float32)
+
+    # ---- views ---------------------------------------------------------------------------------------------
+    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
+        """x float [F] -> n_global independently augmented rows [F]: SCARF corruption, then a SubTab
+        subset hidden, then gaussian noise. A single view (masked objectives) is the row itself: the
+        mask is its corruption (`corrupt`), and the reconstruction target must be the true row."""
+        if n_global == 1:
+            return [x]
+        return [self._augment(x, rng) for _ in range(n_global)]
+
+    def _augment(self, x, rng):
+        if self._train_x is None:
+            raise RuntimeError("views need the training rows: call dataset('train') first")
+        x = scarf_corrupt(x, self._train_x, self.corruption_rate, rng)
+        if self.subset_rate:
+            x = hide_subset(x, self.missing_values, self.subset_rate, rng)
+        if self.noise_std:
+            x = numeric_noise(x, torch.tensor([v == 0 for v in self.vocab_sizes]), self.noise_std, rng)
+        return x
+
+    # ---- tokens and masking (VIME) -----------------------------------------------------------------------------
+    @property
+    def num_tokens(self) -> int:
+        return len(self.features)
+
+    @property
+    def target_dim(self) -> int:
+        return 1 + max(self.vocab_sizes) + 1  # value, category logits, "was masked" logit
+
+    def embedder(self, dim: int) -> nn.Module:
+        return FeatureTokenizer(self.vocab_sizes, dim)
+
+    def mask(self, batch_size: int, rng: torch.Generator):
+        """round(mask_ratio F) masked features per row. marginal (VIME): the encoder sees every feature,
+        the masked ones replaced by marginal draws (`corrupt`); drop (MAE): it sees the others only."""
+        keep, masked = random_mask(batch_size, self.num_tokens, self.mask_ratio, rng)
+        if self.mask_mode == "marginal":
+            keep = torch.arange(self.num_tokens).repeat(batch_size, 1)  # [b F]
+        return keep, masked
+
+    @property
+    def drops_masked(self) -> bool:
+        """drop: masked features are left out of keep; marginal (VIME): keep is every feature, `corrupt` replaces."""
+        return self.mask_mode == "drop"
+
+    def corrupt(self, view: torch.Tensor, masked: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """VIME's corruption: the masked features [m] of view [F] replaced by marginal draws."""
+        out = view.clone()
+        out[masked] = marginal_draws(self._train_x, masked, rng)
+        return out
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # the clean encoded rows [b F]
+
+    def reconstruction_loss(self, pred, target, masked):
+        sizes = torch.tensor(self.vocab_sizes, device=target.device)
+        # drop mode: the decoder sees mask tokens where features were masked, so "which were masked" is free
+        weight = self.mask_loss_weight if self.mask_mode == "marginal" else 0.0
+        return vime_loss(pred, target, masked, sizes, weight)
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+    def downstream_metrics(self, embed, limit: int | None = None) -> dict:
+        """On the held-out split, side by side: `probe_linear` (logistic regression accuracy / ridge RMSE
+        on standardized embeddings), `gbdt_raw` (HistGradientBoosting on the encoded features) and
+        `gbdt_raw_ssl` (the same on features + embeddings). `embed(dataset) -> [n d]`; `limit` rows per split,
+        evenly spread (None = all). Empty without a target or a held-out split."""
+        tr, te = self._splits["train"], self._splits.get("test")
+        if te is None or self.task is None:
+            return {}
+        tr, te = (part.take(limit) for part in (tr, te))
+        (y_tr, on_tr), (y_te, on_te) = self._labels(tr), self._labels(te)
+        if not on_tr.any() or not on_te.any():
+            return {}
+        cat = np.array([0 < v <= HGB_MAX_CATEGORIES - FIRST_CATEGORY for v in self.vocab_sizes])
+        return downstream_scores(tr.x.numpy()[on_tr], embed(tr).numpy()[on_tr], y_tr[on_tr],
+                                 te.x.numpy()[on_te], embed(te).numpy()[on_te], y_te[on_te], cat, bool(self.classes))
+
+    def _labels(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """(labels [n], usable bool [n]) of a split: class ids >= 0, or finite numeric targets."""
+        if self.classes:
+            y = rows.y.numpy()
+            return y, y >= 0
+        return rows.target, np.isfinite(rows.target)
+

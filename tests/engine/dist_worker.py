@@ -1,0 +1,112 @@
+"""The distributed tier in one launch: `torchrun --nproc_per_node 2 dist_worker.py OUT` runs every check on 2
+processes (gloo) and rank 0 saves what they computed; tests/engine/test_distributed.py calls the same functions
+in its own process for the 1-process side. One launch for every pair keeps the tier's cost one process start,
+not one per domain x objective."""
+import os
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
+from omegaconf import open_dict
+
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: toys, tiny
+
+from tiny import TINY_ENCODER, domain_data  # noqa: E402
+
+from multissl import dist  # noqa: E402
+from multissl.cli import load_config, options  # noqa: E402
+from multissl.contracts import Objective, optional  # noqa: E402
+from multissl.data import train_loader  # noqa: E402
+from multissl.train import build_domain, build_models, prepare_model, run  # noqa: E402
+
+DOMAINS, OBJECTIVES = options("domain"), options("objective")
+PAIRS = [(d, o) for d in DOMAINS for o in OBJECTIVES]
+# end-to-end runs: every objective at its default recipe (default encoder) on images, as the issue measured
+# BYOL, and every other domain once (tiny encoder), the objectives taken in turn
+RUN = ("trainer.max_steps=3", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=200")
+E2E = {f"image-{o}": ("domain=image", f"objective={o}", "trainer.seed=5", "data.batch_size=64", *RUN)
+       for o in OBJECTIVES}
+E2E |= {f"{d}-{OBJECTIVES[i % len(OBJECTIVES)]}": (f"domain={d}", f"objective={OBJECTIVES[i % len(OBJECTIVES)]}",
+                                                  *TINY_ENCODER, "data.batch_size=32", *domain_data([f"domain={d}"]), *RUN)
+        for i, d in enumerate(x for x in DOMAINS if x != "image")}
+QUEUE = {"_target_": "toys.QueueContrast", "size": 48, "dim": 16, "temperature": 0.2}
+
+
+def double(x):
+    return x.double() if torch.is_floating_point(x) else x
+
+
+def parity() -> dict:
+    """First-step loss and gradients of every domain x objective as the engine computes them, in float64 (the
+    check is about gathering and averaging; float32 summation order alone moved a SimCLR gradient by 2e-5)."""
+    results, domains = {}, {}
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # parameters; the data pipeline's float32 inputs are cast below
+    try:
+        for d, o in PAIRS:
+            cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", f"objective={o}",
+                               *domain_data([f"domain={d}"])])
+            AcceleratorState._reset_state()
+            acc = Accelerator(cpu=True)
+            if d not in domains:
+                domains[d] = build_domain(cfg)
+            set_seed(0)
+            model = prepare_model(*build_models(cfg, domains[d]), acc)
+            loader = train_loader(domains[d].dataset("train"), domains[d], 0,
+                                  optional(model.objective, Objective, "global_views"), 32, 0, 1, acc.process_index,
+                                  acc.num_processes, corrupt=optional(model.objective, Objective, "corrupt_view"))
+            batch = next(iter(loader))
+            batch.pop("skipped")
+            batch = {k: [double(v) for v in x] if isinstance(x, list) else double(x) for k, x in batch.items()}
+            loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0})
+            loss.backward()
+            dist.average_gradients(model)
+            results[f"{d}-{o}"] = {"loss": acc.reduce(loss.detach(), "mean").item(),
+                                   "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}}
+    finally:
+        torch.set_default_dtype(previous)
+    return results
+
+
+def end_to_end(out: Path):
+    """The whole engine (data split, gathers, gradient average, after_step, logging, export) for 3 steps of each
+    E2E config, into out/<name>."""
+    for name, args in E2E.items():
+        run(load_config([*args, f"run.dir={out / name}"]))
+
+
+def queue(out: Path):
+    """An objective whose queue is filled in after_step from the gathered batch: out/queue."""
+    cfg = load_config([*TINY_ENCODER, "data.batch_size=32", "trainer.max_steps=3", "trainer.eval_every=0",
+                       "trainer.eval_samples=64", f"run.dir={out / 'queue'}"])
+    with open_dict(cfg):
+        cfg.objective = dict(QUEUE)
+        cfg.meta.objective = "queue"
+    run(cfg)
+
+
+def collectives() -> dict:
+    """all_gather and all_reduce of a tensor that differs per process."""
+    x = torch.arange(6.0).view(3, 2) + 10 * dist.rank()
+    return {"gather": dist.all_gather(x), "sum": dist.all_reduce(x), "mean": dist.all_reduce(x, "mean"), "x": x}
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1):
+        results = {"parity": parity()}
+        end_to_end(out / "two")
+        queue(out / "two")
+        results["collectives"] = collectives()
+    if dist.rank() == 0:
+        torch.save(results, out / "two.pt")
+    if dist.is_dist():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: gloo's threads sometimes abort there ("terminate called …")

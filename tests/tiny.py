@@ -1,0 +1,68 @@
+"""Tiny test configurations: a tiny model, the small data the tests use per domain, a mixed table, and `TinyRuns`
+(configs under a tmp folder and a metrics.jsonl reader)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from multissl.cli import load_config
+from multissl.train import run
+
+# Small enough that one training step takes well under a second on 2 busy cores.
+TINY_ENCODER = ("encoder.dim=16", "encoder.depth=1", "encoder.heads=2")  # transformer keys only
+# evaluation on at most 256 samples per split: what is checked is that it runs and what it logs, not how well
+TINY = ("data.batch_size=32", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=256")
+# The rl domain's default buffer is 10,000 CartPole steps (about 40 s to collect on a cold cache); tests use
+# one of 1,200 steps with the same settings (cached under its own key). Nothing in them depends on its size.
+DOMAIN_DATA = {"rl": ("domain.default.steps=1200",)}
+
+
+def domain_data(overrides) -> tuple:
+    """The DOMAIN_DATA overrides of the domain that `overrides` picks (image when none does)."""
+    picked = [a.split("=", 1)[1] for a in overrides if a.startswith("domain=")]
+    return DOMAIN_DATA.get(picked[-1] if picked else "image", ())
+
+
+class TinyRuns:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def config(self, *overrides, name: str = "run", tiny_encoder: bool = True):
+        """TINY(_ENCODER), the domain's test data, then run.dir=<tmp>/<name>, then `overrides` (later win)."""
+        enc = TINY_ENCODER if tiny_encoder else ()
+        return load_config([*enc, *TINY, *domain_data(overrides), f"run.dir={self.root / name}", *overrides])
+
+    def run(self, *overrides, name: str = "run", tiny_encoder: bool = True) -> Path:
+        return run(self.config(*overrides, name=name, tiny_encoder=tiny_encoder))
+
+    @staticmethod
+    def metrics(folder: Path) -> list[dict]:
+        return [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def write_mixed_table(path: Path, n: int = 120, seed: int = 0) -> Path:
+    """A CSV with what users' tables have: numeric columns with missing cells, a text category with a missing
+    cell, a boolean, a few-valued integer column and a class target."""
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 12, n).round(1)
+    age[rng.choice(n, n // 6, replace=False)] = np.nan
+    income = rng.lognormal(10, 0.5, n).round(0)
+    income[rng.choice(n, n // 8, replace=False)] = np.nan
+    city = rng.choice(["paris", "lyon", "nice", "lille"], n).astype(object)
+    city[rng.choice(n, n // 10, replace=False)] = None
+    table = pd.DataFrame({"age": age, "income": income, "city": city, "member": rng.random(n) < 0.4,
+                          "children": rng.integers(0, 4, n), "churned": np.where(rng.random(n) < 0.3, "yes", "no")})
+    table.to_csv(path, index=False)
+    return path
+
+
+def assert_every_parameter_learns(model):
+    """timm's registry check: every trainable parameter gets a finite gradient that is not all zero."""
+    trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad and p.numel()]
+    assert trainable
+    dead = [k for k, p in trainable if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, f"no gradient reaches {dead}"
+    bad = [k for k, p in trainable if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients in {bad}"
