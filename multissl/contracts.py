@@ -80,8 +80,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "num_classes": (None, "classes of the labels, for the online probe and kNN (None: no labels)"),
         "variable_length": (False, "samples have different token counts: `collate` pads them and returns the "
                                    "padding mask, `mask` takes n_tokens="),
-        "collate": (None, "collate(inputs) -> (x, pad [b n] or None): one view of several samples as a batch; "
-                          "default: torch.stack, no padding"),
+        "collate": (_stack, "collate(inputs) -> (x, pad [b n] or None): one view of several samples as a batch; "
+                            "default: torch.stack, no padding"),
         "drops_masked": (True, "the mask's masked tokens are left out of keep (MAE); False when keep covers every "
                                "token and the masked ones are replaced in the input instead (`corrupt`: VIME)"),
         "corrupt": (None, "corrupt(view, masked, rng) -> view with the masked positions replaced (VIME); "
@@ -100,23 +100,21 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "corrupt_view": (False, "view 0 arrives corrupted by the domain's `corrupt` at the masked positions"),
         "batch_statistics": (False, "the loss couples samples (negatives, variance, centring): at least 2 per "
                                     "micro-batch; BatchNorm anywhere is detected without it"),
-        "after_step": (None, "after_step(encoder, sched): once per applied optimizer step (EMA teachers, "
-                             "queues, centres); never on a skipped step"),
+        "after_step": (_no_op, "after_step(encoder, sched): once per applied optimizer step (EMA teachers, "
+                               "queues, centres); never on a skipped step; default: nothing"),
         "projector": (None, "the module after the representation, for rankme_proj / emb_std_proj"),
     },
 }
-_CALLABLE_DEFAULTS = {(Domain, "collate"): _stack, (Objective, "after_step"): _no_op}
 
 
 def optional(obj, contract: type, name: str):
-    """obj's member `name`, or the contract's default for it. Callable members default to a function that
-    does the default thing (collate: stack; after_step: nothing), so callers never branch on presence."""
+    """obj's member `name` (an instance or a class), or the contract's default when it has none or sets it to
+    None. Callable members default to a function that does the default thing (collate: stack; after_step:
+    nothing), so callers never branch on presence."""
     if name not in OPTIONAL[contract]:
         raise KeyError(f"{name} is not an optional member of {contract.__name__}")
     value = getattr(obj, name, None)
-    if value is None:
-        return _CALLABLE_DEFAULTS.get((contract, name), OPTIONAL[contract][name][0])
-    return value
+    return OPTIONAL[contract][name][0] if value is None else value
 
 
 def members(contract: type) -> list[str]:

@@ -11,6 +11,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import TinyRuns, write_mixed_table  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """A test that trains through the `tiny` fixture runs the whole engine: the slow tier
+    (`pytest -m "not slow and not distributed"` runs the fast ones)."""
+    for item in items:
+        if "tiny" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _single_thread():
     """Tiny tensors: intra-op threads only add overhead, and on a busy 2-core box oversubscription

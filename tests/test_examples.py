@@ -12,6 +12,7 @@ LEADING = {"rl_ppo.py": ["ppo_steps=256"]}  # one PPO rollout and update instead
 EXTRA = {"rl_ppo.py": ["domain.default.steps=1200"]}  # the tests' smaller default buffer (tests/tiny.py)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script, tmp_path):
     args = [*LEADING.get(script.name, []), *TINY, *EXTRA.get(script.name, [])]

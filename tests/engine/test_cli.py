@@ -42,6 +42,7 @@ def one_error_line(p) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_unknown_group_option_lists_the_choices(tmp_path):
     p = subprocess.run([sys.executable, "-m", "multissl.train", "objective=nope"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=120)  # the real entry point, once

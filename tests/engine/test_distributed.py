@@ -19,6 +19,7 @@ spec = importlib.util.spec_from_file_location("dist_worker", WORKER)
 worker = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(worker)
 PARITY_TOL = 1e-5
+pytestmark = pytest.mark.distributed
 
 
 @pytest.fixture(scope="module")

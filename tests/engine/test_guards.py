@@ -68,6 +68,7 @@ def losses(folder):
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
+@pytest.mark.slow
 def test_sigkill_then_relaunch_gives_identical_losses_and_objective_state(tmp_path):
     """With an objective that keeps a queue in buffers (tests/toys.py), so its state must resume exactly too."""
     args, queue = ("trainer.max_steps=20", "trainer.checkpoint_every=10"), (str(Path(__file__).with_name("run_queue.py")),)
@@ -91,6 +92,7 @@ def test_sigkill_then_relaunch_gives_identical_losses_and_objective_state(tmp_pa
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_sigterm_prints_the_command_that_resumes(tmp_path):
     """Without run.dir the folder is named by the time: relaunching the same command would start a new run, so
     the message gives the command with trainer.resume=<folder>, and following it finishes the run."""

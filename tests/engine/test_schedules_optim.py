@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from multissl.optim import LARS, build_optimizer, param_groups
-from multissl.schedules import cosine, scaled_lr, step_values
+from multissl.optim import LARS, apply_schedule, build_optimizer, lr_multiple, param_groups
+from multissl.schedules import cosine, linear, scaled_lr, step_values
 
 
 def test_cosine_warmup_then_decay():
@@ -138,3 +138,28 @@ def test_lr_scale_gets_its_own_groups(name):
     assert by_id[id(m[3].bias)]["lr"] == pytest.approx(1e-2) and by_id[id(m[3].bias)]["weight_decay"] == 0.0
     assert by_id[id(m[0].weight)]["lr"] == pytest.approx(1e-3) and by_id[id(m[1].bias)]["lr"] == pytest.approx(1e-3)
     assert len(opt.param_groups) == 4
+
+
+def test_an_lr_multiple_ramps_up_from_one_over_its_warmup():
+    m = tiny_module()
+    m[3].weight.lr_scale, m[3].weight.lr_scale_warmup = 30.0, 10
+    opt = build_optimizer("adamw", [m], 1e-3, 0.05)
+    group = next(g for g in opt.param_groups if any(p is m[3].weight for p in g["params"]))
+    plain = next(g for g in opt.param_groups if any(p is m[0].weight for p in g["params"]))
+    assert group["lr"] == pytest.approx(1e-3)  # step 0: 1x
+    for step, multiple in [(0, 1.0), (5, 15.5), (10, 30.0), (50, 30.0)]:
+        apply_schedule(opt, {"step": step, "lr": 2e-3, "wd": 0.01})
+        assert group["lr"] == pytest.approx(2e-3 * multiple) and plain["lr"] == pytest.approx(2e-3)
+        assert group["weight_decay"] == 0.01
+    assert lr_multiple({"lr_scale": 4.0}, 0) == 4.0  # no warm-up: the multiple at once
+
+
+def test_linear_schedule_reaches_its_end_and_stays():
+    assert [linear(s, 4, 0.04, 0.07) for s in (0, 2, 4, 9)] == pytest.approx([0.04, 0.055, 0.07, 0.07])
+    assert linear(0, 0, 0.04, 0.07) == 0.07  # no warm-up
+
+
+def test_step_values_carry_the_step_and_the_run_length():
+    cfg = SimpleNamespace(warmup_steps=2, min_lr_ratio=0.0, weight_decay=0.05, weight_decay_end=0.05)
+    v = step_values(3, 10, cfg, SimpleNamespace(start=0.9, end=1.0), 1e-3)
+    assert v["step"] == 3 and v["total_steps"] == 10 and v["progress"] == pytest.approx(0.3)

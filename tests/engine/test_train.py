@@ -1,7 +1,5 @@
 """The training loop: step-0 baseline export, determinism, relaunch = exact resume, bad data path."""
 import math
-import subprocess
-import sys
 
 import pytest
 import torch

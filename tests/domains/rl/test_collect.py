@@ -82,6 +82,7 @@ def test_a_given_policy_chooses_the_actions(tmp_path, monkeypatch):
         collect("CartPole-v1", 5, policy="nowhere:act")
 
 
+@pytest.mark.slow
 def test_cli_writes_a_buffer_the_domain_reads(tmp_path):
     out = subprocess.run([sys.executable, "-m", "multissl.collect", "env=CartPole-v1", "steps=40", "out=b.npz",
                           "size=[24,36]", "grayscale=true", "frame_stack=2"], cwd=tmp_path, capture_output=True,
