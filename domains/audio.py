@@ -1,6 +1,6 @@
 """Audio domain: mono waveforms -> normalized log-mel spectrograms [1 mel frames] -> time x frequency
 patch tokens (AST / SSAST / Audio-MAE). Default data: spoken words synthesized offline (espeak.py)."""
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +38,24 @@ def as_float(w) -> torch.Tensor:
     return w.float() / 32768 if w.dtype == torch.int16 else w.float()
 
 
+@lru_cache(maxsize=8)
+def _resampler(rate: int, target: int):
+    import torchaudio
+    return torchaudio.transforms.Resample(rate, target, dtype=torch.float32)
+
+
+def resample(w: torch.Tensor, rate: int, target: int) -> torch.Tensor:
+    """float32 [.. samples] at `rate` -> at `target`: torchaudio's sinc resampling, its kernel built once per
+    pair of rates (building it took most of the time of resampling a one-second clip)."""
+    return w if rate == target else _resampler(int(rate), int(target))(w)
+
+
 def to_mono(wave: np.ndarray, rate: int, target: int) -> torch.Tensor:
     """[samples] or [samples channels] at `rate` -> float32 [samples'] at `target`."""
-    import torchaudio.functional as AF
     w = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     if w.ndim == 2:
         w = w.mean(1)
-    return AF.resample(w, rate, target) if rate != target else w
+    return resample(w, rate, target)
 
 
 def read_audio(path, rate: int, min_samples: int = 1) -> torch.Tensor:

@@ -132,11 +132,10 @@ def speakers() -> list[dict]:
 def _fit(wav: np.ndarray, sample_rate: int, n: int) -> np.ndarray:
     """Trim near-silence (below -40 dB of the peak), resample, then centre: zero-pad or centre-crop to n."""
     import torch
-    import torchaudio.functional as AF
+
+    from .audio import resample
     loud = np.flatnonzero(np.abs(wav) > 0.01 * np.abs(wav).max())
-    wav = torch.from_numpy(wav[loud[0]:loud[-1] + 1])
-    if sample_rate != NATIVE_RATE:
-        wav = AF.resample(wav, NATIVE_RATE, sample_rate)
+    wav = resample(torch.from_numpy(wav[loud[0]:loud[-1] + 1]), NATIVE_RATE, sample_rate)
     out = torch.zeros(n)
     if len(wav) <= n:
         out[(n - len(wav)) // 2:][:len(wav)] = wav
@@ -163,9 +162,16 @@ def spoken_words(cache_dir: str | Path, sample_rate: int = 16000, seconds: float
             log.warning("regenerating unreadable cache %s (%s)", path, e)
     print(f"multissl: synthesizing the default spoken-word set once ({len(spk) * len(WORDS)} clips) into {path}",
           file=sys.stderr)
+    import torch
     pairs = [(s, w) for s in range(len(spk)) for w in range(len(WORDS))]
-    d = {"wave": np.stack([_fit(synthesize(WORDS[w], spk[s]["voice"], spk[s]["rate"], spk[s]["pitch"]),
-                                sample_rate, n) for s, w in pairs]),
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one-second clips: intra-op threads cost more than they save (~7x on 2 busy cores)
+    try:
+        wave = np.stack([_fit(synthesize(WORDS[w], spk[s]["voice"], spk[s]["rate"], spk[s]["pitch"]), sample_rate, n)
+                         for s, w in pairs])
+    finally:
+        torch.set_num_threads(threads)
+    d = {"wave": wave,
          "word": np.array([w for _, w in pairs], np.int64), "speaker": np.array([s for s, _ in pairs], np.int64),
          "test": np.array([spk[s]["test"] for s, _ in pairs], bool)}
     save_npz(path, d)
