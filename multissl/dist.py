@@ -100,6 +100,8 @@ def sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
         out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                               module.track_running_stats)
         out.load_state_dict(module.state_dict())
+        if module.affine:  # the same Parameters, not copies: what the optimizer reads on them (BYOL's predictor
+            out.weight, out.bias = module.weight, module.bias  # lr_scale) and requires_grad (EMA teachers) stay
         out.train(module.training)
     for name, child in module.named_children():
         out.add_module(name, sync_batchnorm(child))

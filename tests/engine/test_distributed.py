@@ -61,10 +61,12 @@ def rows(folder: Path) -> list[dict]:
 
 @pytest.mark.parametrize("name", list(worker.E2E))
 def test_two_processes_log_the_losses_of_one(launched, name):
-    """Step 1 is the same computation, so it agrees to float32 rounding (1e-5). Later steps follow updates that
-    started from float32 sums taken in another order (the gathers and the gradient all-reduce add in rank
-    order), which the optimizer amplifies step by step: 1e-3 relative over three steps holds at every
-    objective's default recipe, while a gathering or averaging mistake is off by far more from step 1."""
+    """Step 1 is the same computation, so it agrees to float32 rounding (1e-5). Steps 2 and 3 follow updates
+    computed from float32 sums taken in another order (the gathers and the gradient all-reduce add in rank
+    order, ~1e-7 relative), which the optimizer carries forward: they agree to about 1e-6 at every objective's
+    default recipe. 1e-4 leaves room for other machines and thread counts while still catching a parameter
+    group stepped at the wrong rate on 2 processes (BYOL's predictor BatchNorm at 1x instead of 30x parted the
+    losses by 1.5e-3 at step 3) or a statistic that is not gathered (off from step 1)."""
     d, _, _ = launched
     one, two = rows(d / "one" / name), rows(d / "two" / name)
     assert [r["step"] for r in two if "loss" in r] == [1, 2, 3] and len(two) == 4  # rank 1 writes nothing
@@ -72,7 +74,7 @@ def test_two_processes_log_the_losses_of_one(launched, name):
     a = np.array([r["loss"] for r in one if "loss" in r])
     b = np.array([r["loss"] for r in two if "loss" in r])
     np.testing.assert_allclose(b[:1], a[:1], rtol=1e-5, err_msg=f"step 1: 2 processes {b} vs 1 process {a}")
-    np.testing.assert_allclose(b, a, rtol=1e-3, err_msg=f"2 processes {b.tolist()} vs 1 process {a.tolist()}")
+    np.testing.assert_allclose(b, a, rtol=1e-4, err_msg=f"2 processes {b.tolist()} vs 1 process {a.tolist()}")
     logged = [k for k in two[0] if "/" in k]  # the objective's own terms are averaged over processes too
     for k in logged:
         np.testing.assert_allclose([r[k] for r in two if "loss" in r][:1], [r[k] for r in one if "loss" in r][:1],
