@@ -10,8 +10,9 @@ import torch
 from multissl.cli import load_config
 from multissl.contracts import Objective, optional
 from multissl.data import train_loader
-from multissl.train import SSLModel, build
 from multissl.optim import build_optimizer
+from multissl.schedules import step_values
+from multissl.train import SSLModel, build
 
 STEPS = 20
 cfg = load_config(sys.argv[1:])
@@ -22,8 +23,8 @@ b = cfg.data.batch_size
 
 
 def loader():
-    return train_loader(train_set, domain, 0, objective.global_views, b, 0, STEPS, 0, 1, cfg.data.num_workers,
-                        corrupt=optional(objective, Objective, "corrupt_view"))
+    return train_loader(train_set, domain, 0, optional(objective, Objective, "global_views"), b, 0, STEPS, 0, 1,
+                        cfg.data.num_workers, corrupt=optional(objective, Objective, "corrupt_view"))
 
 
 t = time.perf_counter()
@@ -31,13 +32,14 @@ for _ in loader():
     pass
 data_s = (time.perf_counter() - t) / STEPS
 t = time.perf_counter()
-for batch in loader():
+for step, batch in enumerate(loader()):
     batch.pop("skipped")
-    loss, _ = model(batch, {"ema": 0.99})
+    sched = step_values(step, STEPS, cfg.optim, cfg.ema, 1e-3)
+    loss, _ = model(batch, sched)
     loss.backward()
     opt.step()
     opt.zero_grad()
-    optional(objective, Objective, "after_step")(encoder, {"ema": 0.99})
+    optional(objective, Objective, "after_step")(encoder, sched)
 step_s = (time.perf_counter() - t) / STEPS
 print(f"{cfg.meta.domain}/{cfg.meta.objective} batch {b}, {torch.get_num_threads()} threads, "
       f"{cfg.data.num_workers} workers: data {b / data_s:.0f} samples/s ({data_s * 1e3:.0f} ms/step); "
