@@ -102,7 +102,8 @@ class AudioDomain:
                  mask_mode: str = "patches", mask_ratio: float = 0.75, mask_band=(2, 5),
                  gain_db: float = 6.0, mix_p: float = 0.5, mix_clip_p: float = 0.5, snr_db=(5.0, 30.0),
                  shift_seconds: float = 0.1, freq_scale=(0.6, 1.5), time_scale=(0.6, 1.5),
-                 pos_embed: str = "sincos", norm_pix_loss: bool = True, cache_dir: str | None = None, data=None, state: dict | None = None):
+                 pos_embed: str = "sincos", norm_pix_loss: bool = True, cache_dir: str | None = None, data=None,
+                 state: dict | None = None):
         if mask_mode not in ("patches", "bands"):
             raise UserError(f"domain.mask_mode must be patches or bands, got {mask_mode!r}")
         self.rate, self.clip = int(sample_rate), int(round(sample_rate * clip_seconds))

@@ -45,7 +45,7 @@ def load(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"checkpoint {path} cannot be loaded safely ({str(e).splitlines()[0][:160]}); "
-                        f"it is corrupt or not a multissl checkpoint — delete it to fall back to an older one") from None
+                        "it is corrupt or not a multissl checkpoint — delete it to fall back to an older one") from None
 
 
 def latest(folder: Path) -> Path | None:

@@ -15,8 +15,8 @@ def param_groups(*modules: nn.Module) -> list[dict]:
                 # 1-D tensors are biases, norm scales/shifts, cls tokens' rows: exempt.
                 key = (p.ndim <= 1, float(getattr(p, "lr_scale", 1.0)), int(getattr(p, "lr_scale_warmup", 0)))
                 groups.setdefault(key, []).append(p)
-    return [{"params": ps, "exclude": ex, "lr_scale": sc, "lr_scale_warmup": wu, **({"weight_decay": 0.0} if ex else {})}
-            for (ex, sc, wu), ps in sorted(groups.items())]
+    return [{"params": ps, "exclude": ex, "lr_scale": sc, "lr_scale_warmup": wu,
+             **({"weight_decay": 0.0} if ex else {})} for (ex, sc, wu), ps in sorted(groups.items())]
 
 
 def lr_multiple(group: dict, step: int) -> float:

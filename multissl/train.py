@@ -204,7 +204,8 @@ def run(cfg) -> Path:
     for micro_batches in steps(loader, accum):
         sched = step_values(step, t.max_steps, cfg.optim, cfg.ema, lr)
         apply_schedule(optimizer, sched)
-        buffers = [b.clone() for b in model.buffers()]  # a skipped step leaves them (BN statistics, queues) as they were
+        # a skipped step leaves buffers (BN statistics, queues) as they were
+        buffers = [b.clone() for b in model.buffers()]
         loss, reps, ys, logs = 0.0, [], [], ScalarLogs(cfg.meta.objective)
         for batch in micro_batches:  # the step's loss is the mean of the micro-batch losses
             batch = to_device(batch, device)

@@ -134,7 +134,8 @@ def _wrappers():
 
 
 def env_config(env: str = "CartPole-v1", pixels: bool | None = None, size=None, grayscale: bool | None = None,
-               frame_stack: int | None = None, frame_skip: int | None = None, max_episode_steps: int | None = None) -> dict:
+               frame_stack: int | None = None, frame_skip: int | None = None,
+               max_episode_steps: int | None = None) -> dict:
     """The settings with every default filled in: what the buffer records (`env_config`) and make_env takes."""
     atari = is_atari(env)
     pixels = True if pixels is None else bool(pixels)
