@@ -3,6 +3,9 @@ processes with half the batch each compute exactly what 1 process computes on th
 must be identical on every process (queues, centres) is filled through `all_gather` / `all_reduce`."""
 import torch
 import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+BUCKET_BYTES = 25 * 2**20  # `average_gradients`: at most this many bytes per all-reduce (a larger gradient alone)
 
 
 def is_dist() -> bool:
@@ -93,18 +96,21 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         return super().forward(full)[local_slice(full.shape[0])]
 
 
-def sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
-    """Every BatchNorm{1,2,3}d -> GlobalBatchNorm (one code path on CPU and GPU)."""
+def sync_batchnorm(module: torch.nn.Module, device=None) -> torch.nn.Module:
+    """Every BatchNorm{1,2,3}d -> a BatchNorm whose statistics cover every process's batch: torch's
+    SyncBatchNorm (exchanges only the statistics) when the model will live on `device` of type cuda, else
+    GlobalBatchNorm (gathers the batch, any device: gloo on CPU). Both keep the module's own Parameters and
+    buffers, not copies: what the optimizer reads on them (BYOL's predictor lr_scale) and requires_grad (EMA
+    teachers) stay. Call it before moving the model to `device`."""
+    cls = torch.nn.SyncBatchNorm if device is not None and torch.device(device).type == "cuda" else GlobalBatchNorm
     out = module
-    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
-        out.load_state_dict(module.state_dict())
-        if module.affine:  # the same Parameters, not copies: what the optimizer reads on them (BYOL's predictor
-            out.weight, out.bias = module.weight, module.bias  # lr_scale) and requires_grad (EMA teachers) stay
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, cls):
+        out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            setattr(out, name, getattr(module, name))  # the same objects (or None)
         out.train(module.training)
     for name, child in module.named_children():
-        out.add_module(name, sync_batchnorm(child))
+        out.add_module(name, sync_batchnorm(child, device))
     return out
 
 
@@ -115,12 +121,36 @@ def broadcast_parameters(module: torch.nn.Module):
             dist.broadcast(t.data, 0)
 
 
-def average_gradients(module: torch.nn.Module):
-    """Mean of every gradient over processes, after backward. Done here rather than by DDP's
-    overlapping bucket all-reduce, which does not compose with the all-reduce inside `gather`'s
-    backward (BYOL's gradients came out wrong under DDP, see tests/engine/test_parity.py)."""
+def _buckets(grads: list[torch.Tensor], limit: int):
+    """The gradients grouped by (device, dtype), each group cut in order into runs of at most `limit` bytes
+    (a larger gradient alone): the same buckets on every process, whose parameters come in the same order."""
+    groups = {}
+    for g in grads:
+        groups.setdefault((g.device, g.dtype), []).append(g)
+    for group in groups.values():
+        bucket, size = [], 0
+        for g in group:
+            if bucket and size + g.numel() * g.element_size() > limit:
+                yield bucket
+                bucket, size = [], 0
+            bucket.append(g)
+            size += g.numel() * g.element_size()
+        yield bucket
+
+
+@torch.no_grad()
+def average_gradients(module: torch.nn.Module, bucket_bytes: int | None = None):
+    """Mean of every gradient over processes, after backward, in place: one all-reduce per flat bucket of
+    at most `bucket_bytes` (BUCKET_BYTES) rather than one per parameter (on 2 processes bitwise the same
+    values: each element is the same sum of two; on more, the reduction may add in another order). Done here
+    rather than by DDP's overlapping bucket all-reduce, which does not compose with the all-reduce inside
+    `gather`'s backward (BYOL's gradients came out wrong under DDP; the 2- vs 1-process gradients are checked
+    in tests/engine/test_distributed.py). Gradients that are None stay None."""
     if world_size() > 1:
-        for p in module.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad.div_(world_size())
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        for bucket in _buckets(grads, bucket_bytes or BUCKET_BYTES):
+            flat = _flatten_dense_tensors(bucket)
+            dist.all_reduce(flat)
+            flat.div_(world_size())
+            for g, mean in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+                g.copy_(mean)
