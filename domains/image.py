@@ -160,8 +160,8 @@ class ImageDomain:
 
     # ---- model input ----------------------------------------------------------------------------
     def _normalize(self, x):  # float [.. c h w] in [0, 1]
-        m = torch.tensor(self.mean, dtype=x.dtype).view(-1, 1, 1)
-        s = torch.tensor(self.std, dtype=x.dtype).view(-1, 1, 1)
+        m = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        s = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
         return (x - m) / s
 
     def preprocess(self, raw) -> torch.Tensor:
@@ -183,22 +183,55 @@ class ImageDomain:
         return self._normalize(x)
 
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
-        """x uint8 [c h w] -> n_global global views [c s s] + self.local_crops local views."""
-        x = x.float() / 255
-        out = [self._augment(x, self.image_size, self.crop_scale, rng) for _ in range(n_global)]
-        small = self.local_size or max(self.image_size // 2, self.patch)
-        out += [self._augment(x, small, self.local_scale, rng) for _ in range(self.local_crops)]
-        return out
+        """x uint8 [c h w] -> n_global global views [c s s] + self.local_crops local views (one sample's apply)."""
+        return [v[0] for v in self.apply({k: t[None] for k, t in self.draw(x, rng, n_global).items()})]
 
-    def _augment(self, x, size, scale, rng):
-        x = A.random_resized_crop(x, (size, size), scale, self.crop_ratio, rng)
-        if A.coin(rng, self.flip):
-            x = x.flip(-1)
-        x = A.color_jitter(x, self.jitter, rng, self.jitter_p)
-        if x.shape[0] == 3 and A.coin(rng, self.grayscale):
-            x = x.mean(0, keepdim=True).expand(3, -1, -1).contiguous()
-        x = A.gaussian_blur(x, self.blur_sigma, rng, self.blur)
-        return self._normalize(x)
+    def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> dict:
+        """x uint8 [c h w] -> the sample and, per view (global views first, then the local crops), its crop box,
+        flip, colour-jitter order and factors, grayscale and blur sigma."""
+        h, w = x.shape[-2:]
+        scales = [self.crop_scale] * n_global + [self.local_scale] * self.local_crops
+        box, flip, order, factor, gray, sigma = [], [], [], [], [], []
+        for scale in scales:  # per view, in the order the per-sample augmentations drew them
+            box.append(A.crop_box(h, w, scale, self.crop_ratio, rng))
+            flip.append(A.coin(rng, self.flip))
+            o, f = A.jitter_draw(self.jitter, rng, self.jitter_p, x.shape[0])
+            order.append(o)
+            factor.append(f)
+            gray.append(x.shape[0] == 3 and A.coin(rng, self.grayscale))
+            sigma.append(A.blur_draw(self.blur_sigma, rng, self.blur))
+        return {"image": x, "box": torch.tensor(box, dtype=torch.float32), "flip": torch.tensor(flip),
+                "order": torch.tensor(order), "factor": torch.tensor(factor), "gray": torch.tensor(gray),
+                "sigma": torch.tensor(sigma)}
+
+    def apply(self, d: dict) -> list[torch.Tensor]:
+        """draw's tensors for a batch [b ...], on any device -> the views [b c s s] (global, then local): crop
+        and resize, flip, colour jitter, grayscale, blur, normalize."""
+        x = d["image"].float() / 255  # [b c h w]
+        n_global = d["box"].shape[1] - self.local_crops
+        small = self.local_size or max(self.image_size // 2, self.patch)
+        groups = [(slice(0, n_global), self.image_size), (slice(n_global, None), small)]
+        views = []
+        for part, size in groups:
+            if d["box"][:, part].shape[1] == 0:
+                continue
+            crops = A.resized_crops(x, d["box"][:, part], size)  # [b v c s s]
+            for i in range(crops.shape[1]):
+                j = part.start + i
+                views.append(self._finish(crops[:, i], d["flip"][:, j], d["order"][:, j], d["factor"][:, j],
+                                          d["gray"][:, j], d["sigma"][:, j]))
+        return views
+
+    def _finish(self, x, flip, order, factor, gray, sigma):  # x [b c s s]; the rest [b ...] of one view
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = A.color_jitter(x, order, factor)
+        if x.shape[1] == 3:
+            x = torch.where(gray.view(-1, 1, 1, 1), x.mean(1, keepdim=True).expand_as(x), x)
+        return self._normalize(A.gaussian_blur(x, sigma))
+
+    def eval_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation sends the stored uint8 sample; `preprocess` normalizes the batch on the device."""
+        return x
 
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
         """One stored sample -> the un-augmented model input."""

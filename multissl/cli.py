@@ -79,7 +79,8 @@ def load_config(argv: list[str]):
 
 
 def check_types(cfg, default):
-    """An override must have its default's type (an int where a float is expected is fine)."""
+    """An override must have its default's type (an int where a float is expected is fine; a key whose default
+    is "auto" takes "auto" or a count)."""
     for section in ("data", "trainer", "optim", "ema"):
         for key, want in default[section].items():
             got = cfg[section][key]
@@ -88,6 +89,10 @@ def check_types(cfg, default):
             ok = isinstance(got, type(want)) or (isinstance(want, float) and isinstance(got, int))
             if isinstance(want, int) and isinstance(got, bool) and not isinstance(want, bool):
                 ok = False
+            if want == "auto":
+                ok = got == "auto" or isinstance(got, int) and not isinstance(got, bool) and got >= 0
+                if not ok:
+                    fail(f"{section}.{key} must be auto or a count of at least 0, got {got!r}")
             if not ok:
                 kind = "a list" if isinstance(want, ListConfig) else type(want).__name__
                 fail(f"{section}.{key} must be {kind} (like {want!r}), got {got!r}")

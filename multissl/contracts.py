@@ -86,6 +86,13 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                                "token and the masked ones are replaced in the input instead (`corrupt`: VIME)"),
         "corrupt": (None, "corrupt(view, masked, rng) -> view with the masked positions replaced (VIME); "
                           "objectives with corrupt_view get it as view 0 and the clean view as batch['clean']"),
+        "draw": (None, "draw(x, rng, n_global) -> dict of tensors of fixed shapes: the raw sample as it travels to "
+                       "the device (uint8 images, waveforms, frames) and every random parameter of its views, drawn "
+                       "from rng in the loader workers; None: `views` makes the views per sample"),
+        "apply": (None, "apply(drawn) -> the views (n_views x [b ...]) from draw's tensors stacked over the batch, "
+                        "on the device, once per batch; deterministic, a sample's views depend on its own draws only"),
+        "eval_raw": (None, "eval_raw(x) -> one stored sample in a fixed-shape raw form that `preprocess` takes "
+                           "batched on the device (evaluation); None: `eval_input` per sample"),
         "downstream_metrics": (None, "downstream_metrics(embed, limit) -> dict of the domain's own held-out "
                                      "metrics; embed(dataset) -> [n d]; limit: samples per split (None = all)"),
     },

@@ -1,5 +1,7 @@
 """Step-indexed data: what a step sees depends only on (seed, step, position in the global batch), never
 on the number of processes or loader workers — the basis of distributed parity and exact resume."""
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -25,6 +27,8 @@ class Views(Dataset):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
         self.corrupt = optional(domain, Domain, "corrupt") if corrupt else None
         self.variable_length = optional(domain, Domain, "variable_length")
+        # a corrupting objective changes view 0 per sample (`corrupt`), so it takes the per-sample views
+        self.draw = optional(domain, Domain, "draw") if self.corrupt is None else None
         self._perm = (None, None)
 
     def __len__(self):
@@ -40,14 +44,18 @@ class Views(Dataset):
     def __getitem__(self, k: int):
         s = self.base[self.sample_index(k)]
         rng = torch.Generator().manual_seed(mix(self.seed, k, 2))
+        item = {"y": s.get("y", -1), "skipped": s.get("skipped", 0)}
+        if self.draw is not None:  # the views are made on the device, a batch at a time (make_views)
+            item["drawn"] = self.draw(s["x"], rng, self.n_global)
+            keep, masked = self.domain.mask(1, rng)
+            return item | {"keep": keep[0], "masked": masked[0]}
         views = self.domain.views(s["x"], rng, self.n_global)
         if self.variable_length:  # mask the sample's own tokens only
             _, pad = optional(self.domain, Domain, "collate")([views[0]])
             keep, masked = self.domain.mask(1, rng, n_tokens=int((~pad).sum()))
         else:
             keep, masked = self.domain.mask(1, rng)
-        item = {"views": views, "y": s.get("y", -1), "keep": keep[0], "masked": masked[0],
-                "skipped": s.get("skipped", 0)}
+        item |= {"views": views, "keep": keep[0], "masked": masked[0]}
         if self.corrupt is not None:  # drawn after the mask: the other domains' draws are unchanged
             item["clean"] = views[0]
             item["views"] = [self.corrupt(views[0], masked[0], rng), *views[1:]]
@@ -73,14 +81,17 @@ class Collate:
         self.batch = optional(domain, Domain, "collate")
 
     def __call__(self, items: list[dict]) -> dict:
-        views, pads = zip(*(self.batch(list(v)) for v in zip(*(it["views"] for it in items))))
         out = {
-            "views": list(views),  # n_views x [b ...]
             "y": torch.tensor([it["y"] for it in items], dtype=torch.long),
             "keep": pad_indices([it["keep"] for it in items]),
             "masked": pad_indices([it["masked"] for it in items]),
             "skipped": torch.tensor(sum(it["skipped"] for it in items)),  # unreadable samples replaced
         }
+        if "drawn" in items[0]:  # {name: [b ...]}: raw samples and view parameters, for the domain's apply
+            out["drawn"] = {k: torch.stack([it["drawn"][k] for it in items]) for k in items[0]["drawn"]}
+            return out
+        views, pads = zip(*(self.batch(list(v)) for v in zip(*(it["views"] for it in items))))
+        out["views"] = list(views)  # n_views x [b ...]
         if any(p is not None for p in pads):
             out["pad"] = list(pads)
         if "clean" in items[0]:
@@ -89,14 +100,42 @@ class Collate:
 
 
 def to_device(x, device):
-    """Tensors anywhere in nested lists, tuples and dicts moved to `device`; everything else as it is."""
+    """Tensors anywhere in nested lists, tuples and dicts moved to `device` (without blocking: the loader pins
+    them on a GPU machine); everything else as it is."""
     if torch.is_tensor(x):
-        return x.to(device)
+        return x.to(device, non_blocking=True)
     if isinstance(x, dict):
         return {k: to_device(v, device) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return type(x)(to_device(v, device) for v in x)
     return x
+
+
+@torch.no_grad()
+def make_views(domain, batch: dict) -> dict:
+    """A batch with "drawn" (a domain with `draw`) gets its "views" from the domain's batched `apply`, where the
+    batch is (on the device); other batches arrive with their views made."""
+    if "drawn" in batch:
+        batch = dict(batch)
+        batch["views"] = list(domain.apply(batch.pop("drawn")))
+    return batch
+
+
+def resolve_workers(n) -> int:
+    """data.num_workers: a count, or "auto" = one per core but one (the training process's), at most 8."""
+    if n == "auto" or n is None:
+        return max(0, min(len(os.sched_getaffinity(0)) - 1, 8))
+    if isinstance(n, str) and not n.isdigit() or int(n) < 0:
+        from multissl.errors import UserError
+        raise UserError(f"data.num_workers={n!r} must be a count of loader processes (0 = none) or auto")
+    return int(n)
+
+
+def loader_options(workers) -> dict:
+    """Worker processes that live as long as the loader and keep batches ahead; pinned memory for a GPU."""
+    n = resolve_workers(workers)
+    return {"num_workers": n, "pin_memory": torch.cuda.is_available(),
+            **({"persistent_workers": True, "prefetch_factor": 4} if n else {})}
 
 
 class StepSampler(Sampler):
@@ -125,7 +164,7 @@ def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, w
                  corrupt=False):
     sampler = StepSampler(start, end, global_batch, rank, world, accumulate)
     return DataLoader(Views(base, domain, seed, n_global, corrupt), batch_sampler=sampler,
-                      collate_fn=Collate(domain), num_workers=workers, persistent_workers=False)
+                      collate_fn=Collate(domain), **loader_options(workers))
 
 
 def steps(loader, accumulate: int):
@@ -147,20 +186,29 @@ class EvalInputs(Dataset):
 
     def __getitem__(self, i):
         s = self.base[i]
-        return self.domain.eval_input(s["x"]), s.get("y", -1)
+        raw = optional(self.domain, Domain, "eval_raw")
+        return (self.domain.eval_input(s["x"]) if raw is None else raw(s["x"])), s.get("y", -1)
 
 
 class EvalCollate:
-    """(input, label) items -> (x, pad or None, y [b])."""
+    """(input, label) items -> (x, pad or None, y [b]); x is raw (for the domain's `preprocess` on the device)
+    when the domain has `eval_raw`."""
 
     def __init__(self, domain):
         self.batch = optional(domain, Domain, "collate")
+        self.raw = optional(domain, Domain, "eval_raw") is not None
 
     def __call__(self, items):
-        x, pad = self.batch([i for i, _ in items])
+        x, pad = (torch.stack([i for i, _ in items]), None) if self.raw else self.batch([i for i, _ in items])
         return x, pad, torch.tensor([y for _, y in items], dtype=torch.long)
 
 
-def eval_loader(base, domain, batch_size=256, workers=0):
-    return DataLoader(EvalInputs(base, domain), batch_size=batch_size, num_workers=workers,
-                      collate_fn=EvalCollate(domain))
+def eval_loader(base, domain, batch_size=512, workers=0):
+    return DataLoader(EvalInputs(base, domain), batch_size=batch_size, collate_fn=EvalCollate(domain),
+                      **(loader_options(workers) | {"persistent_workers": False}))
+
+
+def eval_input_on(domain, x, device):
+    """An eval batch on the device: raw samples go through the domain's batched `preprocess` there."""
+    x = to_device(x, device)
+    return domain.preprocess(x) if optional(domain, Domain, "eval_raw") is not None else x

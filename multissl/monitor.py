@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multissl.contracts import Domain, Objective, optional
-from multissl.data import eval_loader, to_device
+from multissl.data import eval_input_on, eval_loader, to_device
 
 
 def subset(ds, limit: int | None):
@@ -55,11 +55,11 @@ def collapse_warning(metrics: dict, min_rankme: float, min_std: float) -> dict:
 def heldout_metrics(encoder, domain, train_set, test_set, device, k: int = 20, temperature: float = 0.07):
     """RankMe and std of the training-set representations; kNN accuracy on the held-out split when
     labels exist. Returns (metrics, train features, labelled test (features, labels) or None)."""
-    tr_x, tr_y = embed_all(encoder, eval_loader(train_set, domain), device)
+    tr_x, tr_y = embed_all(encoder, eval_loader(train_set, domain), device, domain)
     out = {"rankme": rankme(tr_x), "emb_std": embedding_std(tr_x)}
     if test_set is None or not (tr_y >= 0).any():
         return out, tr_x, None
-    te_x, te_y = embed_all(encoder, eval_loader(test_set, domain), device)
+    te_x, te_y = embed_all(encoder, eval_loader(test_set, domain), device, domain)
     a, b = tr_y >= 0, te_y >= 0
     out["knn_acc"] = knn_accuracy(tr_x[a], tr_y[a], te_x[b], te_y[b], k, temperature)
     return out, tr_x, (tr_x[a], tr_y[a], te_x[b], te_y[b])
@@ -72,15 +72,16 @@ def domain_metrics(encoder, domain, device, limit: int | None = None) -> dict:
     metrics = optional(domain, Domain, "downstream_metrics")
     if metrics is None:
         return {}
-    embed = lambda ds: embed_all(encoder, eval_loader(ds, domain), device)[0]  # noqa: E731
+    embed = lambda ds: embed_all(encoder, eval_loader(ds, domain), device, domain)[0]  # noqa: E731
     return metrics(embed, limit=limit)
 
 
 @torch.no_grad()
-def embed_all(encoder, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_all(encoder, loader, device, domain) -> tuple[torch.Tensor, torch.Tensor]:
+    """Representations [n d] and labels [n] of an eval_loader's samples (raw ones preprocessed on the device)."""
     feats, labels = [], []
     for x, pad, y in loader:
-        x, pad = to_device((x, pad), device)
+        x, pad = eval_input_on(domain, x, device), to_device(pad, device)
         feats.append((encoder(x) if pad is None else encoder(x, pad=pad))[1].float().cpu())
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)

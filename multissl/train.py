@@ -23,7 +23,7 @@ from tqdm import tqdm
 from multissl import checkpoint, dist, monitor
 from multissl.cli import load_config
 from multissl.contracts import Domain, Encoder, Objective, check, optional
-from multissl.data import steps, to_device, train_loader
+from multissl.data import make_views, steps, to_device, train_loader
 from multissl.errors import UserError
 from multissl.export import save_encoder
 from multissl.optim import apply_schedule, build_optimizer
@@ -117,7 +117,7 @@ def prepare_model(encoder, objective, accelerator) -> SSLModel:
     gradients are averaged after backward (`dist.average_gradients`)."""
     model = SSLModel(encoder, objective)
     if accelerator.num_processes > 1:
-        model = dist.sync_batchnorm(model)
+        model = dist.sync_batchnorm(model, device=accelerator.device)
     model = model.to(accelerator.device)
     dist.broadcast_parameters(model)
     return model
@@ -208,7 +208,7 @@ def run(cfg) -> Path:
         buffers = [b.clone() for b in model.buffers()]
         loss, reps, ys, logs = 0.0, [], [], ScalarLogs(cfg.meta.objective)
         for batch in micro_batches:  # the step's loss is the mean of the micro-batch losses
-            batch = to_device(batch, device)
+            batch = make_views(domain, to_device(batch, device))
             skipped += batch.pop("skipped")
             with accelerator.autocast():
                 micro_loss, out = model(batch, sched)

@@ -19,7 +19,7 @@ from tiny import TINY_ENCODER, domain_data  # noqa: E402
 from multissl import dist  # noqa: E402
 from multissl.cli import load_config, options  # noqa: E402
 from multissl.contracts import Objective, optional  # noqa: E402
-from multissl.data import train_loader  # noqa: E402
+from multissl.data import make_views, train_loader  # noqa: E402
 from multissl.train import build_domain, build_models, prepare_model, run  # noqa: E402
 
 DOMAINS, OBJECTIVES = options("domain"), options("objective")
@@ -58,7 +58,7 @@ def parity() -> dict:
             loader = train_loader(domains[d].dataset("train"), domains[d], 0,
                                   optional(model.objective, Objective, "global_views"), 32, 0, 1, acc.process_index,
                                   acc.num_processes, corrupt=optional(model.objective, Objective, "corrupt_view"))
-            batch = next(iter(loader))
+            batch = make_views(domains[d], next(iter(loader)))
             batch.pop("skipped")
             batch = {k: [double(v) for v in x] if isinstance(x, list) else double(x) for k, x in batch.items()}
             loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0})

@@ -4,7 +4,7 @@ import pytest
 import torch
 from accelerate.utils import set_seed
 
-from multissl.data import StepSampler, steps, train_loader
+from multissl.data import StepSampler, make_views, steps, train_loader
 from multissl.errors import UserError
 from multissl.train import build
 
@@ -41,7 +41,7 @@ def test_batch_statistic_loss_is_the_mean_over_micro_batches(tiny, capsys):
     domain, train_set, _, encoder, objective = build(cfg)
     from multissl.train import SSLModel
     model = SSLModel(encoder, objective).train()
-    full = next(iter(train_loader(train_set, domain, cfg.trainer.seed, 2, 32, 0, 1, 0, 1)))
+    full = make_views(domain, next(iter(train_loader(train_set, domain, cfg.trainer.seed, 2, 32, 0, 1, 0, 1))))
     sched = {"ema": 0.9, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0}
     with torch.no_grad():
         whole = model(full, sched)[0].item()
