@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align
 
 from multissl.errors import UserError
 
@@ -88,10 +89,13 @@ def fit_length(w: torch.Tensor, n: int, start: int | None = None) -> torch.Tenso
     return F.pad(w, (left, n - len(w) - left))
 
 
-def mix_at_snr(signal: torch.Tensor, background: torch.Tensor, snr_db: float) -> torch.Tensor:
-    """signal + background scaled so that 10 log10(P_signal / P_background) = snr_db."""
-    p_sig, p_bg = signal.pow(2).mean().clamp_min(1e-10), background.pow(2).mean().clamp_min(1e-10)
-    return signal + background * (p_sig / p_bg / 10 ** (snr_db / 10)).sqrt()
+def mix_at_snr(signal: torch.Tensor, background: torch.Tensor, snr_db) -> torch.Tensor:
+    """signal + background [.. samples] scaled so that 10 log10(P_signal / P_background) = snr_db (a number
+    or [..], one per clip)."""
+    p_sig = signal.pow(2).mean(-1, keepdim=True).clamp_min(1e-10)
+    p_bg = background.pow(2).mean(-1, keepdim=True).clamp_min(1e-10)
+    snr = torch.as_tensor(snr_db, dtype=signal.dtype, device=signal.device)[..., None]
+    return signal + background * (p_sig / p_bg / 10 ** (snr / 10)).sqrt()
 
 
 class AudioDomain:
@@ -119,7 +123,7 @@ class AudioDomain:
             raise UserError(f"domain.patch_size={list(self.patch)} must tile {n_mels} mel bins and fit in "
                             f"{self.clip // hop + 1} frames; pick a frequency patch that divides domain.n_mels")
         self.mean = self.std = None
-        self._splits, self.num_classes, self._mel = None, None, None
+        self._splits, self.num_classes, self._mel = None, None, {}  # mel transforms by (device, dtype)
         if state:
             self.load_state(state)
 
@@ -206,17 +210,19 @@ class AudioDomain:
 
     # ---- features -------------------------------------------------------------------------------
     def log_mel(self, w: torch.Tensor) -> torch.Tensor:
-        """[.. samples] -> [.. mel frames] log-mel, cut to whole time patches."""
-        if self._mel is None:
+        """[.. samples] -> [.. mel frames] log-mel, cut to whole time patches, on w's device."""
+        key = (w.device, w.dtype)
+        if key not in self._mel:
             import torchaudio
-            self._mel = torchaudio.transforms.MelSpectrogram(self.rate, n_fft=self.n_fft, hop_length=self.hop,
-                                                             n_mels=self.n_mels, f_min=self.f_min, f_max=self.f_max)
-        return (self._mel(w) + 1e-6).log()[..., :self.frames]
+            self._mel[key] = torchaudio.transforms.MelSpectrogram(
+                self.rate, n_fft=self.n_fft, hop_length=self.hop, n_mels=self.n_mels, f_min=self.f_min,
+                f_max=self.f_max).to(w.device, w.dtype)
+        return (self._mel[key](w) + 1e-6).log()[..., :self.frames]
 
     def features(self, w: torch.Tensor) -> torch.Tensor:
         """[b samples] -> normalized log-mel [b 1 mel frames]: the model input."""
-        m = (self.log_mel(w) - torch.tensor(self.mean)[:, None]) / torch.tensor(self.std)[:, None]
-        return m.unsqueeze(1)
+        mean, std = (torch.tensor(v, dtype=w.dtype, device=w.device)[:, None] for v in (self.mean, self.std))
+        return ((self.log_mel(w) - mean) / std).unsqueeze(1)
 
     def preprocess(self, raw) -> torch.Tensor:
         """Waveforms [b samples] (float in [-1, 1] or int16) at domain.sample_rate -> model input; longer
@@ -227,7 +233,7 @@ class AudioDomain:
         if x.ndim != 2:
             raise UserError(f"audio batch must be waveforms [batch, samples] at {self.rate} Hz (mono), got shape "
                             f"{tuple(x.shape)}; downmix channels first (x.mean(1))")
-        return self.features(torch.stack([fit_length(w, self.clip) for w in x]))
+        return self.features(x if x.shape[1] == self.clip else torch.stack([fit_length(w, self.clip) for w in x]))
 
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(fit_length(x, self.clip)[None])[0]
@@ -235,7 +241,7 @@ class AudioDomain:
     # ---- views ----------------------------------------------------------------------------------
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
         """x float [samples] -> n_global views [1 mel frames] (BYOL-A style; no reversal, no flips)."""
-        return [self._augment(x, rng) for _ in range(n_global)]
+        return [v[0] for v in self.apply({k: t[None] for k, t in self.draw(x, rng, n_global).items()})]
 
     def _crop(self, w, rng):
         """A random clip-length window; short clips land at a random offset in the padding."""
@@ -244,32 +250,54 @@ class AudioDomain:
         start = int(torch.randint(0, slack + 1, (), generator=rng))
         return fit_length(w, n, start)
 
-    def _augment(self, w, rng):
-        w = self._crop(w, rng)
-        w = w * 10 ** (A.uniform(rng, -self.gain_db, self.gain_db) / 20)
-        if A.coin(rng, self.mix_p):  # background: another training clip or white noise, at a random SNR
-            train = self._splits["train"] if self._splits else None
-            if train is not None and A.coin(rng, self.mix_clip_p):
-                bg = self._crop(train[int(torch.randint(0, len(train), (), generator=rng))]["x"], rng)
-            else:
-                bg = torch.randn(len(w), generator=rng)
-            w = mix_at_snr(w, bg, A.uniform(rng, *self.snr_db))
-        s = int(torch.randint(-self.shift, self.shift + 1, (), generator=rng)) if self.shift else 0
-        w = F.pad(w, (max(s, 0), max(-s, 0)))[max(-s, 0):][:self.clip]  # small delay/advance, zero fill
-        spec = self.features(w[None])[0]  # [1 mel frames]
-        return self._resize_crop(spec, rng)
+    def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> dict:
+        """x float [samples] -> per view: a clip-length crop, its gain, a background (another training clip or
+        white noise; float16, it is scaled down to the SNR) with its SNR and whether it is mixed in, a time
+        shift, and a spectrogram window (pitch and tempo) as [top left height width] of a zero-padded canvas."""
+        train = self._splits["train"] if self._splits else None
+        fm, ft = self.n_mels, self.frames
+        wave, bg, gain, mix, snr, shift, box = [], [], [], [], [], [], []
+        for _ in range(n_global):  # per view, in the order the per-sample augmentation drew them
+            wave.append(self._crop(x, rng))
+            gain.append(A.uniform(rng, -self.gain_db, self.gain_db))
+            mixed = A.coin(rng, self.mix_p)
+            noise = torch.zeros(self.clip)
+            if mixed and train is not None and A.coin(rng, self.mix_clip_p):
+                noise = self._crop(train[int(torch.randint(0, len(train), (), generator=rng))]["x"], rng)
+            elif mixed:
+                noise = torch.randn(self.clip, generator=rng)
+            bg.append(noise.half())
+            mix.append(mixed)
+            snr.append(A.uniform(rng, *self.snr_db) if mixed else 0.0)
+            shift.append(int(torch.randint(-self.shift, self.shift + 1, (), generator=rng)) if self.shift else 0)
+            h, w = round(fm * A.uniform(rng, *self.freq_scale)), round(ft * A.uniform(rng, *self.time_scale))
+            top = int(torch.randint(0, max(h, fm) - h + 1, (), generator=rng))
+            left = int(torch.randint(0, max(w, ft) - w + 1, (), generator=rng))
+            box.append([top - max(h - fm, 0) // 2, left - max(w - ft, 0) // 2, h, w])  # spectrogram coordinates
+        return {"wave": torch.stack(wave), "bg": torch.stack(bg), "gain": torch.tensor(gain), "mix": torch.tensor(mix),
+                "snr": torch.tensor(snr), "shift": torch.tensor(shift), "box": torch.tensor(box, dtype=torch.float32)}
 
-    def _resize_crop(self, spec, rng):
-        """A window of random size (freq_scale, time_scale of the spectrogram; larger than 1 reaches into
-        zero padding) at a random place, resized back: small pitch and tempo changes."""
-        _, fm, ft = spec.shape
-        h, w = round(fm * A.uniform(rng, *self.freq_scale)), round(ft * A.uniform(rng, *self.time_scale))
-        ph, pw = max(h - fm, 0), max(w - ft, 0)
-        canvas = F.pad(spec, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # 0 = the mean after normalizing
-        top = int(torch.randint(0, canvas.shape[1] - h + 1, (), generator=rng))
-        left = int(torch.randint(0, canvas.shape[2] - w + 1, (), generator=rng))
-        win = canvas[:, top:top + h, left:left + w]
-        return F.interpolate(win[None], size=(fm, ft), mode="bilinear", align_corners=False)[0]
+    def apply(self, d: dict) -> list[torch.Tensor]:
+        """draw's tensors for a batch [b v ...], on any device -> n views [b 1 mel frames]: gain, background at
+        its SNR, shift (zero fill), log-mel, then the window resized back to the spectrogram's size."""
+        w = d["wave"] * 10 ** (d["gain"][..., None] / 20)  # [b v samples]
+        w = torch.where(d["mix"][..., None], mix_at_snr(w, d["bg"].to(w.dtype), d["snr"]), w)
+        t = torch.arange(self.clip, device=w.device) - d["shift"][..., None]  # a delay of s: out[t] = w[t - s]
+        w = torch.where((t >= 0) & (t < self.clip), w.gather(-1, t.clamp(0, self.clip - 1)), torch.zeros_like(w))
+        b, v = w.shape[:2]
+        spec = self.features(w.reshape(b * v, -1))  # [(b v) 1 mel frames]
+        fm, ft = self.n_mels, self.frames
+        pad = 2 + max(round(fm * self.freq_scale[1]) - fm, round(ft * self.time_scale[1]) - ft, 0)
+        canvas = F.pad(spec, (pad,) * 4)  # zeros (the mean after normalizing) all round
+        top, left, h, wd = d["box"].reshape(b * v, 4).to(spec.dtype).unbind(-1)
+        rois = torch.stack([torch.arange(b * v, device=w.device, dtype=spec.dtype), left + pad, top + pad,
+                            left + pad + wd, top + pad + h], -1)
+        out = roi_align(canvas, rois, (fm, ft), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+        return list(out.view(b, v, 1, fm, ft).unbind(1))
+
+    def eval_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation sends the clip-length waveform; `preprocess` makes the log-mel on the device."""
+        return fit_length(x, self.clip)
 
     # ---- tokens and masking ---------------------------------------------------------------------
     @property

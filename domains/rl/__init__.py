@@ -10,9 +10,9 @@ sb3.py needs stable-baselines3 and is not imported here."""
 from ..probes import state_r2
 from .buffer import (DEFAULT_BUFFER, FORMAT_HELP, LAYOUTS, NDIM, REQUIRED, Steps, default_buffer, detect_layout,
                      episode_bounds, read_buffer)
-from .domain import RLDomain, intensity, random_shift, temporal_neighbour
+from .domain import RLDomain, shifted, temporal_neighbour
 from .nature_cnn import NatureCNN
 
 __all__ = ["RLDomain", "NatureCNN", "state_r2", "DEFAULT_BUFFER", "FORMAT_HELP", "LAYOUTS", "NDIM", "REQUIRED",
-           "Steps", "default_buffer", "detect_layout", "episode_bounds", "read_buffer", "intensity",
-           "random_shift", "temporal_neighbour"]
+           "Steps", "default_buffer", "detect_layout", "episode_bounds", "read_buffer", "shifted",
+           "temporal_neighbour"]

@@ -45,22 +45,17 @@ def temporal_neighbour(i: int, first: int, last: int, offsets: tuple[int, int], 
     return last if last - i >= i - first else first
 
 
-def random_shift(x: torch.Tensor, pad: int, rng: torch.Generator) -> torch.Tensor:
-    """DrQ's augmentation: replicate-pad [c h w] by `pad` pixels, then crop a random window of the original
-    size. All channels (every frame of a stack) move together."""
+def shifted(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
+    """DrQ's augmentation, batched: x [b c h w] replicate-padded by `pad` pixels, then each sample's window of
+    the original size at its offsets [b 2] (dy, dx in 0..2 pad). All channels (a stack's frames) move together."""
     if pad <= 0:
         return x
-    h, w = x.shape[-2:]
-    p = F.pad(x[None], (pad, pad, pad, pad), mode="replicate")[0]
-    dy, dx = (int(torch.randint(0, 2 * pad + 1, (), generator=rng)) for _ in range(2))
-    return p[:, dy:dy + h, dx:dx + w]
-
-
-def intensity(x: torch.Tensor, scale: float, rng: torch.Generator) -> torch.Tensor:
-    """DrAC's intensity augmentation: x (in [0, 1]) times 1 + scale * clip(N(0, 1), -2, 2), one draw per view."""
-    if scale <= 0:
-        return x
-    return x * (1 + scale * torch.randn((), generator=rng).clamp(-2, 2))
+    b, c, h, w = x.shape
+    p = F.pad(x, (pad, pad, pad, pad), mode="replicate")  # [b c h+2p w+2p]
+    rows = (offsets[:, 0, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * pad)
+    p = p.gather(2, rows)
+    cols = (offsets[:, 1, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
+    return p.gather(3, cols)
 
 
 # ---- the domain --------------------------------------------------------------------------------------------
@@ -233,21 +228,46 @@ class RLDomain:
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(self._input(int(x)))
 
+    def eval_raw(self, x) -> torch.Tensor:
+        """Evaluation sends the stored observation; `preprocess` scales and normalizes the batch on the device."""
+        return torch.from_numpy(np.asarray(self._buf["obs"][int(x)]))
+
     # ---- views -------------------------------------------------------------------------------------------------
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
         """Step x -> view 0 of its own observation and views 1.. of observations temporal_offset steps away in
         the same episode (the same step when temporal_offset=[0, 0]), each augmented independently: random
         shift + intensity for frames, gaussian noise for vectors."""
+        return [v[0] for v in self.apply({k: t[None] for k, t in self.draw(x, rng, n_global).items()})]
+
+    def draw(self, x, rng: torch.Generator, n_global: int = 2) -> dict:
+        """Step x -> the stored observations of its views' steps [v *obs_shape] (as stored: uint8 frames travel
+        to the device) and per view an intensity factor and a shift (dy, dx) for frames, a noise [D] for vectors."""
         i = int(x)
         steps = [i] + [temporal_neighbour(i, int(self.first[i]), int(self.last[i]), self.temporal_offset, rng)
                        for _ in range(n_global - 1)]
-        return [self._augment(self._input(j), rng) for j in steps]
-
-    def _augment(self, x, rng):
+        out = {"obs": torch.from_numpy(np.stack([self._buf["obs"][j] for j in steps]))}
         if self.is_vector:
-            x = self.normalize(x)
-            return x + self.noise_std * torch.randn(x.shape, generator=rng) if self.noise_std else x
-        return self.normalize(random_shift(intensity(x, self.intensity, rng), self.shift, rng))
+            d = self.obs_shape[0]
+            noise = [torch.randn(d, generator=rng) if self.noise_std else torch.zeros(d) for _ in steps]
+            return out | {"noise": torch.stack(noise)}
+        gain, shift = [], []
+        for _ in steps:  # per view: intensity, then shift, as the per-sample augmentation drew them
+            gain.append(1 + self.intensity * float(torch.randn((), generator=rng).clamp(-2, 2))
+                        if self.intensity > 0 else 1.0)
+            shift.append([int(torch.randint(0, 2 * self.shift + 1, (), generator=rng)) for _ in range(2)]
+                         if self.shift > 0 else [0, 0])
+        return out | {"gain": torch.tensor(gain), "shift": torch.tensor(shift)}
+
+    def apply(self, d: dict) -> list[torch.Tensor]:
+        """draw's tensors for a batch [b v ...], on any device -> the views [b c h w] (or [b D]): scaled,
+        intensity, DrQ's replicate-pad shift (all frames of a stack move together), normalized."""
+        b, v = d["obs"].shape[:2]
+        x = self.scaled(d["obs"].flatten(0, 1))  # [(b v) c h w] in [0, 1], or [(b v) D]
+        if self.is_vector:
+            x = self.normalize(x) + self.noise_std * d["noise"].flatten(0, 1).to(x.dtype)
+            return list(x.view(b, v, -1).unbind(1))
+        x = shifted(x * d["gain"].flatten().to(x.dtype).view(-1, 1, 1, 1), d["shift"].flatten(0, 1), self.shift)
+        return list(self.normalize(x).view(b, v, *x.shape[1:]).unbind(1))
 
     # ---- tokens and masking --------------------------------------------------------------------------------------
     @property

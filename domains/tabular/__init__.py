@@ -12,8 +12,8 @@ from ..probes import downstream_scores
 from .domain import TabularDomain
 from .losses import feature_reconstruction_loss, mask_prediction_loss, masked_positions, vime_loss
 from .table import Rows, encode, read_table
-from .views import hide_subset, marginal_draws, numeric_noise, scarf_corrupt
+from .views import apply_views, draw_view, marginal_draws
 
 __all__ = ["TabularDomain", "FeatureTokenizer", "downstream_scores", "Rows", "encode", "read_table",
            "feature_reconstruction_loss", "mask_prediction_loss", "masked_positions", "vime_loss",
-           "hide_subset", "marginal_draws", "numeric_noise", "scarf_corrupt"]
+           "apply_views", "draw_view", "marginal_draws"]

@@ -18,7 +18,7 @@ from .losses import vime_loss
 from .table import (CATEGORICAL, EMBED_FIX, NUMERIC, TABLES, TRAIN_FIX, Rows, class_ids, column_list, encode,
                     fit_feature, hf_frames, infer_kind, is_categorical, numbers, read_table, sklearn_table,
                     split_rows, vocabulary)
-from .views import hide_subset, marginal_draws, numeric_noise, scarf_corrupt
+from .views import apply_views, draw_view, marginal_draws
 
 HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's native categorical limit (ids < max_bins)
 
@@ -41,7 +41,7 @@ class TabularDomain:
         self.mask_mode, self.mask_ratio, self.mask_loss_weight = mask_mode, mask_ratio, mask_loss_weight
         self.data = data or {}
         self.features, self.target_name, self.classes = None, None, None
-        self._splits, self._train_x = None, None
+        self._splits, self._train_x, self._on_device = None, None, {}
         if state:
             self.load_state(state)
 
@@ -158,19 +158,29 @@ class TabularDomain:
         """x float [F] -> n_global independently augmented rows [F]: SCARF corruption, then a SubTab
         subset hidden, then gaussian noise. A single view (masked objectives) is the row itself: the
         mask is its corruption (`corrupt`), and the reconstruction target must be the true row."""
-        if n_global == 1:
-            return [x]
-        return [self._augment(x, rng) for _ in range(n_global)]
+        return [v[0] for v in self.apply({k: t[None] for k, t in self.draw(x, rng, n_global).items()})]
 
-    def _augment(self, x, rng):
+    def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> dict:
+        """x float [F] -> the row and each view's replaced features with their donor rows, hidden subset and noise
+        [v F] (no change at all for a single view)."""
         if self._train_x is None:
             raise RuntimeError("views need the training rows: call dataset('train') first")
-        x = scarf_corrupt(x, self._train_x, self.corruption_rate, rng)
-        if self.subset_rate:
-            x = hide_subset(x, self.missing_values, self.subset_rate, rng)
-        if self.noise_std:
-            x = numeric_noise(x, torch.tensor([v == 0 for v in self.vocab_sizes]), self.noise_std, rng)
-        return x
+        f, n = len(x), len(self._train_x)
+        views = [draw_view(f, n, self.corruption_rate, self.subset_rate, bool(self.noise_std), rng)
+                 for _ in range(n_global)] if n_global > 1 else [draw_view(f, n, 0.0, 0.0, False, rng)]
+        return {"row": x, **{k: torch.stack([v[k] for v in views]) for k in views[0]}}
+
+    def apply(self, d: dict) -> list[torch.Tensor]:
+        """draw's tensors for a batch, on any device -> the views [b F]: index replacement from the training
+        rows (kept on each device once)."""
+        dev = d["row"].device
+        if dev not in self._on_device:
+            numeric = torch.tensor([v == 0 for v in self.vocab_sizes])
+            self._on_device[dev] = tuple(t.to(dev) for t in (self._train_x, self.missing_values, numeric))
+        train, missing, numeric = self._on_device[dev]
+        out = apply_views(d["row"], train, missing, numeric, d["replace"], d["donor"], d["hide"], d["noise"],
+                          self.noise_std)
+        return list(out.unbind(1))
 
     # ---- tokens and masking (VIME) -----------------------------------------------------------------------------
     @property

@@ -1,5 +1,6 @@
 """Tabular views: SCARF corruption, SubTab-style feature subsets, gaussian noise, and the marginal draws
-that SCARF and VIME replace values with. x float [F] encoded rows; all randomness from rng."""
+that SCARF and VIME replace values with. Rows are encoded floats [F]; all randomness from rng, drawn per
+sample (`draw_view`) and applied to a batch at once (`apply_views`)."""
 import torch
 
 
@@ -19,23 +20,26 @@ def marginal_draws(train: torch.Tensor, cols: torch.Tensor, rng: torch.Generator
     return train[rows, cols]
 
 
-def scarf_corrupt(x: torch.Tensor, train: torch.Tensor, rate: float, rng: torch.Generator) -> torch.Tensor:
-    """SCARF: exactly round(rate F) features replaced by marginal draws."""
-    cols = pick(len(x), count(rate, len(x)), rng)
-    out = x.clone()
-    out[cols] = marginal_draws(train, cols, rng)
+def draw_view(n_features: int, n_rows: int, scarf: float, subset: float, noise: bool, rng) -> dict:
+    """One view's parameters [F]: SCARF's exactly round(scarf F) replaced features and their donor training
+    rows, SubTab's round(subset F) hidden features, and a standard normal noise (zeros when off)."""
+    out = {"replace": torch.zeros(n_features, dtype=torch.bool), "donor": torch.zeros(n_features, dtype=torch.long),
+           "hide": torch.zeros(n_features, dtype=torch.bool), "noise": torch.zeros(n_features)}
+    if scarf:
+        cols = pick(n_features, count(scarf, n_features), rng)
+        out["replace"][cols], out["donor"][cols] = True, torch.randint(0, n_rows, (len(cols),), generator=rng)
+    if subset:
+        out["hide"][pick(n_features, count(subset, n_features), rng)] = True
+    if noise:
+        out["noise"] = torch.randn(n_features, generator=rng)
     return out
 
 
-def hide_subset(x: torch.Tensor, missing: torch.Tensor, rate: float, rng: torch.Generator) -> torch.Tensor:
-    """SubTab-style feature subset: exactly round(rate F) features set to their missing value [F]."""
-    cols = pick(len(x), count(rate, len(x)), rng)
-    out = x.clone()
-    out[cols] = missing[cols]
-    return out
-
-
-def numeric_noise(x: torch.Tensor, numeric: torch.Tensor, std: float, rng: torch.Generator) -> torch.Tensor:
-    """Gaussian noise (in standard deviations) on the present numeric features; numeric bool [F]."""
-    noisy = x + std * torch.randn(len(x), generator=rng)
-    return torch.where(numeric & ~x.isnan(), noisy, x)
+def apply_views(x, train, missing, numeric, replace, donor, hide, noise, std: float) -> torch.Tensor:
+    """x [b F] rows, train [n F], missing [F] (each feature's encoded "missing"), numeric [F] bool; the view
+    parameters [b v F] -> views [b v F]: SCARF replacement by the donor rows' values, then the hidden subset
+    set to missing, then noise (in standard deviations) on the present numeric features."""
+    x = x[:, None].expand_as(noise)
+    x = torch.where(replace, train[donor, torch.arange(x.shape[-1], device=x.device)], x)
+    x = torch.where(hide, missing, x)
+    return torch.where(numeric & ~x.isnan(), x + std * noise, x)

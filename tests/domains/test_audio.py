@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 
 from multissl.domains.audio import AudioDomain, mix_at_snr
 from multissl.errors import UserError
@@ -222,10 +223,60 @@ def test_views_shapes_determinism_and_global_rng(folder):
     assert not torch.equal(a[0], a[1])
 
 
-def test_resize_crop_at_scale_one_is_identity(folder):
-    d = domain(folder, freq_scale=(1.0, 1.0), time_scale=(1.0, 1.0))
-    spec = torch.randn(1, 40, 100)
-    torch.testing.assert_close(d._resize_crop(spec, torch.Generator().manual_seed(0)), spec)
+def drawn_batch(d, n=5, n_views=2):
+    train = d.dataset("train")
+    items = [d.draw(train[i % len(train)]["x"], torch.Generator().manual_seed(i), n_views) for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def test_batched_apply_equals_each_sample_applied_alone(folder):
+    d = domain(folder, mix_p=0.7)
+    drawn = drawn_batch(d)
+    assert drawn["mix"].any() and (drawn["shift"] != 0).any()
+    views = d.apply(drawn)
+    for i in range(5):
+        for v, alone in zip(views, d.apply({k: t[i:i + 1] for k, t in drawn.items()})):
+            torch.testing.assert_close(v[i], alone[0], atol=1e-5, rtol=0)
+
+
+def bilinear(img, ys, xs):
+    """img [h w] with zeros outside; the value at each (y, x) of ys [m] x xs [n], written out by hand."""
+    h, w = img.shape
+    out = torch.zeros(len(ys), len(xs))
+    for i, y in enumerate(ys.tolist()):
+        for j, x in enumerate(xs.tolist()):
+            y0, x0 = math.floor(y), math.floor(x)
+            for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+                for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+                    if 0 <= yy < h and 0 <= xx < w:
+                        out[i, j] += wy * wx * img[yy, xx]
+    return out
+
+
+def test_pitch_and_tempo_window_is_resampled_bilinearly_with_zero_padding(folder):
+    """The window [top left h w] (reaching past the spectrogram: zeros there) sampled at the centres of an
+    n_mels x frames grid over it, as a hand-written bilinear interpolation."""
+    d = domain(folder, gain_db=0.0, mix_p=0.0, shift_seconds=0.0, n_mels=8, freq_scale=(0.6, 1.5),
+               time_scale=(0.6, 1.5))
+    d.dataset("train")
+    drawn = drawn_batch(d, n=1, n_views=1)
+    drawn["box"] = torch.tensor([[[-2.0, 5.0, 11.0, 60.0]]])  # taller than the 8 mel bins: 2 zero rows above
+    spec = d.features(drawn["wave"][0])[0, 0]  # [8 frames], no other augmentation
+    top, left, h, w = drawn["box"][0, 0].tolist()
+    ys = top + (torch.arange(8) + 0.5) * h / 8 - 0.5
+    xs = left + (torch.arange(d.frames) + 0.5) * w / d.frames - 0.5
+    torch.testing.assert_close(d.apply(drawn)[0][0, 0], bilinear(spec, ys, xs), atol=1e-4, rtol=0)
+
+
+def test_shift_delays_the_clip_with_zero_fill(folder):
+    d = domain(folder, gain_db=0.0, mix_p=0.0, freq_scale=(1.0, 1.0), time_scale=(1.0, 1.0))
+    d.dataset("train")
+    drawn = drawn_batch(d, n=2, n_views=1)
+    drawn["shift"] = torch.tensor([[800], [-800]])
+    got = d.apply(drawn)[0]
+    w = drawn["wave"][:, 0]
+    ref = torch.stack([F.pad(w[0], (800, 0))[:d.clip], F.pad(w[1], (0, 800))[800:]])
+    torch.testing.assert_close(got, d.features(ref), atol=1e-5, rtol=0)
 
 
 def test_views_without_augmentation_equal_the_eval_input(folder):

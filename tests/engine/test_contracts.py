@@ -5,6 +5,7 @@ import torch
 from omegaconf import open_dict
 
 import toys
+from tiny import item_views
 from multissl import contracts
 from multissl.contracts import Domain, Encoder, Objective, optional
 from multissl.data import Views
@@ -74,8 +75,8 @@ def test_the_mask_is_only_used_to_corrupt_for_objectives_that_ask():
     d = TabularDomain()
     base = d.dataset("train")
     plain, corrupted = Views(base, d, 0, 1)[3], Views(base, d, 0, 1, corrupt=True)[3]
-    assert "clean" not in plain and torch.equal(corrupted["clean"], plain["views"][0])
-    changed = (corrupted["views"][0] != plain["views"][0]).nonzero()[:, 0]
+    assert "clean" not in plain and torch.equal(corrupted["clean"], item_views(d, plain)[0])
+    changed = (corrupted["views"][0] != item_views(d, plain)[0]).nonzero()[:, 0]
     assert set(changed.tolist()) <= set(plain["masked"].tolist()) and len(changed) > 0
 
 

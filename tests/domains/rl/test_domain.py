@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import multissl
-from multissl.domains.rl.domain import intensity, random_shift, temporal_neighbour
+from multissl.domains.rl.domain import shifted, temporal_neighbour
 from multissl.errors import UserError
 
 
@@ -127,27 +127,41 @@ def test_frame_stack_views_shift_every_frame_alike(tmp_path, domain_on, frames, 
         torch.testing.assert_close(x[0], x[2], atol=1e-5, rtol=0)
 
 
-def test_random_shift_is_a_crop_of_the_replicate_padded_frame():
-    x = torch.rand(2, 9, 11)
-    padded = torch.nn.functional.pad(x[None], (3, 3, 3, 3), mode="replicate")[0]
-    crops = {(dy, dx): padded[:, dy:dy + 9, dx:dx + 11] for dy in range(7) for dx in range(7)}
+def test_shift_is_each_samples_crop_of_the_replicate_padded_frame():
+    x = torch.rand(5, 2, 9, 11)
+    offsets = torch.tensor([[0, 0], [6, 6], [3, 1], [0, 5], [2, 4]])
+    got = shifted(x, offsets, 3)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        padded = torch.nn.functional.pad(x[i:i + 1], (3, 3, 3, 3), mode="replicate")[0]
+        assert torch.equal(got[i], padded[:, dy:dy + 9, dx:dx + 11])
+    assert torch.equal(shifted(x, offsets, 0), x)
+
+
+def test_draws_shift_offsets_in_range_and_intensity_within_two_sigma(tmp_path, domain_on, frames, write_buffer):
+    d = domain_on(write_buffer(tmp_path / "b.npz", frames(30, (12, 16, 3))), intensity=0.05, shift=3)
     hits = set()
-    for s in range(60):
-        y = random_shift(x, 3, torch.Generator().manual_seed(s))
-        match = [k for k, c in crops.items() if torch.equal(c, y)]
-        assert len(match) == 1
-        hits.add(match[0])
+    for s in range(40):
+        drawn = d.draw(torch.tensor(5), torch.Generator().manual_seed(s), 2)
+        assert drawn["obs"].dtype == torch.uint8 and drawn["obs"].shape == (2, 12, 16, 3)  # as stored
+        assert ((0.9 - 1e-6 <= drawn["gain"]) & (drawn["gain"] <= 1.1 + 1e-6)).all()
+        assert ((drawn["shift"] >= 0) & (drawn["shift"] <= 6)).all()
+        hits |= set(map(tuple, drawn["shift"].tolist()))
     assert len(hits) > 20  # the offsets vary
-    assert torch.equal(random_shift(x, 0, torch.Generator()), x)
 
 
-def test_intensity_scales_the_whole_view_within_two_sigma():
-    x = torch.rand(3, 8, 8) + 0.1
-    for s in range(20):
-        y = intensity(x, 0.05, torch.Generator().manual_seed(s))
-        ratio = y / x
-        assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio))
-        assert 0.9 - 1e-6 <= ratio.flatten()[0] <= 1.1 + 1e-6
+def test_batched_apply_equals_each_sample_applied_alone_and_the_hand_computed_view(tmp_path, domain_on, frames,
+                                                                                  write_buffer):
+    d = domain_on(write_buffer(tmp_path / "b.npz", frames(30, (12, 16, 3)), ends=[14]), intensity=0.05, shift=2)
+    items = [d.draw(torch.tensor(i), torch.Generator().manual_seed(i), 2) for i in range(6)]
+    drawn = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    views = d.apply(drawn)
+    for i in range(6):
+        for v, alone in zip(views, d.apply({k: t[i:i + 1] for k, t in drawn.items()})):
+            torch.testing.assert_close(v[i], alone[0], atol=1e-6, rtol=0)
+        x = drawn["obs"][i, 1].permute(2, 0, 1).float() / 255 * drawn["gain"][i, 1]  # hwc frame -> [c h w]
+        dy, dx = drawn["shift"][i, 1].tolist()
+        x = torch.nn.functional.pad(x[None], (2, 2, 2, 2), mode="replicate")[0, :, dy:dy + 12, dx:dx + 16]
+        torch.testing.assert_close(views[1][i], d.normalize(x), atol=1e-5, rtol=0)
 
 
 # ---- split and state probe ---------------------------------------------------------------------------------------
