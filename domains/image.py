@@ -1,4 +1,5 @@
 """Image domain: uint8 images [c h w] -> patch tokens. Default data: scikit-learn's bundled digits."""
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -48,6 +49,15 @@ def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     return TF.center_crop(x, [size, size])
 
 
+def auto_patch(size: int, max_side: int = 8) -> int:
+    """The patch for size x size images when domain.patch_size is unset: the smallest divisor of `size` (at least
+    2) that leaves at most max_side x max_side tokens, a count the default encoder handles well (digits 8 -> 2:
+    16 tokens; 32 -> 4; 224 -> 28: 64 tokens). Sizes with no such divisor below them take the whole image."""
+    if size <= max_side:
+        return 2 if size % 2 == 0 and size > 2 else 1
+    return next(p for p in range(2, size + 1) if size % p == 0 and size // p <= max_side)
+
+
 def digits_split():
     """sklearn's 1797 8x8 digits as uint8 images; a fixed 80/20 split (seeded, not the run seed)."""
     from sklearn.datasets import load_digits
@@ -63,7 +73,7 @@ def digits_split():
 class ImageDomain:
     name = "image"
 
-    def __init__(self, image_size: int | None = None, channels: int | None = None, patch_size: int = 2,
+    def __init__(self, image_size: int | None = None, channels: int | None = None, patch_size: int | None = None,
                  mask_ratio: float = 0.75, crop_scale=(0.25, 1.0), crop_ratio=(0.75, 1.3333),
                  flip: float = 0.5, jitter: float = 0.4, jitter_p: float = 0.8, grayscale: float = 0.2,
                  blur: float = 0.0, blur_sigma=(0.1, 2.0), local_crops: int = 0, local_size: int | None = None,
@@ -98,6 +108,12 @@ class ImageDomain:
         first = splits["train"][0]["x"]
         self.channels, self.image_size = first.shape[0], first.shape[-1]
         self.num_classes = class_count(splits["train"])
+        if self.patch is None:
+            self.patch = auto_patch(self.image_size)
+            side = self.image_size // self.patch
+            hint = "; few tokens: set domain.image_size to a multiple of 8" if side < 4 else ""
+            print(f"multissl: domain.patch_size={self.patch}: {self.image_size} x {self.image_size} images -> "
+                  f"{side} x {side} = {side * side} tokens (set domain.patch_size to choose{hint})", file=sys.stderr)
         return splits
 
     def _folder(self, root: Path):
@@ -153,10 +169,12 @@ class ImageDomain:
 
     def state(self) -> dict:
         """What export saves so `embed(raw)` preprocesses exactly as training did."""
-        return {"image_size": self.image_size, "channels": self.channels, "mean": self.mean, "std": self.std}
+        return {"image_size": self.image_size, "channels": self.channels, "mean": self.mean, "std": self.std,
+                "patch_size": self.patch}
 
     def load_state(self, s: dict):
         self.image_size, self.channels, self.mean, self.std = s["image_size"], s["channels"], s["mean"], s["std"]
+        self.patch = self.patch or s.get("patch_size") or 2  # exports made before the patch was derived: 2
 
     # ---- model input ----------------------------------------------------------------------------
     def _normalize(self, x):  # float [.. c h w] in [0, 1]

@@ -93,6 +93,9 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                         "on the device, once per batch; deterministic, a sample's views depend on its own draws only"),
         "eval_raw": (None, "eval_raw(x) -> one stored sample in a fixed-shape raw form that `preprocess` takes "
                            "batched on the device (evaluation); None: `eval_input` per sample"),
+        "default_encoder": (None, "the encoder option (configs/encoder/<name>) that reads this domain's loaded data "
+                                  "best, used when the command names no encoder= and sets no encoder.* key (RL "
+                                  "frames: nature_cnn); None: the config's default"),
         "downstream_metrics": (None, "downstream_metrics(embed, limit) -> dict of the domain's own held-out "
                                      "metrics; embed(dataset) -> [n d]; limit: samples per split (None = all)"),
     },

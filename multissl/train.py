@@ -16,7 +16,7 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from torch import nn
 from tqdm import tqdm
 
@@ -82,10 +82,29 @@ def build_models(cfg, domain):
     return encoder, make(cfg.objective, encoder=encoder, domain=domain)
 
 
+def domain_encoder(cfg, domain):
+    """cfg with the domain's `default_encoder` for its loaded data (e.g. nature_cnn for RL frames) when the command
+    chose no encoder (no encoder= and no encoder.* key) and the objective can use it; else cfg unchanged."""
+    name, args = optional(domain, Domain, "default_encoder"), list(cfg.meta.get("overrides", []))
+    keys = [a.lstrip("+~").split("=", 1)[0] for a in args]
+    if name is None or name == cfg.meta.encoder or any(k == "encoder" or k.startswith("encoder.") for k in keys):
+        return cfg
+    new = load_config([*args, f"encoder={name}"])
+    if (optional(get_class(cfg.objective._target_), Objective, "needs_token_encoder")
+            and not optional(get_class(new.encoder._target_), Encoder, "supports_masking")):
+        return cfg  # a masked objective keeps the token encoder
+    cfg = cfg.copy()
+    with open_dict(cfg):  # the encoder option and the engine defaults it sets (nature_cnn: optim.base_lr)
+        cfg.encoder, cfg.optim, cfg.meta.encoder = new.encoder, new.optim, name
+    print(f"multissl: encoder={name}, domain={cfg.meta.domain}'s choice for this data (name encoder= to choose "
+          f"another)", file=sys.stderr)
+    return cfg
+
+
 def build(cfg):
     """Domain (data loaded), its splits, encoder, objective — all from the config registry."""
     domain = build_domain(cfg)
-    return domain, domain.dataset("train"), domain.dataset("test"), *build_models(cfg, domain)
+    return domain, domain.dataset("train"), domain.dataset("test"), *build_models(domain_encoder(cfg, domain), domain)
 
 
 class StopSignal:
@@ -165,7 +184,10 @@ def run(cfg) -> Path:
     AcceleratorState._reset_state()  # run() may be called again in one process (tests, notebooks, workers)
     accelerator = Accelerator(mixed_precision=t.precision, cpu=not torch.cuda.is_available())
     set_seed(t.seed)
-    domain, train_set, test_set, encoder, objective = build(cfg)
+    domain = build_domain(cfg)
+    cfg = domain_encoder(cfg, domain)
+    train_set, test_set = domain.dataset("train"), domain.dataset("test")
+    encoder, objective = build_models(cfg, domain)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     check_batch(cfg, world, encoder, objective)
     model = prepare_model(encoder, objective, accelerator)

@@ -170,6 +170,11 @@ class RLDomain:
 
     # ---- model input -----------------------------------------------------------------------------------------
     @property
+    def default_encoder(self) -> str | None:
+        """Frames read best through the DQN convolutions (README: RL); vectors through the configured default."""
+        return None if self.is_vector else "nature_cnn"
+
+    @property
     def is_vector(self) -> bool:
         return self.layout == "vector"
 

@@ -188,9 +188,9 @@ def test_target_patches_are_normalized(digits):
 
 def test_state_roundtrip_preprocesses_identically(digits):
     s = digits.state()
-    assert s == {"image_size": 8, "channels": 1, "mean": digits.mean, "std": digits.std}
+    assert s == {"image_size": 8, "channels": 1, "mean": digits.mean, "std": digits.std, "patch_size": 2}
     d = ImageDomain(state=s)
-    assert d._splits is None  # no data loaded
+    assert d._splits is None and d.num_tokens == 16  # no data loaded; the derived patch comes with the state
     x = _batch(b=4, seed=3)
     assert torch.equal(d.preprocess(x), digits.preprocess(x))
     assert torch.equal(d.preprocess(_batch(h=12, w=12)), digits.preprocess(_batch(h=12, w=12)))

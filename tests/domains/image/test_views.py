@@ -5,7 +5,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from multissl.domains import augment as A
-from multissl.domains.image import ImageDomain, TensorImages
+from multissl.domains.image import ImageDomain, TensorImages, auto_patch
 
 
 def rgb(n=6, size=16, seed=0):
@@ -71,7 +71,7 @@ def test_shrinking_crop_averages_like_area_resize():
 @pytest.fixture(scope="module")
 def rgb_domain():
     x = (rgb(n=12, size=16, seed=3) * 255).round().to(torch.uint8)
-    d = ImageDomain(blur=0.5, local_crops=2, jitter_p=1.0, grayscale=0.5)
+    d = ImageDomain(blur=0.5, local_crops=2, jitter_p=1.0, grayscale=0.5, patch_size=2)
     d._splits = {"train": TensorImages(x, torch.zeros(12, dtype=torch.long))}
     d.channels, d.image_size = 3, 16
     d._fit_stats(d._splits["train"])
@@ -135,3 +135,8 @@ def test_views_run_on_another_dtype_device_path(rgb_domain):
     drawn = {k: t.double() if t.is_floating_point() else t for k, t in drawn.items()}
     views = rgb_domain.apply(drawn)
     assert all(torch.isfinite(v).all() for v in views)
+
+
+@pytest.mark.parametrize("size, patch", [(8, 2), (28, 4), (32, 4), (64, 8), (96, 12), (224, 28), (30, 5), (6, 2)])
+def test_unset_patch_size_leaves_at_most_8_x_8_tokens(size, patch):
+    assert auto_patch(size) == patch

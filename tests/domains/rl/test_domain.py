@@ -240,3 +240,18 @@ def test_evaluate_reads_another_buffer_of_the_same_observations(tiny, tmp_path, 
     with pytest.raises(UserError, match=r"the buffer's observations are \[3, 20, 24\], the encoder was trained on "
                                         r"\[4, 20, 24\]"):
         evaluate_run(folder, data={"path": str(wrong)})
+
+
+def test_frames_default_to_nature_cnn_unless_the_command_chooses(tmp_path, capsys):
+    """The plain `domain=rl objective=byol` on frames gets the encoder the README recommends; any encoder choice
+    (encoder=, an encoder.* key) and masked objectives keep theirs."""
+    from multissl.cli import load_config
+    from multissl.train import build_domain, domain_encoder
+    base = ["domain=rl", "domain.default.steps=1200"]
+    d = build_domain(load_config(base))
+    cfg = domain_encoder(load_config([*base, "objective=byol"]), d)
+    assert cfg.meta.encoder == "nature_cnn" and cfg.encoder._target_.endswith("NatureCNN")
+    assert cfg.optim.base_lr == 1e-4 and "encoder=nature_cnn" in capsys.readouterr().err  # its engine default too
+    for chosen in (["encoder=transformer"], ["encoder.depth=1"], ["objective=mae"]):
+        assert domain_encoder(load_config([*base, *chosen]), d).meta.encoder == "transformer"
+    assert domain_encoder(load_config([*base, "objective=byol", "optim.base_lr=0.01"]), d).optim.base_lr == 0.01

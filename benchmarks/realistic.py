@@ -1,0 +1,102 @@
+"""Data at the sizes users bring, generated offline and cached (never committed): a 224 x 224 RGB JPEG folder,
+10-second 16 kHz clips, 84 x 84 x 4 Atari-style frame stacks, a 50-column mixed table. The content is synthetic
+(smooth random images, tones in noise, moving blobs): what is measured is throughput, not accuracy.
+
+    SIZES[domain]["real"](n_scale) -> the overrides that point a run at that data"""
+from pathlib import Path
+
+import numpy as np
+
+from multissl.domains.cache import default_cache_dir, save_npz
+
+
+def _root(kind: str, scale: float) -> Path:
+    return default_cache_dir() / "bench" / f"{kind}-{scale:g}"
+
+
+def image_folder(scale: float = 1.0) -> Path:
+    """train/{a,b}/*.jpg: 256 x scale images 224 x 224 RGB (upsampled random fields, JPEG quality 90)."""
+    from PIL import Image
+    root = _root("image224", scale)
+    done = root / ".done"
+    if not done.exists():
+        rng = np.random.default_rng(0)
+        for i in range(max(8, int(256 * scale))):
+            small = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
+            img = Image.fromarray(small).resize((224, 224), Image.BICUBIC)
+            d = root / "train" / "ab"[i % 2]
+            d.mkdir(parents=True, exist_ok=True)
+            img.save(d / f"{i:05d}.jpg", quality=90)
+        done.touch()
+    return root
+
+
+def audio_folder(scale: float = 1.0) -> Path:
+    """train/{low,high}/*.wav: 32 x scale clips of 10 s at 16 kHz (a tone in noise)."""
+    import soundfile as sf
+    root = _root("audio10s", scale)
+    done = root / ".done"
+    if not done.exists():
+        rng = np.random.default_rng(0)
+        t = np.arange(160000) / 16000
+        for i in range(max(4, int(32 * scale))):
+            f = (300 if i % 2 else 2000) * (1 + 0.1 * rng.random())
+            wave = 0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(len(t))
+            d = root / "train" / ("low" if i % 2 else "high")
+            d.mkdir(parents=True, exist_ok=True)
+            sf.write(d / f"{i:04d}.wav", wave.astype(np.float32), 16000)
+        done.touch()
+    return root
+
+
+def atari_buffer(scale: float = 1.0) -> Path:
+    """A buffer of 2,000 x scale steps of [4 84 84] uint8 stacks (blobs moving across frames), 200-step episodes."""
+    path = _root("atari84", scale) / "buffer.npz"
+    if not path.exists():
+        n = max(64, int(2000 * scale))
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[:84, :84]
+        centre = np.cumsum(rng.normal(0, 2, (n + 3, 2)), 0) % 84
+        frames = (255 * np.exp(-((yy - centre[:, :1, None]) ** 2 + (xx - centre[:, 1:, None]) ** 2) / 50))
+        frames = frames.astype(np.uint8)  # [n+3 84 84]
+        obs = np.stack([frames[i:i + 4] for i in range(n)])  # [n 4 84 84]
+        ends = np.zeros(n, bool)
+        ends[199::200] = True
+        save_npz(path, {"obs": obs, "action": rng.integers(0, 4, n), "reward": np.zeros(n, np.float32),
+                        "terminated": ends, "truncated": np.zeros(n, bool), "state": centre[:n].astype(np.float32),
+                        "state_names": np.array(["y", "x"])})
+    return path
+
+
+def table(scale: float = 1.0) -> Path:
+    """A CSV of 5,000 x scale rows: 40 numeric columns (5 % missing), 10 categorical (3 to 200 values), a target."""
+    import pandas as pd
+    path = _root("table50", scale) / "table.csv"
+    if not path.exists():
+        n = max(64, int(5000 * scale))
+        rng = np.random.default_rng(0)
+        cols = {}
+        for j in range(40):
+            v = rng.normal(j, 1 + j % 5, n)
+            v[rng.random(n) < 0.05] = np.nan
+            cols[f"num{j}"] = v
+        for j in range(10):
+            k = [3, 5, 10, 20, 50, 100, 200, 7, 12, 30][j]
+            cols[f"cat{j}"] = np.array([f"c{c}" for c in rng.integers(0, k, n)], dtype=object)
+        cols["target"] = np.where(np.nan_to_num(cols["num0"]) + rng.normal(0, 1, n) > 0, "yes", "no")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(cols).to_csv(path, index=False)
+    return path
+
+
+# per domain and size: the overrides (a function of the data's scale, so a smoke test can make it small)
+SIZES = {
+    "image": {"default": lambda s: [],
+              "real": lambda s: [f"data.path={image_folder(s)}", "data.batch_size=64"]},
+    "audio": {"default": lambda s: [],
+              "real": lambda s: [f"data.path={audio_folder(s)}", "domain.clip_seconds=10.0", "data.batch_size=64"]},
+    "rl": {"default": lambda s: [],
+           "real": lambda s: [f"data.path={atari_buffer(s)}"]},
+    "tabular": {"default": lambda s: [],
+                "real": lambda s: [f"data.path={table(s)}", "data.target=target"]},
+}
