@@ -24,14 +24,14 @@ def draw_view(n_features: int, n_rows: int, scarf: float, subset: float, noise: 
     """One view's parameters [F]: SCARF's exactly round(scarf F) replaced features and their donor training
     rows, SubTab's round(subset F) hidden features, and a standard normal noise (zeros when off)."""
     out = {"replace": torch.zeros(n_features, dtype=torch.bool), "donor": torch.zeros(n_features, dtype=torch.long),
-           "hide": torch.zeros(n_features, dtype=torch.bool), "noise": torch.zeros(n_features)}
+           "hide": torch.zeros(n_features, dtype=torch.bool), "noise": torch.zeros(n_features, dtype=torch.float32)}
     if scarf:
         cols = pick(n_features, count(scarf, n_features), rng)
         out["replace"][cols], out["donor"][cols] = True, torch.randint(0, n_rows, (len(cols),), generator=rng)
     if subset:
         out["hide"][pick(n_features, count(subset, n_features), rng)] = True
     if noise:
-        out["noise"] = torch.randn(n_features, generator=rng)
+        out["noise"] = torch.randn(n_features, generator=rng, dtype=torch.float32)
     return out
 
 
@@ -42,4 +42,4 @@ def apply_views(x, train, missing, numeric, replace, donor, hide, noise, std: fl
     x = x[:, None].expand_as(noise)
     x = torch.where(replace, train[donor, torch.arange(x.shape[-1], device=x.device)], x)
     x = torch.where(hide, missing, x)
-    return torch.where(numeric & ~x.isnan(), x + std * noise, x)
+    return torch.where(numeric & ~x.isnan(), x + std * noise.to(x.dtype), x)
