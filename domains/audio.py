@@ -7,7 +7,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 from multissl.errors import UserError
 
@@ -252,8 +251,8 @@ class AudioDomain:
 
     def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> dict:
         """x float [samples] -> per view: a clip-length crop, its gain, a background (another training clip or
-        white noise; float16, it is scaled down to the SNR) with its SNR and whether it is mixed in, a time
-        shift, and a spectrogram window (pitch and tempo) as [top left height width] of a zero-padded canvas."""
+        white noise) with its SNR and whether it is mixed in, a time shift, and a spectrogram window (pitch and
+        tempo) as [top left height width] in spectrogram coordinates (past its edges: zeros)."""
         train = self._splits["train"] if self._splits else None
         fm, ft = self.n_mels, self.frames
         wave, bg, gain, mix, snr, shift, box = [], [], [], [], [], [], []
@@ -261,12 +260,12 @@ class AudioDomain:
             wave.append(self._crop(x, rng))
             gain.append(A.uniform(rng, -self.gain_db, self.gain_db))
             mixed = A.coin(rng, self.mix_p)
-            noise = torch.zeros(self.clip)
+            noise = torch.zeros(self.clip, dtype=torch.float32)
             if mixed and train is not None and A.coin(rng, self.mix_clip_p):
                 noise = self._crop(train[int(torch.randint(0, len(train), (), generator=rng))]["x"], rng)
             elif mixed:
                 noise = torch.randn(self.clip, generator=rng)
-            bg.append(noise.half())
+            bg.append(noise.float())
             mix.append(mixed)
             snr.append(A.uniform(rng, *self.snr_db) if mixed else 0.0)
             shift.append(int(torch.randint(-self.shift, self.shift + 1, (), generator=rng)) if self.shift else 0)
@@ -281,18 +280,17 @@ class AudioDomain:
         """draw's tensors for a batch [b v ...], on any device -> n views [b 1 mel frames]: gain, background at
         its SNR, shift (zero fill), log-mel, then the window resized back to the spectrogram's size."""
         w = d["wave"] * 10 ** (d["gain"][..., None] / 20)  # [b v samples]
-        w = torch.where(d["mix"][..., None], mix_at_snr(w, d["bg"].to(w.dtype), d["snr"]), w)
+        w = torch.where(d["mix"][..., None], mix_at_snr(w, d["bg"], d["snr"]), w)
         t = torch.arange(self.clip, device=w.device) - d["shift"][..., None]  # a delay of s: out[t] = w[t - s]
         w = torch.where((t >= 0) & (t < self.clip), w.gather(-1, t.clamp(0, self.clip - 1)), torch.zeros_like(w))
         b, v = w.shape[:2]
         spec = self.features(w.reshape(b * v, -1))  # [(b v) 1 mel frames]
         fm, ft = self.n_mels, self.frames
-        pad = 2 + max(round(fm * self.freq_scale[1]) - fm, round(ft * self.time_scale[1]) - ft, 0)
-        canvas = F.pad(spec, (pad,) * 4)  # zeros (the mean after normalizing) all round
-        top, left, h, wd = d["box"].reshape(b * v, 4).to(spec.dtype).unbind(-1)
-        rois = torch.stack([torch.arange(b * v, device=w.device, dtype=spec.dtype), left + pad, top + pad,
-                            left + pad + wd, top + pad + h], -1)
-        out = roi_align(canvas, rois, (fm, ft), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+        top, left, h, wd = d["box"].reshape(b * v, 4).long().unbind(-1)
+        # bilinear over the window, past the spectrogram's edges reading 0 (the mean after normalizing)
+        rows = A.resize_matrix(top, h, fm, fm, antialias=False, dtype=spec.dtype)  # [(b v) mel mel]
+        cols = A.resize_matrix(left, wd, ft, ft, antialias=False, dtype=spec.dtype)  # [(b v) frames frames]
+        out = torch.einsum("msh,mhw,mtw->mst", rows, spec[:, 0], cols)
         return list(out.view(b, v, 1, fm, ft).unbind(1))
 
     def eval_raw(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 # colour operations in the order their factors are stored; the identity factor of each
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
@@ -56,15 +55,35 @@ def blur_draw(sigma, rng, p: float) -> float:
 
 
 # ---- batched applies ------------------------------------------------------------------------------------
+def resize_matrix(start: torch.Tensor, length: torch.Tensor, out: int, size: int, antialias: bool = True,
+                  dtype=torch.float32) -> torch.Tensor:
+    """Linear resampling of the windows [start, start + length) (integers [m]) of an axis of `size` samples to
+    `out` samples, as matrices [m out size] (rows sum to 1): torch's bilinear interpolation with
+    align_corners=False of the window alone (its edge samples repeat), antialiased when shrinking (the triangle
+    filter widened by the scale, as torch's antialias=True). Window samples outside the axis read as 0."""
+    length = length.to(dtype)
+    scale = (length / out)[:, None, None]  # [m 1 1] input samples per output sample
+    j = torch.arange(size, device=start.device, dtype=dtype)[None, None] - start.to(dtype)[:, None, None]  # [m 1 n]
+    inside = (j >= 0) & (j < length[:, None, None])
+    centre = scale * (torch.arange(out, device=start.device, dtype=dtype)[None, :, None] + 0.5)  # [m out 1]
+    if antialias:
+        support = scale.clamp_min(1.0)
+        w = (1 - ((j + 0.5 - centre) / support).abs()).clamp_min(0) * inside
+        return w / w.sum(-1, keepdim=True)
+    src = (centre - 0.5).clamp(min=0).minimum(length[:, None, None] - 1)  # the window's edge samples repeat
+    lo = src.floor()
+    frac, hi = src - lo, (lo + 1).minimum(length[:, None, None] - 1)
+    return (j == lo) * (1 - frac) + (j == hi) * frac  # zero at positions j outside the axis: padding reads 0
+
+
 def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """x [b c h w], boxes [b v 4] (top, left, height, width) -> [b v c size size]: each box resized by
-    torchvision's roi_align (bilinear samples averaged over each output cell, so shrinking is antialiased)."""
+    """x [b c h w], boxes [b v 4] (top, left, height, width) -> [b v c size size]: each box resized as
+    torchvision's resized_crop(antialias=True) does, as two matrix products per sample."""
     b, v = boxes.shape[:2]
-    top, left, height, width = boxes.to(x.dtype).unbind(-1)  # [b v]
-    owner = torch.arange(b, device=x.device, dtype=x.dtype)[:, None].expand(b, v)
-    rois = torch.stack([owner, left, top, left + width, top + height], -1).reshape(b * v, 5)
-    out = roi_align(x, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-    return out.view(b, v, *out.shape[1:])
+    top, left, height, width = boxes.reshape(b * v, 4).long().unbind(-1)
+    rows = resize_matrix(top, height, size, x.shape[-2], dtype=x.dtype).view(b, v, size, -1)  # [b v s h]
+    cols = resize_matrix(left, width, size, x.shape[-1], dtype=x.dtype).view(b, v, size, -1)  # [b v s w]
+    return torch.einsum("bvsh,bchw,bvtw->bvcst", rows, x, cols)
 
 
 def _gray(x):  # [b c h w] -> [b 1 h w], ITU-R 601 luma for RGB (torchvision's weights)

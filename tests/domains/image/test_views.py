@@ -1,5 +1,6 @@
 """Batched image views: each batched apply against torchvision applied to one sample at a time (an independent
-reference), a whole batch against its samples applied alone, and the draws against the generator."""
+reference, and what the views were before they were batched), a whole batch against its samples applied alone,
+and the draws against the generator."""
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -62,10 +63,15 @@ def test_crop_of_the_whole_image_at_its_size_is_the_image_and_a_box_is_its_pixel
     torch.testing.assert_close(part[1, 0], x[1, :, 6:12, 0:6], atol=1e-6, rtol=0)
 
 
-def test_shrinking_crop_averages_like_area_resize():
-    x = rgb(n=1, size=16)
-    got = A.resized_crops(x, torch.tensor([[[0, 0, 16, 16]]], dtype=torch.float32), 8)[:, 0]
-    torch.testing.assert_close(got, torch.nn.functional.avg_pool2d(x, 2), atol=1e-6, rtol=0)
+@pytest.mark.parametrize("size", [20, 8, 31])
+def test_crops_match_torchvision_resized_crop_enlarging_and_shrinking(size):
+    x = rgb(n=3, size=20)
+    boxes = torch.tensor([[[2, 3, 10, 7]], [[0, 0, 20, 20]], [[5, 1, 14, 18]]], dtype=torch.float32)
+    got = A.resized_crops(x, boxes, size)
+    for i in range(3):
+        t, l, h, w = boxes[i, 0].long().tolist()
+        ref = TF.resized_crop(x[i], t, l, h, w, [size, size], antialias=True)
+        torch.testing.assert_close(got[i, 0], ref, atol=1e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +108,7 @@ def test_apply_composes_the_per_sample_reference(rgb_domain):
     for i in range(4):
         x = drawn["image"][i].float() / 255
         top, left, h, w = drawn["box"][i, 0].tolist()
-        ref = A.resized_crops(x[None], drawn["box"][i:i + 1, :1], 16)[0, 0]  # the crop, checked above
-        assert ref.shape == (3, 16, 16) and 0 <= top and top + h <= 16 and left + w <= 16
+        ref = TF.resized_crop(x, int(top), int(left), int(h), int(w), [16, 16], antialias=True)
         if drawn["flip"][i, 0]:
             ref = ref.flip(-1)
         for op in drawn["order"][i, 0].tolist():
