@@ -22,7 +22,7 @@ import multissl
 from multissl.checkpoint import load as load_checkpoint
 from multissl.cli import load_config, options
 from multissl.contracts import Domain, Objective, check, optional
-from multissl.data import Views, make_views, train_loader
+from multissl.data import Collate, Views, make_views, train_loader
 from multissl.errors import UserError
 from multissl.schedules import step_values
 from multissl.train import SSLModel, build_domain, build_models, run
@@ -116,6 +116,25 @@ def test_same_seed_same_first_step(domains, mixed_table, domain):
     assert torch.equal(l1, l2)
     for (k, p), (_, q) in zip(m1.named_parameters(), m2.named_parameters()):
         assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), k
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_batched_views_and_evaluation_inputs_equal_per_sample_ones(domains, domain):
+    """A domain with `draw` makes each sample's views alike in a batch and alone (1e-5), and `eval_raw` +
+    batched `preprocess` give the per-sample `eval_input`: what runs on the device is what ran per sample."""
+    d = domains(domain)
+    base = d.dataset("train")
+    items = [Views(base, d, 1, 2)[k] for k in range(6)]
+    if optional(d, Domain, "draw") is not None:
+        batch = make_views(d, Collate(d)(items))
+        for i, it in enumerate(items):
+            for v, alone in zip(batch["views"], item_views(d, it), strict=True):
+                torch.testing.assert_close(v[i], alone, atol=1e-5, rtol=0, equal_nan=True)
+    raw = optional(d, Domain, "eval_raw")
+    if raw is not None:
+        xs = [base[i]["x"] for i in range(6)]
+        torch.testing.assert_close(d.preprocess(torch.stack([raw(x) for x in xs])),
+                                   torch.stack([d.eval_input(x) for x in xs]), atol=1e-5, rtol=0)
 
 
 # ---- full runs ------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import torch
 
 from multissl.data import Collate, StepSampler, Views, make_views, train_loader
 from multissl.domains.image import ImageDomain
+from multissl.errors import UserError
 
 from tiny import item_views
 
@@ -62,3 +63,33 @@ def test_global_batch_is_process_count_invariant(digits):
     # and the batch is exactly the collated draws at positions step*b .. step*b + b - 1
     ref = make_views(digits, Collate(digits)([Views(base, digits, seed, 2)[k] for k in range(step * b, step * b + b)]))
     assert torch.equal(ref["views"][1], one["views"][1]) and torch.equal(ref["y"], one["y"])
+
+
+def test_batches_do_not_depend_on_loader_workers(digits):
+    base = digits.dataset("train")
+    batches = {w: [make_views(digits, b) for b in train_loader(base, digits, 3, 2, 16, 4, 7, 0, 1, workers=w)]
+               for w in (0, 2)}
+    for a, b in zip(*batches.values(), strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a["views"], b["views"], strict=True))
+        assert torch.equal(a["keep"], b["keep"]) and torch.equal(a["y"], b["y"])
+
+
+def test_num_workers_auto_is_one_per_core_but_one_at_most_8(monkeypatch):
+    from multissl.data import loader_options, resolve_workers
+    for cores, want in ((1, 0), (2, 1), (6, 5), (32, 8)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert resolve_workers("auto") == want
+    assert resolve_workers(3) == 3
+    opts = loader_options(2)
+    assert opts["num_workers"] == 2 and opts["persistent_workers"] and opts["prefetch_factor"] >= 2
+    assert loader_options(0) == {"num_workers": 0, "pin_memory": torch.cuda.is_available()}
+    with pytest.raises(UserError, match="num_workers"):
+        resolve_workers("many")
+
+
+def test_views_are_made_where_the_batch_is(digits):
+    """Raw samples and draws travel; make_views turns them into views once per batch, where the batch is."""
+    batch = next(iter(train_loader(digits.dataset("train"), digits, 0, 2, 8, 0, 1, 0, 1)))
+    assert "views" not in batch and batch["drawn"]["image"].dtype == torch.uint8  # raw samples travel
+    made = make_views(digits, batch)
+    assert "drawn" not in made and len(made["views"]) == 2 and made["views"][0].shape == (8, 1, 8, 8)
