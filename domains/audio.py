@@ -287,10 +287,10 @@ class AudioDomain:
         spec = self.features(w.reshape(b * v, -1))  # [(b v) 1 mel frames]
         fm, ft = self.n_mels, self.frames
         top, left, h, wd = d["box"].reshape(b * v, 4).long().unbind(-1)
-        # bilinear over the window, past the spectrogram's edges reading 0 (the mean after normalizing)
-        rows = A.resize_matrix(top, h, fm, fm, antialias=False, dtype=spec.dtype)  # [(b v) mel mel]
-        cols = A.resize_matrix(left, wd, ft, ft, antialias=False, dtype=spec.dtype)  # [(b v) frames frames]
-        out = torch.einsum("msh,mhw,mtw->mst", rows, spec[:, 0], cols)
+        gy, gx = A.grid_positions(top, h, fm, fm, spec.dtype), A.grid_positions(left, wd, ft, ft, spec.dtype)
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)  # [(b v) mel frames 2]
+        # bilinear over the window; past the spectrogram's edges it reads 0 (the mean after normalizing)
+        out = F.grid_sample(spec, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return list(out.view(b, v, 1, fm, ft).unbind(1))
 
     def eval_raw(self, x: torch.Tensor) -> torch.Tensor:

@@ -55,35 +55,56 @@ def blur_draw(sigma, rng, p: float) -> float:
 
 
 # ---- batched applies ------------------------------------------------------------------------------------
-def resize_matrix(start: torch.Tensor, length: torch.Tensor, out: int, size: int, antialias: bool = True,
-                  dtype=torch.float32) -> torch.Tensor:
-    """Linear resampling of the windows [start, start + length) (integers [m]) of an axis of `size` samples to
-    `out` samples, as matrices [m out size] (rows sum to 1): torch's bilinear interpolation with
-    align_corners=False of the window alone (its edge samples repeat), antialiased when shrinking (the triangle
-    filter widened by the scale, as torch's antialias=True). Window samples outside the axis read as 0."""
+def resize_matrix(start: torch.Tensor, length: torch.Tensor, out: int, size: int, dtype=torch.float32):
+    """Antialiased linear resampling of the windows [start, start + length) (integers [m]) of an axis of `size`
+    samples to `out` samples, as matrices [m out size] (rows sum to 1): torch's antialias=True triangle filter,
+    widened by the scale when shrinking, over the window alone."""
     length = length.to(dtype)
     scale = (length / out)[:, None, None]  # [m 1 1] input samples per output sample
     j = torch.arange(size, device=start.device, dtype=dtype)[None, None] - start.to(dtype)[:, None, None]  # [m 1 n]
     inside = (j >= 0) & (j < length[:, None, None])
     centre = scale * (torch.arange(out, device=start.device, dtype=dtype)[None, :, None] + 0.5)  # [m out 1]
-    if antialias:
-        support = scale.clamp_min(1.0)
-        w = (1 - ((j + 0.5 - centre) / support).abs()).clamp_min(0) * inside
-        return w / w.sum(-1, keepdim=True)
-    src = (centre - 0.5).clamp(min=0).minimum(length[:, None, None] - 1)  # the window's edge samples repeat
-    lo = src.floor()
-    frac, hi = src - lo, (lo + 1).minimum(length[:, None, None] - 1)
-    return (j == lo) * (1 - frac) + (j == hi) * frac  # zero at positions j outside the axis: padding reads 0
+    w = (1 - ((j + 0.5 - centre) / scale.clamp_min(1.0)).abs()).clamp_min(0) * inside
+    return w / w.sum(-1, keepdim=True)
+
+
+def grid_positions(start, length, out: int, size: int, dtype):
+    """[m out] grid_sample coordinates (align_corners=False) of the bilinear resize of each window [start,
+    start + length) of an axis of `size` samples: torch's sample positions, clamped to the window so that its
+    edge samples repeat (the window resized on its own, as F.interpolate does)."""
+    pos = (torch.arange(out, device=start.device, dtype=dtype)[None] + 0.5) * (length.to(dtype) / out)[:, None] - 0.5
+    pos = pos.clamp(min=0).minimum(length.to(dtype)[:, None] - 1) + start.to(dtype)[:, None]
+    return (2 * pos + 1) / size - 1
 
 
 def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """x [b c h w], boxes [b v 4] (top, left, height, width) -> [b v c size size]: each box resized as
-    torchvision's resized_crop(antialias=True) does, as two matrix products per sample."""
+    torchvision's resized_crop(antialias=True) does. Crops that are enlarged (global views, most local ones)
+    take one grid_sample at the clamped bilinear positions; a batch where some crop shrinks takes the
+    antialiasing resampling matrices (two products per sample, exact but dense)."""
     b, v = boxes.shape[:2]
     top, left, height, width = boxes.reshape(b * v, 4).long().unbind(-1)
-    rows = resize_matrix(top, height, size, x.shape[-2], dtype=x.dtype).view(b, v, size, -1)  # [b v s h]
-    cols = resize_matrix(left, width, size, x.shape[-1], dtype=x.dtype).view(b, v, size, -1)  # [b v s w]
-    return torch.einsum("bvsh,bchw,bvtw->bvcst", rows, x, cols)
+    h, w = x.shape[-2:]
+    if bool((height > size).any() or (width > size).any()):
+        rows = resize_matrix(top, height, size, h, dtype=x.dtype).view(b, v, size, -1)  # [b v s h]
+        cols = resize_matrix(left, width, size, w, dtype=x.dtype).view(b, v, size, -1)  # [b v s w]
+        return torch.einsum("bvsh,bchw,bvtw->bvcst", rows, x, cols)
+    gy, gx = grid_positions(top, height, size, h, x.dtype), grid_positions(left, width, size, w, x.dtype)
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)  # [(b v) s s 2]: (x, y)
+    grid = grid.view(b, v * size, size, 2)  # a sample's views stacked along the height: one pass over x
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)  # [b c (v s) s]
+    return out.view(b, x.shape[1], v, size, size).transpose(1, 2).contiguous()
+
+
+def where_samples(pick: torch.Tensor, x: torch.Tensor, op) -> torch.Tensor:
+    """x [b ...] with op applied to the samples where pick [b] is True (op(x[picked]) -> their new values); the
+    others are left as they are, and no work is done for them."""
+    idx = pick.nonzero()[:, 0]
+    if len(idx) == 0:
+        return x
+    x = x.clone()
+    x[idx] = op(x[idx], idx)
+    return x
 
 
 def _gray(x):  # [b c h w] -> [b 1 h w], ITU-R 601 luma for RGB (torchvision's weights)
@@ -97,28 +118,19 @@ def _blend(x, other, f):  # f [b]
 
 
 def _hue(x, shift):
-    """x [b 3 h w] RGB, shift [b] in turns -> the hue rotated (torchvision's HSV round trip)."""
-    r, g, bl = x.unbind(1)
-    maxc, minc = x.max(1).values, x.min(1).values
-    eqc = maxc == minc
+    """x [b 3 h w] RGB, shift [b] in turns -> the hue rotated: torchvision's HSV round trip, in closed form."""
+    r, g, b = x.unbind(1)
+    maxc, minc = x.amax(1), x.amin(1)
     cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
-    cr_div = torch.where(eqc, ones, cr)
-    rc, gc, bc = (maxc - r) / cr_div, (maxc - g) / cr_div, (maxc - bl) / cr_div
-    hr = (maxc == r) * (bc - gc)
-    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-    h = ((hr + hg + hb) / 6.0 + 1.0).fmod(1.0)
-    h = (h + shift.view(-1, 1, 1)).remainder(1.0)
-    v = maxc
-    i = (h * 6.0).floor()
-    f = h * 6.0 - i
-    i = i.to(torch.int64).remainder(6)
-    p, q, t = (v * (1 - s)).clamp(0, 1), (v * (1 - s * f)).clamp(0, 1), (v * (1 - s * (1 - f))).clamp(0, 1)
-    table = torch.stack([torch.stack(c, 1) for c in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))],
-                        1)  # [b 3 6 h w]: the channel value for each sextant
-    return table.gather(2, i[:, None, None].expand(-1, 3, 1, -1, -1)).squeeze(2)
+    flat = cr == 0  # grey pixels: no hue, saturation 0
+    s = cr / torch.where(flat, torch.ones_like(maxc), maxc)
+    crd = torch.where(flat, torch.ones_like(cr), cr)
+    h = torch.where(maxc == r, (g - b) / crd, torch.where(maxc == g, 2 + (b - r) / crd, 4 + (r - g) / crd))
+    h6 = (h / 6 + 1 + shift.view(-1, 1, 1)).remainder(1.0) * 6  # rotated hue, in sextants
+    vs = maxc * s
+    # HSV -> RGB: channel n (R 5, G 3, B 1) is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6
+    return torch.stack([maxc - vs * torch.minimum(k, 4 - k).clamp(0, 1)
+                        for k in ((n + h6).remainder(6.0) for n in (5.0, 3.0, 1.0))], 1)
 
 
 def _colour_op(x, op: int, f):
@@ -134,20 +146,23 @@ def _colour_op(x, op: int, f):
 def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     """x [b c h w], order [b 4] (the ops in each sample's order), factors [b 4] -> jittered x. Each step runs
     an op only on the samples whose turn it is (the others keep their values exactly)."""
-    n_ops = 4 if x.shape[1] == 3 else 2
+    n_ops, factors, x = 4 if x.shape[1] == 3 else 2, factors.to(x.dtype), x.clone()
     for j in range(n_ops):
         for op in range(n_ops):
-            turn = (order[:, j] == op) & (factors[:, op] != IDENTITY[op])
-            if turn.any():
-                x = torch.where(turn.view(-1, 1, 1, 1), _colour_op(x, op, factors[:, op]), x)
+            turn = ((order[:, j] == op) & (factors[:, op] != IDENTITY[op])).nonzero()[:, 0]
+            if len(turn):
+                x[turn] = _colour_op(x[turn], op, factors[turn, op])
     return x
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x [b c h w], sigma [b] (0 = none) -> each sample blurred with its own kernel (torchvision's size rule:
     2 ceil(2 sigma) + 1, at least 3, at most the image) and reflect padding, in one grouped convolution."""
-    if not (sigma > 0).any():
+    blurred = sigma > 0
+    if not blurred.any():
         return x
+    if not blurred.all():  # only the blurred samples are convolved
+        return where_samples(blurred, x, lambda t, i: gaussian_blur(t, sigma[i]))
     b, c, h, w = x.shape
     cap = 2 * (min(h, w) // 2) - 1  # the largest odd size reflect padding allows
     k = (2 * torch.ceil(2 * sigma) + 1).clamp(min=3, max=cap).long()

@@ -241,10 +241,10 @@ class ImageDomain:
         return views
 
     def _finish(self, x, flip, order, factor, gray, sigma):  # x [b c s s]; the rest [b ...] of one view
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = A.where_samples(flip, x, lambda t, i: t.flip(-1))
         x = A.color_jitter(x, order, factor)
         if x.shape[1] == 3:
-            x = torch.where(gray.view(-1, 1, 1, 1), x.mean(1, keepdim=True).expand_as(x), x)
+            x = A.where_samples(gray, x, lambda t, i: t.mean(1, keepdim=True).expand_as(t))
         return self._normalize(A.gaussian_blur(x, sigma))
 
     def eval_raw(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,10 @@ class Views(Dataset):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
         self.corrupt = optional(domain, Domain, "corrupt") if corrupt else None
         self.variable_length = optional(domain, Domain, "variable_length")
-        # a corrupting objective changes view 0 per sample (`corrupt`), so it takes the per-sample views
-        self.draw = optional(domain, Domain, "draw") if self.corrupt is None else None
+        # a corrupting objective changes view 0 per sample (`corrupt`), and a variable-length domain's views are
+        # padded by its `collate`: both take the per-sample views
+        per_sample = self.corrupt is not None or self.variable_length
+        self.draw = None if per_sample else optional(domain, Domain, "draw")
         self._perm = (None, None)
 
     def __len__(self):
