@@ -14,39 +14,40 @@ def _root(kind: str, scale: float) -> Path:
     return default_cache_dir() / "bench" / f"{kind}-{scale:g}"
 
 
+def _class_folder(kind: str, scale: float, n: int, classes: tuple, write) -> Path:
+    """root/train/<class>/ holding n samples, class i % len(classes), written once by write(path_stem, i, rng)
+    (a .done marker says the folder is complete)."""
+    root = _root(kind, scale)
+    if not (root / ".done").exists():
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            d = root / "train" / classes[i % len(classes)]
+            d.mkdir(parents=True, exist_ok=True)
+            write(d / f"{i:05d}", i, rng)
+        (root / ".done").touch()
+    return root
+
+
 def image_folder(scale: float = 1.0) -> Path:
     """train/{a,b}/*.jpg: 256 x scale images 224 x 224 RGB (upsampled random fields, JPEG quality 90)."""
     from PIL import Image
-    root = _root("image224", scale)
-    done = root / ".done"
-    if not done.exists():
-        rng = np.random.default_rng(0)
-        for i in range(max(8, int(256 * scale))):
-            small = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
-            img = Image.fromarray(small).resize((224, 224), Image.BICUBIC)
-            d = root / "train" / "ab"[i % 2]
-            d.mkdir(parents=True, exist_ok=True)
-            img.save(d / f"{i:05d}.jpg", quality=90)
-        done.touch()
-    return root
+
+    def write(stem, i, rng):
+        small = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((224, 224), Image.BICUBIC).save(stem.with_suffix(".jpg"), quality=90)
+    return _class_folder("image224", scale, max(8, int(256 * scale)), ("a", "b"), write)
 
 
 def audio_folder(scale: float = 1.0) -> Path:
-    """train/{low,high}/*.wav: 32 x scale clips of 10 s at 16 kHz (a tone in noise)."""
+    """train/{high,low}/*.wav: 32 x scale clips of 10 s at 16 kHz (a tone in noise)."""
     import soundfile as sf
-    root = _root("audio10s", scale)
-    done = root / ".done"
-    if not done.exists():
-        rng = np.random.default_rng(0)
-        t = np.arange(160000) / 16000
-        for i in range(max(4, int(32 * scale))):
-            f = (300 if i % 2 else 2000) * (1 + 0.1 * rng.random())
-            wave = 0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(len(t))
-            d = root / "train" / ("low" if i % 2 else "high")
-            d.mkdir(parents=True, exist_ok=True)
-            sf.write(d / f"{i:04d}.wav", wave.astype(np.float32), 16000)
-        done.touch()
-    return root
+    t = np.arange(160000) / 16000
+
+    def write(stem, i, rng):
+        f = (300 if i % 2 else 2000) * (1 + 0.1 * rng.random())
+        wave = 0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(len(t))
+        sf.write(stem.with_suffix(".wav"), wave.astype(np.float32), 16000)
+    return _class_folder("audio10s", scale, max(4, int(32 * scale)), ("high", "low"), write)
 
 
 def atari_buffer(scale: float = 1.0) -> Path:

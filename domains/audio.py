@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multissl.data import sample_views
 from multissl.errors import UserError
 
 from . import augment as A
@@ -240,7 +241,7 @@ class AudioDomain:
     # ---- views ----------------------------------------------------------------------------------
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
         """x float [samples] -> n_global views [1 mel frames] (BYOL-A style; no reversal, no flips)."""
-        return [v[0] for v in self.apply({k: t[None] for k, t in self.draw(x, rng, n_global).items()})]
+        return sample_views(self, self.draw(x, rng, n_global))
 
     def _crop(self, w, rng):
         """A random clip-length window; short clips land at a random offset in the padding."""

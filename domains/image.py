@@ -8,6 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
+from multissl.data import sample_views
 from multissl.errors import UserError
 
 from . import augment as A
@@ -202,7 +203,7 @@ class ImageDomain:
 
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
         """x uint8 [c h w] -> n_global global views [c s s] + self.local_crops local views (one sample's apply)."""
-        return [v[0] for v in self.apply({k: t[None] for k, t in self.draw(x, rng, n_global).items()})]
+        return sample_views(self, self.draw(x, rng, n_global))
 
     def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> dict:
         """x uint8 [c h w] -> the sample and, per view (global views first, then the local crops), its crop box,

@@ -90,7 +90,7 @@ class Collate:
             "skipped": torch.tensor(sum(it["skipped"] for it in items)),  # unreadable samples replaced
         }
         if "drawn" in items[0]:  # {name: [b ...]}: raw samples and view parameters, for the domain's apply
-            out["drawn"] = {k: torch.stack([it["drawn"][k] for it in items]) for k in items[0]["drawn"]}
+            out["drawn"] = stack_draws([it["drawn"] for it in items])
             return out
         views, pads = zip(*(self.batch(list(v)) for v in zip(*(it["views"] for it in items))))
         out["views"] = list(views)  # n_views x [b ...]
@@ -111,6 +111,17 @@ def to_device(x, device):
     if isinstance(x, (list, tuple)):
         return type(x)(to_device(v, device) for v in x)
     return x
+
+
+def stack_draws(draws: list[dict]) -> dict:
+    """Several samples' `draw` results -> one dict of batched tensors [b ...], as the domain's `apply` takes."""
+    return {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+
+
+@torch.no_grad()
+def sample_views(domain, drawn: dict) -> list[torch.Tensor]:
+    """One sample's views from its draws: the domain's batched `apply` on a batch of one."""
+    return [v[0] for v in domain.apply(stack_draws([drawn]))]
 
 
 @torch.no_grad()
@@ -182,14 +193,14 @@ def steps(loader, accumulate: int):
 class EvalInputs(Dataset):
     def __init__(self, base, domain):
         self.base, self.domain = base, domain
+        self.input = optional(domain, Domain, "eval_raw") or domain.eval_input
 
     def __len__(self):
         return len(self.base)
 
     def __getitem__(self, i):
         s = self.base[i]
-        raw = optional(self.domain, Domain, "eval_raw")
-        return (self.domain.eval_input(s["x"]) if raw is None else raw(s["x"])), s.get("y", -1)
+        return self.input(s["x"]), s.get("y", -1)
 
 
 class EvalCollate:

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from multissl.cli import load_config
+from multissl.data import sample_views
 from multissl.train import run
 
 # Small enough that one training step takes well under a second on 2 busy cores.
@@ -21,9 +22,7 @@ DOMAIN_DATA = {"rl": ("domain.default.steps=1200",)}
 
 def item_views(domain, item: dict) -> list:
     """The views of one Views item: made per sample, or from its draws by the domain's batched apply."""
-    if "drawn" not in item:
-        return item["views"]
-    return [v[0] for v in domain.apply({k: t[None] for k, t in item["drawn"].items()})]
+    return item["views"] if "drawn" not in item else sample_views(domain, item["drawn"])
 
 
 def domain_data(overrides) -> tuple:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multissl.data import sample_views
 from multissl.errors import UserError
 
 from ..features import FeatureTokenizer
@@ -242,7 +243,7 @@ class RLDomain:
         """Step x -> view 0 of its own observation and views 1.. of observations temporal_offset steps away in
         the same episode (the same step when temporal_offset=[0, 0]), each augmented independently: random
         shift + intensity for frames, gaussian noise for vectors."""
-        return [v[0] for v in self.apply({k: t[None] for k, t in self.draw(x, rng, n_global).items()})]
+        return sample_views(self, self.draw(x, rng, n_global))
 
     def draw(self, x, rng: torch.Generator, n_global: int = 2) -> dict:
         """Step x -> the stored observations of its views' steps [v *obs_shape] (as stored: uint8 frames travel

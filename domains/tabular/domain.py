@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from multissl.data import sample_views
 from multissl.errors import UserError
 
 from ..features import FIRST_CATEGORY, MISSING, FeatureTokenizer
@@ -158,7 +159,7 @@ class TabularDomain:
         """x float [F] -> n_global independently augmented rows [F]: SCARF corruption, then a SubTab
         subset hidden, then gaussian noise. A single view (masked objectives) is the row itself: the
         mask is its corruption (`corrupt`), and the reconstruction target must be the true row."""
-        return [v[0] for v in self.apply({k: t[None] for k, t in self.draw(x, rng, n_global).items()})]
+        return sample_views(self, self.draw(x, rng, n_global))
 
     def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> dict:
         """x float [F] -> the row and each view's replaced features with their donor rows, hidden subset and noise

@@ -8,6 +8,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from multissl.data import stack_draws
 from multissl.domains.audio import AudioDomain, mix_at_snr
 from multissl.errors import UserError
 
@@ -226,7 +227,7 @@ def test_views_shapes_determinism_and_global_rng(folder):
 def drawn_batch(d, n=5, n_views=2):
     train = d.dataset("train")
     items = [d.draw(train[i % len(train)]["x"], torch.Generator().manual_seed(i), n_views) for i in range(n)]
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    return stack_draws(items)
 
 
 def test_batched_apply_equals_each_sample_applied_alone(folder):

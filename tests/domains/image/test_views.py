@@ -5,6 +5,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from multissl.data import stack_draws
 from multissl.domains import augment as A
 from multissl.domains.image import ImageDomain, TensorImages, auto_patch
 
@@ -87,7 +88,7 @@ def rgb_domain():
 def batch_of(domain, n=12, n_global=2):
     items = [domain.draw(domain.dataset("train")[i]["x"], torch.Generator().manual_seed(i), n_global)
              for i in range(n)]
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    return stack_draws(items)
 
 
 def test_batched_apply_equals_each_sample_applied_alone(rgb_domain):

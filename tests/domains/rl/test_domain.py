@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import multissl
+from multissl.data import stack_draws
 from multissl.domains.rl.domain import shifted, temporal_neighbour
 from multissl.errors import UserError
 
@@ -153,7 +154,7 @@ def test_batched_apply_equals_each_sample_applied_alone_and_the_hand_computed_vi
                                                                                   write_buffer):
     d = domain_on(write_buffer(tmp_path / "b.npz", frames(30, (12, 16, 3)), ends=[14]), intensity=0.05, shift=2)
     items = [d.draw(torch.tensor(i), torch.Generator().manual_seed(i), 2) for i in range(6)]
-    drawn = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    drawn = stack_draws(items)
     views = d.apply(drawn)
     for i in range(6):
         for v, alone in zip(views, d.apply({k: t[i:i + 1] for k, t in drawn.items()})):

@@ -3,6 +3,7 @@ import math
 
 import torch
 
+from multissl.data import stack_draws
 from multissl.domains.tabular import TabularDomain
 from multissl.domains.tabular.views import apply_views, draw_view
 
@@ -92,7 +93,7 @@ def test_batched_apply_equals_each_sample_applied_alone(cancer):
     d = TabularDomain(subset_rate=0.2, noise_std=0.1)
     train = d.dataset("train")
     items = [d.draw(train.x[i], torch.Generator().manual_seed(i), 2) for i in range(6)]
-    drawn = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    drawn = stack_draws(items)
     views = d.apply(drawn)
     for i in range(6):
         for v, alone in zip(views, d.apply({k: t[i:i + 1] for k, t in drawn.items()})):
