@@ -93,7 +93,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tens
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)  # [(b v) s s 2]: (x, y)
     grid = grid.view(b, v * size, size, 2)  # a sample's views stacked along the height: one pass over x
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)  # [b c (v s) s]
-    return out.view(b, x.shape[1], v, size, size).transpose(1, 2).contiguous()
+    return out.view(b, x.shape[1], v, size, size).transpose(1, 2)  # views of one tensor, no copy
 
 
 def where_samples(pick: torch.Tensor, x: torch.Tensor, op) -> torch.Tensor:
@@ -102,42 +102,52 @@ def where_samples(pick: torch.Tensor, x: torch.Tensor, op) -> torch.Tensor:
     idx = pick.nonzero()[:, 0]
     if len(idx) == 0:
         return x
-    x = x.clone()
-    x[idx] = op(x[idx], idx)
-    return x
+    if len(idx) == len(x):
+        return op(x, idx)
+    return x.index_copy(0, idx, op(x.index_select(0, idx), idx))
 
 
-def _gray(x):  # [b c h w] -> [b 1 h w], ITU-R 601 luma for RGB (torchvision's weights)
+LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601 luma weights of R, G, B (torchvision's)
+
+
+def _gray(x):  # [b c h w] -> [b 1 h w]
     if x.shape[1] == 1:
         return x
-    return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    g = torch.addcmul(x[:, 0] * LUMA[0], x[:, 1], x.new_tensor(LUMA[1]))
+    return torch.addcmul(g, x[:, 2], x.new_tensor(LUMA[2])).unsqueeze(1)
 
 
-def _blend(x, other, f):  # f [b]
-    return (f.view(-1, 1, 1, 1) * x + (1 - f.view(-1, 1, 1, 1)) * other).clamp(0, 1)
+def _mean_gray(x):  # [b c h w] -> [b 1 1 1]: the mean luma, from the channel means
+    m = x.mean((2, 3))  # [b c]
+    return (m @ m.new_tensor(LUMA) if x.shape[1] == 3 else m[:, 0]).view(-1, 1, 1, 1)
+
+
+def _blend(x, other, f):  # f [b]: f x + (1 - f) other, clamped
+    return torch.lerp(other.expand_as(x), x, f.view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
 def _hue(x, shift):
-    """x [b 3 h w] RGB, shift [b] in turns -> the hue rotated: torchvision's HSV round trip, in closed form."""
+    """x [b 3 h w] RGB, shift [b] in turns -> the hue rotated: torchvision's HSV round trip, in closed form. Value
+    (max) and chroma (max - min) are kept; only the hue h (in sextants, [0, 6)) moves."""
     r, g, b = x.unbind(1)
-    maxc, minc = x.amax(1), x.amin(1)
-    cr = maxc - minc
-    flat = cr == 0  # grey pixels: no hue, saturation 0
-    s = cr / torch.where(flat, torch.ones_like(maxc), maxc)
-    crd = torch.where(flat, torch.ones_like(cr), cr)
-    h = torch.where(maxc == r, (g - b) / crd, torch.where(maxc == g, 2 + (b - r) / crd, 4 + (r - g) / crd))
-    h6 = (h / 6 + 1 + shift.view(-1, 1, 1)).remainder(1.0) * 6  # rotated hue, in sextants
-    vs = maxc * s
-    # HSV -> RGB: channel n (R 5, G 3, B 1) is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6
-    return torch.stack([maxc - vs * torch.minimum(k, 4 - k).clamp(0, 1)
-                        for k in ((n + h6).remainder(6.0) for n in (5.0, 3.0, 1.0))], 1)
+    maxc, minc = x.amax(1), x.amin(1)  # [b h w]
+    chroma = maxc - minc
+    c = torch.where(chroma == 0, 1.0, chroma)  # grey pixels: any hue, no chroma to give it
+    h = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(c, alpha=2), (r - g).add_(c, alpha=4)))
+    h6 = h.div_(c).add_(6 * shift.view(-1, 1, 1) + 6).remainder_(6.0)  # rotated hue
+    # HSV -> RGB: channel n (R 5, G 3, B 1) is max - chroma clamp(min(k, 4 - k), 0, 1), k = (n + h) mod 6
+    out = torch.empty_like(x)
+    for ch, n in enumerate((5.0, 3.0, 1.0)):
+        k = (h6 + n).remainder_(6.0)
+        torch.addcmul(maxc, chroma, torch.minimum(k, 4 - k).clamp_(0, 1), value=-1, out=out[:, ch])
+    return out
 
 
 def _colour_op(x, op: int, f):
     if op == BRIGHTNESS:
-        return (x * f.view(-1, 1, 1, 1)).clamp(0, 1)
+        return (x * f.view(-1, 1, 1, 1)).clamp_(0, 1)
     if op == CONTRAST:
-        return _blend(x, _gray(x).mean((1, 2, 3), keepdim=True), f)
+        return _blend(x, _mean_gray(x), f)
     if op == SATURATION:
         return _blend(x, _gray(x), f)
     return _hue(x, f)
@@ -150,8 +160,10 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
     for j in range(n_ops):
         for op in range(n_ops):
             turn = ((order[:, j] == op) & (factors[:, op] != IDENTITY[op])).nonzero()[:, 0]
-            if len(turn):
-                x[turn] = _colour_op(x[turn], op, factors[turn, op])
+            if len(turn) == len(x):
+                x = _colour_op(x, op, factors[:, op])
+            elif len(turn):
+                x.index_copy_(0, turn, _colour_op(x.index_select(0, turn), op, factors[turn, op]))
     return x
 
 

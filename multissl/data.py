@@ -124,20 +124,49 @@ def sample_views(domain, drawn: dict) -> list[torch.Tensor]:
     return [v[0] for v in domain.apply(stack_draws([drawn]))]
 
 
+# On a CPU, `apply` takes the batch in chunks of about this many bytes of draws: fresh tensors of a whole batch of
+# large samples cost more in page faults than in arithmetic, while a chunk's stay in the caches and the allocator's
+# heap. A sample's views depend on its own draws only, so chunks change the speed, not the views.
+CPU_CHUNK_BYTES = 2 << 20
+
+
+def chunk_size(drawn: dict) -> int:
+    """Samples per `apply` call: the whole batch on an accelerator, chunks of about CPU_CHUNK_BYTES on a CPU."""
+    tensors = [v for v in drawn.values() if torch.is_tensor(v)]
+    b = len(tensors[0])
+    if tensors[0].device.type != "cpu" or b == 0:
+        return max(b, 1)
+    per_sample = sum(v[0].numel() * v.element_size() for v in tensors)
+    return max(1, min(b, CPU_CHUNK_BYTES // max(per_sample, 1)))
+
+
 @torch.no_grad()
+def apply_views(domain, drawn: dict) -> list[torch.Tensor]:
+    """The domain's batched `apply` of a batch of draws [b ...] -> its views (n_views x [b ...])."""
+    b, k = len(next(iter(drawn.values()))), chunk_size(drawn)
+    if k >= b:
+        return list(domain.apply(drawn))
+    parts = [domain.apply({n: v[i:i + k] for n, v in drawn.items()}) for i in range(0, b, k)]
+    return [torch.cat(views) for views in zip(*parts)]
+
+
 def make_views(domain, batch: dict) -> dict:
     """A batch with "drawn" (a domain with `draw`) gets its "views" from the domain's batched `apply`, where the
     batch is (on the device); other batches arrive with their views made."""
     if "drawn" in batch:
         batch = dict(batch)
-        batch["views"] = list(domain.apply(batch.pop("drawn")))
+        batch["views"] = apply_views(domain, batch.pop("drawn"))
     return batch
 
 
-def resolve_workers(n) -> int:
-    """data.num_workers: a count, or "auto" = one per core but one (the training process's), at most 8."""
+def resolve_workers(n, accelerator: bool | None = None) -> int:
+    """data.num_workers: a count, or "auto". Training on an accelerator, auto is one per core but one (the training
+    process's), at most 8. Training on the CPU, the training process's threads already use every core and a worker
+    takes cycles from them, so auto is a quarter of the cores (none below 4), at most 8."""
     if n == "auto" or n is None:
-        return max(0, min(len(os.sched_getaffinity(0)) - 1, 8))
+        cores = len(os.sched_getaffinity(0))
+        on_accelerator = torch.cuda.is_available() if accelerator is None else accelerator
+        return max(0, min(cores - 1 if on_accelerator else cores // 4, 8))
     if isinstance(n, str) and not n.isdigit() or int(n) < 0:
         from multissl.errors import UserError
         raise UserError(f"data.num_workers={n!r} must be a count of loader processes (0 = none) or auto")

@@ -74,11 +74,11 @@ def test_batches_do_not_depend_on_loader_workers(digits):
         assert torch.equal(a["keep"], b["keep"]) and torch.equal(a["y"], b["y"])
 
 
-def test_num_workers_auto_is_one_per_core_but_one_at_most_8(monkeypatch):
+def test_num_workers_auto_is_one_per_core_but_one_on_an_accelerator_a_quarter_on_cpu(monkeypatch):
     from multissl.data import loader_options, resolve_workers
-    for cores, want in ((1, 0), (2, 1), (6, 5), (32, 8)):
+    for cores, gpu, cpu in ((1, 0, 0), (2, 1, 0), (6, 5, 1), (16, 8, 4), (64, 8, 8)):
         monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cores: set(range(n)))
-        assert resolve_workers("auto") == want
+        assert resolve_workers("auto", accelerator=True) == gpu and resolve_workers("auto", accelerator=False) == cpu
     assert resolve_workers(3) == 3
     opts = loader_options(2)
     assert opts["num_workers"] == 2 and opts["persistent_workers"] and opts["prefetch_factor"] >= 2
@@ -93,3 +93,25 @@ def test_views_are_made_where_the_batch_is(digits):
     assert "views" not in batch and batch["drawn"]["image"].dtype == torch.uint8  # raw samples travel
     made = make_views(digits, batch)
     assert "drawn" not in made and len(made["views"]) == 2 and made["views"][0].shape == (8, 1, 8, 8)
+
+
+def test_cpu_apply_in_chunks_gives_the_whole_batch_views(digits, monkeypatch):
+    """On a CPU the batch's views are made a chunk of samples at a time (data.CPU_CHUNK_BYTES of draws per chunk);
+    the views equal those of one whole-batch apply, in the same order."""
+    import multissl.data as D
+    drawn = next(iter(train_loader(digits.dataset("train"), digits, 0, 2, 8, 0, 1, 0, 1)))["drawn"]
+    per_sample = sum(v[0].numel() * v.element_size() for v in drawn.values())
+    monkeypatch.setattr(D, "CPU_CHUNK_BYTES", 3 * per_sample + 1)
+    calls = []
+    apply = digits.apply
+    monkeypatch.setattr(digits, "apply", lambda d: calls.append(len(d["image"])) or apply(d))
+    chunked = D.apply_views(digits, drawn)
+    assert calls == [3, 3, 2]
+    whole = apply(drawn)
+    assert [v.shape for v in chunked] == [v.shape for v in whole]
+    for a, b in zip(chunked, whole, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    # an accelerator takes the whole batch in one call, and a tiny budget still makes progress
+    assert D.chunk_size({"x": torch.empty(8, 4, device="meta")}) == 8
+    monkeypatch.setattr(D, "CPU_CHUNK_BYTES", 1)
+    assert D.chunk_size(drawn) == 1
