@@ -100,14 +100,15 @@ def mix_at_snr(signal: torch.Tensor, background: torch.Tensor, snr_db) -> torch.
 
 class AudioDomain:
     name = "audio"
+    local_views = True  # multi-crop: windows of local_seconds
 
     def __init__(self, sample_rate: int = 16000, clip_seconds: float = 1.0, n_mels: int = 40, n_fft: int = 400,
                  hop: int = 160, f_min: float = 0.0, f_max: float | None = None, patch_size=(None, 2),
                  mask_mode: str = "patches", mask_ratio: float = 0.75, mask_band=(2, 5),
                  gain_db: float = 6.0, mix_p: float = 0.5, mix_clip_p: float = 0.5, snr_db=(5.0, 30.0),
                  shift_seconds: float = 0.1, freq_scale=(0.6, 1.5), time_scale=(0.6, 1.5),
-                 pos_embed: str = "sincos", norm_pix_loss: bool = True, cache_dir: str | None = None, data=None,
-                 state: dict | None = None):
+                 pos_embed: str = "sincos", norm_pix_loss: bool = True, local_crops: int | None = None,
+                 local_seconds: float | None = None, cache_dir: str | None = None, data=None, state: dict | None = None):
         if mask_mode not in ("patches", "bands"):
             raise UserError(f"domain.mask_mode must be patches or bands, got {mask_mode!r}")
         self.rate, self.clip = int(sample_rate), int(round(sample_rate * clip_seconds))
@@ -118,10 +119,16 @@ class AudioDomain:
         self.snr_db, self.shift = tuple(snr_db), int(round(shift_seconds * sample_rate))
         self.freq_scale, self.time_scale, self.norm_pix_loss = tuple(freq_scale), tuple(time_scale), norm_pix_loss
         self.cache_dir, self.data, self.pos_embed = cache_dir, data or {}, pos_embed
-        self.frames = (self.clip // hop + 1) // self.patch[1] * self.patch[1]  # whole time patches only
+        self.frames = self.whole_patches(self.clip)
         if n_mels % self.patch[0] or self.frames == 0:
             raise UserError(f"domain.patch_size={list(self.patch)} must tile {n_mels} mel bins and fit in "
                             f"{self.clip // hop + 1} frames; pick a frequency patch that divides domain.n_mels")
+        self.local_crops = local_crops
+        self.local_clip = int(round(sample_rate * local_seconds)) if local_seconds else self.clip // 2
+        self.local_frames = self.whole_patches(self.local_clip)
+        if not 0 < self.local_clip <= self.clip or self.local_frames == 0:
+            raise UserError(f"domain.local_seconds={local_seconds} must be positive, at most domain.clip_seconds, and "
+                            f"hold one time patch ({self.patch[1] * hop / sample_rate:.3f} s)")
         self.mean = self.std = None
         self._splits, self.num_classes, self._mel = None, None, {}  # mel transforms by (device, dtype)
         if state:
@@ -152,6 +159,10 @@ class AudioDomain:
         test = d["test"]
         return {"train": Waves(torch.from_numpy(d["wave"][~test]), d["word"][~test]),
                 "test": Waves(torch.from_numpy(d["wave"][test]), d["word"][test])}
+
+    def whole_patches(self, samples: int) -> int:
+        """Spectrogram frames of a clip of `samples`, cut to whole time patches."""
+        return (samples // self.hop + 1) // self.patch[1] * self.patch[1]
 
     @property
     def min_samples(self) -> int:
@@ -209,20 +220,21 @@ class AudioDomain:
         self.mean, self.std = s["mean"], s["std"]
 
     # ---- features -------------------------------------------------------------------------------
-    def log_mel(self, w: torch.Tensor) -> torch.Tensor:
-        """[.. samples] -> [.. mel frames] log-mel, cut to whole time patches, on w's device."""
+    def log_mel(self, w: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+        """[.. samples] -> [.. mel frames] log-mel, cut to whole time patches (`frames`, default the clip's), on w's
+        device."""
         key = (w.device, w.dtype)
         if key not in self._mel:
             import torchaudio
             self._mel[key] = torchaudio.transforms.MelSpectrogram(
                 self.rate, n_fft=self.n_fft, hop_length=self.hop, n_mels=self.n_mels, f_min=self.f_min,
                 f_max=self.f_max).to(w.device, w.dtype)
-        return (self._mel[key](w) + 1e-6).log()[..., :self.frames]
+        return (self._mel[key](w) + 1e-6).log()[..., :frames or self.frames]
 
-    def features(self, w: torch.Tensor) -> torch.Tensor:
+    def features(self, w: torch.Tensor, frames: int | None = None) -> torch.Tensor:
         """[b samples] -> normalized log-mel [b 1 mel frames]: the model input."""
         mean, std = (torch.tensor(v, dtype=w.dtype, device=w.device)[:, None] for v in (self.mean, self.std))
-        return ((self.log_mel(w) - mean) / std).unsqueeze(1)
+        return ((self.log_mel(w, frames) - mean) / std).unsqueeze(1)
 
     def preprocess(self, raw) -> torch.Tensor:
         """Waveforms [b samples] (float in [-1, 1] or int16) at domain.sample_rate -> model input; longer
@@ -239,34 +251,38 @@ class AudioDomain:
         return self.features(fit_length(x, self.clip)[None])[0]
 
     # ---- views ----------------------------------------------------------------------------------
-    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
-        """x float [samples] -> n_global views [1 mel frames] (BYOL-A style; no reversal, no flips)."""
-        return sample_views(self, self.draw(x, rng, n_global))
+    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> list[torch.Tensor]:
+        """x float [samples] -> n_global views [1 mel frames] (BYOL-A style; no reversal, no flips), then local
+        views: the same augmentations of shorter windows [1 mel local_frames]."""
+        return sample_views(self, self.draw(x, rng, n_global, n_local))
 
-    def _crop(self, w, rng):
-        """A random clip-length window; short clips land at a random offset in the padding."""
-        n = self.clip
+    def _crop(self, w, rng, n: int | None = None):
+        """A random window of n samples (default: the clip); short clips land at a random offset in the padding."""
+        n = n or self.clip
         slack = abs(len(w) - n)
         start = int(torch.randint(0, slack + 1, (), generator=rng))
         return fit_length(w, n, start)
 
-    def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> dict:
-        """x float [samples] -> per view: a clip-length crop, its gain, a background (another training clip or
-        white noise) with its SNR and whether it is mixed in, a time shift, and a spectrogram window (pitch and
-        tempo) as [top left height width] in spectrogram coordinates (past its edges: zeros)."""
+    def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> dict:
+        """x float [samples] -> per view: a crop (clip-length, or local_seconds for a local view, zero-padded to the
+        clip length so views stack), its gain, a background (another training clip or white noise) with its SNR and
+        whether it is mixed in, a time shift, and a spectrogram window (pitch and tempo) as [top left height width]
+        in spectrogram coordinates (past its edges: zeros)."""
         train = self._splits["train"] if self._splits else None
-        fm, ft = self.n_mels, self.frames
+        n_local = n_local if self.local_crops is None else self.local_crops
         wave, bg, gain, mix, snr, shift, box = [], [], [], [], [], [], []
-        for _ in range(n_global):  # per view, in the order the per-sample augmentation drew them
-            wave.append(self._crop(x, rng))
+        for v in range(n_global + n_local):  # per view, in the order the per-sample augmentation drew them
+            n, ft = (self.clip, self.frames) if v < n_global else (self.local_clip, self.local_frames)
+            fm = self.n_mels
+            wave.append(fit_length(self._crop(x, rng, n), self.clip, 0))
             gain.append(A.uniform(rng, -self.gain_db, self.gain_db))
             mixed = A.coin(rng, self.mix_p)
-            noise = torch.zeros(self.clip, dtype=torch.float32)
+            noise = torch.zeros(n, dtype=torch.float32)
             if mixed and train is not None and A.coin(rng, self.mix_clip_p):
-                noise = self._crop(train[int(torch.randint(0, len(train), (), generator=rng))]["x"], rng)
+                noise = self._crop(train[int(torch.randint(0, len(train), (), generator=rng))]["x"], rng, n)
             elif mixed:
-                noise = torch.randn(self.clip, generator=rng)
-            bg.append(noise.float())
+                noise = torch.randn(n, generator=rng)
+            bg.append(fit_length(noise.float(), self.clip, 0))
             mix.append(mixed)
             snr.append(A.uniform(rng, *self.snr_db) if mixed else 0.0)
             shift.append(int(torch.randint(-self.shift, self.shift + 1, (), generator=rng)) if self.shift else 0)
@@ -275,19 +291,31 @@ class AudioDomain:
             left = int(torch.randint(0, max(w, ft) - w + 1, (), generator=rng))
             box.append([top - max(h - fm, 0) // 2, left - max(w - ft, 0) // 2, h, w])  # spectrogram coordinates
         return {"wave": torch.stack(wave), "bg": torch.stack(bg), "gain": torch.tensor(gain), "mix": torch.tensor(mix),
-                "snr": torch.tensor(snr), "shift": torch.tensor(shift), "box": torch.tensor(box, dtype=torch.float32)}
+                "snr": torch.tensor(snr), "shift": torch.tensor(shift), "box": torch.tensor(box, dtype=torch.float32),
+                "local": torch.arange(n_global + n_local) >= n_global}
 
     def apply(self, d: dict) -> list[torch.Tensor]:
-        """draw's tensors for a batch [b v ...], on any device -> n views [b 1 mel frames]: gain, background at
-        its SNR, shift (zero fill), log-mel, then the window resized back to the spectrogram's size."""
-        w = d["wave"] * 10 ** (d["gain"][..., None] / 20)  # [b v samples]
-        w = torch.where(d["mix"][..., None], mix_at_snr(w, d["bg"], d["snr"]), w)
-        t = torch.arange(self.clip, device=w.device) - d["shift"][..., None]  # a delay of s: out[t] = w[t - s]
-        w = torch.where((t >= 0) & (t < self.clip), w.gather(-1, t.clamp(0, self.clip - 1)), torch.zeros_like(w))
+        """draw's tensors for a batch [b v ...], on any device -> the global views [b 1 mel frames], then the local
+        ones [b 1 mel local_frames]."""
+        n_views, n_global = d["local"].shape[1], int((~d["local"][0]).sum())
+        views = []
+        for part, n, frames in ((slice(0, n_global), self.clip, self.frames),
+                                (slice(n_global, n_views), self.local_clip, self.local_frames)):
+            if part.stop > part.start:
+                views += self._apply(d, part, n, frames)
+        return views
+
+    def _apply(self, d: dict, idx: slice, n: int, ft: int) -> list[torch.Tensor]:
+        """The views idx of n samples: gain, background at its SNR, shift (zero fill), log-mel, then the window
+        resized back to the spectrogram's size [mel ft]."""
+        w = d["wave"][:, idx, :n] * 10 ** (d["gain"][:, idx, None] / 20)  # [b v samples]
+        w = torch.where(d["mix"][:, idx, None], mix_at_snr(w, d["bg"][:, idx, :n], d["snr"][:, idx]), w)
+        t = torch.arange(n, device=w.device) - d["shift"][:, idx, None]  # a delay of s: out[t] = w[t - s]
+        w = torch.where((t >= 0) & (t < n), w.gather(-1, t.clamp(0, n - 1)), torch.zeros_like(w))
         b, v = w.shape[:2]
-        spec = self.features(w.reshape(b * v, -1))  # [(b v) 1 mel frames]
-        fm, ft = self.n_mels, self.frames
-        top, left, h, wd = d["box"].reshape(b * v, 4).long().unbind(-1)
+        spec = self.features(w.reshape(b * v, -1), ft)  # [(b v) 1 mel frames]
+        fm = self.n_mels
+        top, left, h, wd = d["box"][:, idx].reshape(b * v, 4).long().unbind(-1)
         gy, gx = A.grid_positions(top, h, fm, fm, spec.dtype), A.grid_positions(left, wd, ft, ft, spec.dtype)
         grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)  # [(b v) mel frames 2]
         # bilinear over the window; past the spectrogram's edges it reads 0 (the mean after normalizing)

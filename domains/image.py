@@ -73,11 +73,12 @@ def digits_split():
 
 class ImageDomain:
     name = "image"
+    local_views = True  # multi-crop: small crops of local_scale area at local_size
 
     def __init__(self, image_size: int | None = None, channels: int | None = None, patch_size: int | None = None,
                  mask_ratio: float = 0.75, crop_scale=(0.25, 1.0), crop_ratio=(0.75, 1.3333),
                  flip: float = 0.5, jitter: float = 0.4, jitter_p: float = 0.8, grayscale: float = 0.2,
-                 blur: float = 0.0, blur_sigma=(0.1, 2.0), local_crops: int = 0, local_size: int | None = None,
+                 blur: float = 0.0, blur_sigma=(0.1, 2.0), local_crops: int | None = None, local_size: int | None = None,
                  local_scale=(0.05, 0.25), norm_pix_loss: bool = True, data=None, state: dict | None = None):
         self.image_size, self.channels, self.patch = image_size, channels, patch_size
         self.mask_ratio, self.crop_scale, self.crop_ratio = mask_ratio, tuple(crop_scale), tuple(crop_ratio)
@@ -201,15 +202,20 @@ class ImageDomain:
             x = TF.center_crop(TF.resize(x, self.image_size, antialias=True), [self.image_size] * 2)
         return self._normalize(x)
 
-    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
-        """x uint8 [c h w] -> n_global global views [c s s] + self.local_crops local views (one sample's apply)."""
-        return sample_views(self, self.draw(x, rng, n_global))
+    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> list[torch.Tensor]:
+        """x uint8 [c h w] -> n_global global views [c s s] + local views (one sample's apply)."""
+        return sample_views(self, self.draw(x, rng, n_global, n_local))
 
-    def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> dict:
+    def n_local(self, asked: int) -> int:
+        """Local crops per sample: domain.local_crops when set, else as many as the objective asks for."""
+        return asked if self.local_crops is None else self.local_crops
+
+    def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> dict:
         """x uint8 [c h w] -> the sample and, per view (global views first, then the local crops), its crop box,
-        flip, colour-jitter order and factors, grayscale and blur sigma."""
+        flip, colour-jitter order and factors, grayscale and blur sigma, and whether it is local."""
         h, w = x.shape[-2:]
-        scales = [self.crop_scale] * n_global + [self.local_scale] * self.local_crops
+        n_local = self.n_local(n_local)
+        scales = [self.crop_scale] * n_global + [self.local_scale] * n_local
         box, flip, order, factor, gray, sigma = [], [], [], [], [], []
         for scale in scales:  # per view, in the order the per-sample augmentations drew them
             box.append(A.crop_box(h, w, scale, self.crop_ratio, rng))
@@ -221,13 +227,13 @@ class ImageDomain:
             sigma.append(A.blur_draw(self.blur_sigma, rng, self.blur))
         return {"image": x, "box": torch.tensor(box, dtype=torch.float32), "flip": torch.tensor(flip),
                 "order": torch.tensor(order), "factor": torch.tensor(factor), "gray": torch.tensor(gray),
-                "sigma": torch.tensor(sigma)}
+                "sigma": torch.tensor(sigma), "local": torch.arange(n_global + n_local) >= n_global}
 
     def apply(self, d: dict) -> list[torch.Tensor]:
         """draw's tensors for a batch [b ...], on any device -> the views [b c s s] (global, then local): crop
         and resize, flip, colour jitter, grayscale, blur, normalize."""
         x = d["image"].float() / 255  # [b c h w]
-        n_global = d["box"].shape[1] - self.local_crops
+        n_global = int((~d["local"][0]).sum())
         small = self.local_size or max(self.image_size // 2, self.patch)
         groups = [(slice(0, n_global), self.image_size), (slice(n_global, None), small)]
         views = []

@@ -93,6 +93,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                         "on the device, once per batch; deterministic, a sample's views depend on its own draws only"),
         "eval_raw": (None, "eval_raw(x) -> one stored sample in a fixed-shape raw form that `preprocess` takes "
                            "batched on the device (evaluation); None: `eval_input` per sample"),
+        "local_views": (False, "offers local views (smaller crops, shorter windows: multi-crop): `views` and `draw` "
+                               "take n_local=, the count after the n_global global views"),
         "default_encoder": (None, "the encoder option (configs/encoder/<name>) that reads this domain's loaded data "
                                   "best, used when the command names no encoder= and sets no encoder.* key (RL "
                                   "frames: nature_cnn); None: the config's default"),
@@ -106,6 +108,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
     },
     Objective: {
         "global_views": (2, "views per sample that are global (the rest are local crops)"),
+        "local_views": (0, "local views per sample it asks for (multi-crop: DINO, SwAV); a domain without local "
+                           "views gives none, and the run says so in one line"),
         "needs_token_encoder": (False, "it passes keep= to the encoder or reads its tokens"),
         "corrupt_view": (False, "view 0 arrives corrupted by the domain's `corrupt` at the masked positions"),
         "batch_statistics": (False, "the loss couples samples (negatives, variance, centring): at least 2 per "
@@ -113,6 +117,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "after_step": (_no_op, "after_step(encoder, sched): once per applied optimizer step (EMA teachers, "
                                "queues, centres); never on a skipped step; default: nothing"),
         "projector": (None, "the module after the representation, for rankme_proj / emb_std_proj"),
+        "collapse_hint": (None, "what to change when the representation collapses, in the objective's own keys "
+                                "(e.g. objective.teacher_temp=…); the collapse warning names it"),
     },
 }
 

@@ -1,12 +1,13 @@
 """Step-indexed data: what a step sees depends only on (seed, step, position in the global batch), never
 on the number of processes or loader workers — the basis of distributed parity and exact resume."""
 import os
+import sys
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from multissl.contracts import Domain, optional
+from multissl.contracts import Domain, Objective, optional
 
 
 def mix(*ints: int) -> int:
@@ -23,8 +24,10 @@ class Views(Dataset):
     views[0] corrupted at the masked positions, and the clean view is kept as "clean" (the target).
     Other objectives never see the corruption: it would be an extra, one-sided augmentation of view 0."""
 
-    def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False):
+    def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False, n_local: int = 0):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
+        # local views (multi-crop) are asked of a domain only when it offers them (view_counts)
+        self.counts = {"n_global": n_global, **({"n_local": n_local} if n_local else {})}
         self.corrupt = optional(domain, Domain, "corrupt") if corrupt else None
         self.variable_length = optional(domain, Domain, "variable_length")
         # a corrupting objective changes view 0 per sample (`corrupt`), and a variable-length domain's views are
@@ -48,10 +51,10 @@ class Views(Dataset):
         rng = torch.Generator().manual_seed(mix(self.seed, k, 2))
         item = {"y": s.get("y", -1), "skipped": s.get("skipped", 0)}
         if self.draw is not None:  # the views are made on the device, a batch at a time (make_views)
-            item["drawn"] = self.draw(s["x"], rng, self.n_global)
+            item["drawn"] = self.draw(s["x"], rng, **self.counts)
             keep, masked = self.domain.mask(1, rng)
             return item | {"keep": keep[0], "masked": masked[0]}
-        views = self.domain.views(s["x"], rng, self.n_global)
+        views = self.domain.views(s["x"], rng, **self.counts)
         if self.variable_length:  # mask the sample's own tokens only
             _, pad = optional(self.domain, Domain, "collate")([views[0]])
             keep, masked = self.domain.mask(1, rng, n_tokens=int((~pad).sum()))
@@ -202,10 +205,22 @@ class StepSampler(Sampler):
                 yield list(range(first, first + self.local))
 
 
+def view_counts(domain, objective, say: bool = True) -> tuple[int, int]:
+    """(global, local) views per sample: the objective's `global_views` and the `local_views` it asks for, which a
+    domain without local views (contracts: Domain.local_views) cannot give: then none, and `say` tells the run."""
+    n_global, n_local = optional(objective, Objective, "global_views"), optional(objective, Objective, "local_views")
+    if n_local and not optional(domain, Domain, "local_views"):
+        if say:
+            print(f"multissl: domain={domain.name} has no local views: {type(objective).__name__} compares its "
+                  f"{n_global} global views only", file=sys.stderr)
+        n_local = 0
+    return n_global, n_local
+
+
 def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0, accumulate=1,
-                 corrupt=False):
+                 corrupt=False, n_local=0):
     sampler = StepSampler(start, end, global_batch, rank, world, accumulate)
-    return DataLoader(Views(base, domain, seed, n_global, corrupt), batch_sampler=sampler,
+    return DataLoader(Views(base, domain, seed, n_global, corrupt, n_local), batch_sampler=sampler,
                       collate_fn=Collate(domain), **loader_options(workers))
 
 

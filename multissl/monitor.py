@@ -41,14 +41,15 @@ def evaluate(encoder, objective, domain, train_set, test_set, probe, device, knn
     return out
 
 
-def collapse_warning(metrics: dict, min_rankme: float, min_std: float) -> dict:
-    """{"collapse_warning": 1} and a warning on stderr when RankMe or the embedding std is below its threshold."""
+def collapse_warning(metrics: dict, min_rankme: float, min_std: float, hint: str | None = None) -> dict:
+    """{"collapse_warning": 1} and a warning on stderr when RankMe or the embedding std is below its threshold;
+    `hint` is the objective's own advice (its `collapse_hint`)."""
     if metrics["rankme"] >= min_rankme and metrics["emb_std"] >= min_std:
         return {}
+    advice = hint or "check the objective's variance/negatives terms"
     print(f"multissl: warning: the representation looks collapsed (RankMe {metrics['rankme']:.2f}, "
           f"std {metrics['emb_std']:.2e}; thresholds trainer.collapse_rankme={min_rankme}, "
-          f"trainer.collapse_std={min_std}); lower the learning rate or check the "
-          f"objective's variance/negatives terms", file=sys.stderr)
+          f"trainer.collapse_std={min_std}); lower optim.base_lr, or {advice}", file=sys.stderr)
     return {"collapse_warning": 1}
 
 

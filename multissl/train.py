@@ -23,7 +23,7 @@ from tqdm import tqdm
 from multissl import checkpoint, dist, monitor
 from multissl.cli import load_config
 from multissl.contracts import Domain, Encoder, Objective, check, optional
-from multissl.data import make_views, steps, to_device, train_loader
+from multissl.data import make_views, steps, to_device, train_loader, view_counts
 from multissl.errors import UserError
 from multissl.export import save_encoder
 from multissl.optim import apply_schedule, build_optimizer
@@ -207,7 +207,8 @@ def run(cfg) -> Path:
     def evaluate() -> dict:
         out = monitor.evaluate(encoder, objective, domain, train_set, test_set, probe, device, t.knn_k,
                                t.knn_temperature, t.eval_samples)
-        return out | monitor.collapse_warning(out, t.collapse_rankme, t.collapse_std)
+        return out | monitor.collapse_warning(out, t.collapse_rankme, t.collapse_std,
+                                              optional(objective, Objective, "collapse_hint"))
 
     def save_checkpoint():
         if main:
@@ -215,9 +216,10 @@ def run(cfg) -> Path:
         accelerator.wait_for_everyone()
 
     accum = t.accumulate
-    loader = train_loader(train_set, domain, t.seed, optional(objective, Objective, "global_views"),
-                          cfg.data.batch_size, step, t.max_steps, rank, world, cfg.data.num_workers, accum,
-                          corrupt=optional(objective, Objective, "corrupt_view"))
+    n_global, n_local = view_counts(domain, objective, say=main)
+    loader = train_loader(train_set, domain, t.seed, n_global, cfg.data.batch_size, step, t.max_steps, rank, world,
+                          cfg.data.num_workers, accum, corrupt=optional(objective, Objective, "corrupt_view"),
+                          n_local=n_local)
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
     tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=device)
     bad_run, bad_total, probe_logs = 0, 0, {}

@@ -15,6 +15,7 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 class BYOL(nn.Module):
     global_views = 2
+    collapse_hint = "raise objective.predictor_lr (the predictor must outpace the EMA teacher)"
 
     def __init__(self, encoder, domain, projector=(256, 128), predictor=(256, 128), predictor_lr: float = 30.0):
         super().__init__()

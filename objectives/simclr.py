@@ -22,6 +22,7 @@ def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1)
 class SimCLR(nn.Module):
     global_views = 2
     batch_statistics = True  # negatives come from the batch
+    collapse_hint = "try objective.temperature between 0.1 and 0.5"
 
     def __init__(self, encoder, domain, projector=(256, 128), temperature: float = 0.1):
         super().__init__()

@@ -39,6 +39,7 @@ def vicreg_loss(z_a: torch.Tensor, z_b: torch.Tensor, sim_coeff: float = 25.0, s
 class VICReg(nn.Module):
     global_views = 2
     batch_statistics = True  # variance and covariance over the batch
+    collapse_hint = "raise objective.std_coeff (the variance hinge keeps the dimensions apart)"
 
     def __init__(self, encoder, domain, projector=(256, 256), sim_coeff: float = 25.0, std_coeff: float = 25.0,
                  cov_coeff: float = 1.0):

@@ -19,7 +19,7 @@ from tiny import TINY_ENCODER, domain_data  # noqa: E402
 from multissl import dist  # noqa: E402
 from multissl.cli import load_config, options  # noqa: E402
 from multissl.contracts import Objective, optional  # noqa: E402
-from multissl.data import make_views, train_loader  # noqa: E402
+from multissl.data import make_views, train_loader, view_counts  # noqa: E402
 from multissl.train import build_domain, build_models, prepare_model, run  # noqa: E402
 
 DOMAINS, OBJECTIVES = options("domain"), options("objective")
@@ -55,9 +55,10 @@ def parity() -> dict:
                 domains[d] = build_domain(cfg)
             set_seed(0)
             model = prepare_model(*build_models(cfg, domains[d]), acc)
-            loader = train_loader(domains[d].dataset("train"), domains[d], 0,
-                                  optional(model.objective, Objective, "global_views"), 32, 0, 1, acc.process_index,
-                                  acc.num_processes, corrupt=optional(model.objective, Objective, "corrupt_view"))
+            n_global, n_local = view_counts(domains[d], model.objective, say=False)
+            loader = train_loader(domains[d].dataset("train"), domains[d], 0, n_global, 32, 0, 1, acc.process_index,
+                                  acc.num_processes, corrupt=optional(model.objective, Objective, "corrupt_view"),
+                                  n_local=n_local)
             batch = make_views(domains[d], next(iter(loader)))
             batch.pop("skipped")
             batch = {k: [double(v) for v in x] if isinstance(x, list) else double(x) for k, x in batch.items()}
