@@ -268,6 +268,35 @@ def test_shift_delays_the_clip_with_zero_fill(folder):
     torch.testing.assert_close(got, d.features(ref), atol=1e-5, rtol=0)
 
 
+def test_local_views_are_short_windows_augmented_alike_in_a_batch_and_alone(folder):
+    """Multi-crop: n_local windows of domain.local_seconds after the global views, each the log-mel of a random
+    window of the clip; a batch of them equals each sample applied alone; domain.local_crops overrides the count."""
+    d = domain(folder, local_seconds=0.3, mix_p=0.7)
+    train = d.dataset("train")
+    v = d.views(train[0]["x"], torch.Generator().manual_seed(3), 2, n_local=3)
+    assert [tuple(t.shape) for t in v] == [(1, 40, 100)] * 2 + [(1, 40, d.local_frames)] * 3 and d.local_frames == 30
+    drawn = stack_draws([d.draw(train[i]["x"], torch.Generator().manual_seed(i), 2, n_local=2) for i in range(4)])
+    views = d.apply(drawn)
+    for i in range(4):
+        for u, alone in zip(views, d.apply({k: t[i:i + 1] for k, t in drawn.items()}), strict=True):
+            torch.testing.assert_close(u[i], alone[0], atol=1e-5, rtol=0)
+    plain = domain(folder, gain_db=0.0, mix_p=0.0, shift_seconds=0.0, freq_scale=(1.0, 1.0), time_scale=(1.0, 1.0),
+                   local_seconds=0.3)
+    plain.dataset("train")
+    w = torch.randn(d.clip, generator=torch.Generator().manual_seed(1)) * 0.1
+    drawn = plain.draw(w, torch.Generator().manual_seed(0), 1, n_local=1)
+    window = drawn["wave"][1, :plain.local_clip]  # no augmentation: the log-mel of a 0.3-s window of the clip
+    start = next(s for s in range(len(w) - plain.local_clip + 1) if torch.equal(w[s:s + 4], window[:4]))
+    assert torch.equal(window, w[start:start + plain.local_clip]) and not drawn["wave"][1, plain.local_clip:].any()
+    local = plain.views(w, torch.Generator().manual_seed(0), 1, n_local=1)[1]
+    torch.testing.assert_close(local, plain.features(window[None], plain.local_frames)[0], atol=1e-5, rtol=0)
+    one = domain(folder, local_crops=1)
+    one.dataset("train")
+    assert len(one.views(train[0]["x"], torch.Generator().manual_seed(0), 2, n_local=3)) == 3
+    with pytest.raises(UserError, match="local_seconds"):
+        domain(folder, local_seconds=5.0)
+
+
 def test_views_without_augmentation_equal_the_eval_input(folder):
     d = domain(folder, gain_db=0.0, mix_p=0.0, shift_seconds=0.0, freq_scale=(1.0, 1.0), time_scale=(1.0, 1.0))
     d.dataset("train")

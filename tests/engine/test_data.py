@@ -115,3 +115,22 @@ def test_cpu_apply_in_chunks_gives_the_whole_batch_views(digits, monkeypatch):
     assert D.chunk_size({"x": torch.empty(8, 4, device="meta")}) == 8
     monkeypatch.setattr(D, "CPU_CHUNK_BYTES", 1)
     assert D.chunk_size(drawn) == 1
+
+
+def test_local_views_are_asked_of_domains_that_offer_them(digits, capsys):
+    """An objective's local_views reach a domain with local views (image: small crops after the global views); a
+    domain without them gives the global views only and the run says so in one line."""
+    from multissl.data import view_counts
+
+    class MultiCrop:
+        global_views, local_views = 2, 3
+
+    class Flat:
+        name, num_tokens = "flat", 4
+
+    assert view_counts(digits, MultiCrop()) == (2, 3) and capsys.readouterr().err == ""
+    assert view_counts(Flat(), MultiCrop()) == (2, 0)
+    assert capsys.readouterr().err.count("\n") == 1
+    views = item_views(digits, Views(digits.dataset("train"), digits, 0, 2, n_local=3)[0])
+    assert [tuple(v.shape) for v in views] == [(1, 8, 8)] * 2 + [(1, 4, 4)] * 3
+    assert len(item_views(digits, Views(digits.dataset("train"), digits, 0, 2)[0])) == 2
