@@ -52,8 +52,8 @@ class MaskTokenMAE(MAE):
             t = torch.cat([encoder.cls.expand(t.shape[0], -1, -1), t], 1)
         t = encoder.norm(encoder.blocks(t))
         pooled, t = (t[:, 0], t[:, 1:]) if encoder.cls is not None else (t.mean(1), t)
-        h = self.norm(self.decoder(self.enc_to_dec(t) + self.pos))
-        return self.head(h), pooled
+        keep = torch.arange(t.shape[1], device=t.device).expand(t.shape[0], -1)  # every position is encoded
+        return self.decoder(t, keep), pooled
 
 
 class Bench:

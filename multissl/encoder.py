@@ -61,6 +61,14 @@ class Encoder(nn.Module):
         pad: [b n] True where a variable-length sample is padded: no token attends to padding and pooling
         skips it, so a sample's outputs do not depend on what it is batched with.
         Returns (tokens [b k d], pooled [b d])."""
+        t, pad = self.block_input(x, keep, pad)
+        t = self.norm(self.blocks(t, src_key_padding_mask=pad))
+        if self.cls is not None:
+            return t[:, 1:], t[:, 0]
+        return t, masked_mean(t, pad)
+
+    def block_input(self, x, keep, pad):
+        """What the first block sees: the kept tokens [b k d] (cls first when pooled by it) and their padding."""
         t = self.embed(x)  # [b n d]
         if keep is not None:
             t, pad = gather_tokens(t, keep), kept_padding(pad, keep)  # [b k d], [b k]
@@ -68,10 +76,18 @@ class Encoder(nn.Module):
             t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1)
             if pad is not None:
                 pad = torch.cat([pad.new_zeros(pad.shape[0], 1), pad], 1)
-        t = self.norm(self.blocks(t, src_key_padding_mask=pad))
-        if self.cls is not None:
-            return t[:, 1:], t[:, 0]
-        return t, masked_mean(t, pad)
+        return t, pad
+
+    def hidden_states(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None) -> list:
+        """The output of every transformer block, first to last, each [b k d] (tokens only: no cls), before the
+        final norm; the input as in `forward`, so `self.norm` of the last one is forward's tokens. For targets
+        read from inside the network (data2vec)."""
+        t, pad = self.block_input(x, keep, pad)
+        out = []
+        for block in self.blocks.layers:  # what self.blocks does, one block at a time
+            t = block(t, src_key_padding_mask=pad)
+            out.append(t[:, 1:] if self.cls is not None else t)
+        return out
 
 
 class MLPEncoder(nn.Module):

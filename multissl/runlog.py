@@ -49,17 +49,17 @@ class ScalarLogs:
     `mean()` averages them over processes too and names them "<objective>/<key>"."""
 
     def __init__(self, prefix: str):
-        self.prefix, self.sums, self.count = prefix, {}, 0
+        self.prefix, self.sums, self.counts = prefix, {}, {}
 
     def add(self, logs: dict):
-        self.count += 1
-        for k, v in logs.items():
+        for k, v in logs.items():  # each key averaged over the micro-batches that logged it
             if k != "rep" and (isinstance(v, (int, float)) or torch.is_tensor(v) and v.numel() == 1):
                 self.sums[k] = self.sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float32).detach().reshape(())
+                self.counts[k] = self.counts.get(k, 0) + 1
 
     def mean(self, device) -> dict:
         if not self.sums:
             return {}
         keys = sorted(self.sums)
-        values = dist.all_reduce(torch.stack([self.sums[k].to(device) for k in keys]) / self.count, "mean")
+        values = dist.all_reduce(torch.stack([self.sums[k].to(device) / self.counts[k] for k in keys]), "mean")
         return {f"{self.prefix}/{k}": float(v) for k, v in zip(keys, values)}

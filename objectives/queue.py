@@ -18,7 +18,9 @@ def queue_size(size: int | None, train_size: int, key: str = "objective.queue_si
     """The queue length for a training set of `train_size` samples: `size` when given (an error when it is not
     shorter than the set), else the smaller of `default` and half the set."""
     if size is None:
-        return max(1, min(default, train_size // 2))
+        if train_size < 2:
+            raise UserError(f"{key}: a queue needs a training set of at least 2 samples, got {train_size}")
+        return min(default, train_size // 2)
     if size < 1 or size >= train_size:
         raise UserError(f"{key}={size} must be at least 1 and shorter than the training set ({train_size} samples): "
                         f"a longer queue holds each sample's own earlier embeddings as negatives; set {key} below "

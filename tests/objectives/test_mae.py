@@ -8,6 +8,7 @@ from einops import rearrange
 
 from multissl.domains.image import ImageDomain
 from multissl.encoder import Encoder
+from multissl.heads import TokenPredictor
 from multissl.objectives.mae import MAE
 
 
@@ -176,7 +177,7 @@ def test_module_forward_finite_and_gradients_reach_encoder():
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
     assert enc.embed.proj.weight.grad is not None and enc.embed.proj.weight.grad.abs().sum() > 0
-    assert obj.mask_token.grad is not None and obj.mask_token.grad.abs().sum() > 0
+    assert obj.decoder.mask_token.grad is not None and obj.decoder.mask_token.grad.abs().sum() > 0
 
 
 def test_module_encoder_sees_only_visible_tokens():
@@ -192,7 +193,7 @@ def test_module_encoder_sees_only_visible_tokens():
 def test_module_loss_matches_reference_on_captured_prediction():
     d, enc, obj, batch = tiny_setup()
     preds = []
-    obj.head.register_forward_hook(lambda m, inp, out: preds.append(out.detach().double()))
+    obj.decoder.head.register_forward_hook(lambda m, inp, out: preds.append(out.detach().double()))
     loss, _ = obj(enc, batch, {})
     (pred,) = preds
     x, masked = batch["views"][0].double(), batch["masked"]
@@ -205,13 +206,13 @@ def test_module_decoder_input_places_tokens_at_their_positions():
     d, enc, obj, batch = tiny_setup()
     enc_out, dec_in = [], []
     enc.register_forward_hook(lambda m, inp, out: enc_out.append(out[0].detach()))
-    obj.decoder.register_forward_hook(lambda m, inp, out: dec_in.append(inp[0].detach()))
+    obj.decoder.blocks.register_forward_hook(lambda m, inp, out: dec_in.append(inp[0].detach()))
     obj(enc, batch, {})
     keep, masked = batch["keep"], batch["masked"]
     (tokens,), (full,) = enc_out, dec_in
     with torch.no_grad():
-        projected = obj.enc_to_dec(tokens)
-        pos, mask_token = obj.pos[0], obj.mask_token[0, 0]
+        projected = obj.decoder.embed(tokens)
+        pos, mask_token = obj.decoder.pos[0], obj.decoder.mask_token[0, 0]
     for bi in range(keep.shape[0]):
         for i, tok in enumerate(keep[bi].tolist()):
             torch.testing.assert_close(full[bi, tok], projected[bi, i] + pos[tok])
@@ -237,3 +238,45 @@ def test_module_loss_ignores_target_at_kept_patches():
     finally:
         del d.target
     assert loss2.item() == loss.item()
+
+
+# ---- the shared token predictor (MAE's decoder) ------------------------------------------------------------------
+def test_token_predictor_without_mask_token_decodes_every_position_from_its_token():
+    """A domain that corrupts values instead of dropping tokens: keep covers every position and the decoder input
+    is the projected tokens plus positions; a position missing from keep starts from zero."""
+    torch.manual_seed(0)
+    pred = TokenPredictor(in_dim=6, dim=8, depth=1, heads=2, n_tokens=5, out_dim=3, mask_token=False)
+    assert pred.mask_token is None
+    tokens = torch.randn(2, 5, 6)
+    inputs = []
+    pred.blocks.register_forward_hook(lambda m, inp, out: inputs.append(inp[0].detach()))
+    with torch.no_grad():
+        out = pred(tokens, torch.arange(5).repeat(2, 1))
+        torch.testing.assert_close(out, pred.head(pred.norm(pred.blocks(pred.embed(tokens) + pred.pos))))
+        pred(tokens[:, :3], torch.tensor([[0, 1, 4], [2, 3, 4]]))
+        torch.testing.assert_close(inputs[-1][0, 2], pred.pos[0, 2])  # not in keep: zero + position
+        torch.testing.assert_close(inputs[-1][1, 0], pred.pos[0, 0])
+
+
+def test_token_predictor_padding_is_never_attended_to():
+    torch.manual_seed(1)
+    pred = TokenPredictor(in_dim=4, dim=8, depth=2, heads=2, n_tokens=7, out_dim=3)
+    tokens = torch.randn(2, 3, 4)
+    keep = torch.tensor([[0, 2, 5], [1, 3, -1]])  # sample 1 has 4 tokens, one kept slot is padding
+    pad = torch.arange(6)[None, :] >= torch.tensor([6, 4])[:, None]  # [b n]
+    with torch.no_grad():
+        out = pred(tokens, keep, pad=pad)
+        assert out.shape == (2, 6, 3)  # n from pad
+        wild = tokens.clone()
+        wild[1, 2] = 1e4  # what stands in a padded slot of keep changes nothing
+        alone = pred(wild[1:, :2], keep[1:, :2], pad=pad[1:, :4])
+    torch.testing.assert_close(out[1, :4], alone[0], atol=1e-5, rtol=0)
+
+
+def test_module_runs_under_bf16_autocast():
+    """trainer.precision=bf16: the decoder's input is bf16 while the mask token is a float32 parameter."""
+    d, enc, obj, batch = tiny_setup()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = obj(enc, batch, {})
+    loss.backward()
+    assert torch.isfinite(loss) and obj.decoder.mask_token.grad is not None
