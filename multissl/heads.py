@@ -4,12 +4,16 @@ import torch
 from torch import nn
 
 
-def mlp(dims: list[int]) -> nn.Sequential:
-    """Linear-BN-ReLU blocks between consecutive `dims`, then a plain Linear (with bias) to the last width."""
+def mlp(dims: list[int], last_bias: bool = True, last_bn: bool = False) -> nn.Sequential:
+    """Linear-BN-ReLU blocks between consecutive `dims`, then a Linear to the last width (with a bias unless
+    last_bias=False). last_bn: a BatchNorm without affine on the output (SimSiam, MoCo v3, NNCLR projectors); the
+    Linear before it then has no bias, which the BatchNorm would cancel (it would get no gradient)."""
     layers = []
     for d_in, d_out in zip(dims[:-2], dims[1:-1]):
         layers += [nn.Linear(d_in, d_out, bias=False), nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(dims[-2], dims[-1]))
+    layers.append(nn.Linear(dims[-2], dims[-1], bias=last_bias and not last_bn))
+    if last_bn:
+        layers.append(nn.BatchNorm1d(dims[-1], affine=False))
     return nn.Sequential(*layers)
 
 

@@ -45,7 +45,7 @@ class Barlow(nn.Module):
         super().__init__()
         dims = [encoder.dim, *projector]
         # the output Linear has no bias: the standardisation removes it, so it would get no gradient
-        self.projector = nn.Sequential(*mlp(dims)[:-1], nn.Linear(dims[-2], dims[-1], bias=False))
+        self.projector = mlp(dims, last_bias=False)
         self.lambd = lambd
 
     def forward(self, encoder, batch, sched):

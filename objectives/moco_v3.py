@@ -21,13 +21,6 @@ def moco_v3_loss(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2) -> 
     return F.cross_entropy(logits, own) * 2 * temperature
 
 
-def head(dims: list[int], last_bn: bool) -> nn.Sequential:
-    """Linear-BN-ReLU blocks, then a Linear without bias, followed by a BN without affine when `last_bn`
-    (the paper's projector, as SimCLR's); the predictor has no BN on its output."""
-    layers = [*mlp(dims)[:-1], nn.Linear(dims[-2], dims[-1], bias=False)]
-    return nn.Sequential(*layers, *([nn.BatchNorm1d(dims[-1], affine=False)] if last_bn else []))
-
-
 class MoCoV3(nn.Module):
     global_views = 2
     batch_statistics = True  # the other samples' keys are the negatives
@@ -38,8 +31,9 @@ class MoCoV3(nn.Module):
         if predictor[-1] != projector[-1]:
             raise ValueError(f"objective.predictor must end at the projector's width {projector[-1]}, "
                              f"got {list(predictor)}")
-        self.projector = head([encoder.dim, *projector], last_bn=True)
-        self.predictor = head([projector[-1], *predictor], last_bn=False)
+        # the paper's heads: BN on the projector's output (no affine), none on the predictor's; no biases
+        self.projector = mlp([encoder.dim, *projector], last_bn=True)
+        self.predictor = mlp([projector[-1], *predictor], last_bias=False)
         self.teacher = EMATeacher(encoder, self.projector)  # the momentum encoder: no predictor
         self.temperature = temperature
 

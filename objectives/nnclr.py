@@ -52,11 +52,9 @@ class NNCLR(nn.Module):
         dim = projector[-1]
         if predictor[-1] != dim:
             raise UserError(f"objective.predictor must end at the projector's width {dim}, got {predictor[-1]}")
-        proj = mlp([encoder.dim, *projector])
-        # the paper's BatchNorm on the output, with no bias before it (it cancels one) and no affine: its shift
-        # would get no gradient through the predictor's BatchNorm, its scale only repeats the predictor's Linear
-        proj[-1] = nn.Linear(proj[-1].in_features, dim, bias=False)
-        self.projector = nn.Sequential(*proj, nn.BatchNorm1d(dim, affine=False))
+        # the paper's BatchNorm on the output, without affine: its shift would get no gradient through the
+        # predictor's BatchNorm, its scale only repeats the predictor's Linear
+        self.projector = mlp([encoder.dim, *projector], last_bn=True)
         self.predictor = mlp([dim, *predictor])
         self.temperature = temperature
         size = support_size(queue_size, len(domain.dataset("train")), default=98304)

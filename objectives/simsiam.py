@@ -14,13 +14,6 @@ def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(p, z.detach(), dim=-1).mean()
 
 
-def projector_head(dims: list[int]) -> nn.Sequential:
-    """Linear-BN-ReLU blocks, then Linear-BN on the output too (the paper's projector). The output Linear has
-    no bias and its BN no affine, as in the reference code: a bias before BN would get no gradient."""
-    return nn.Sequential(*mlp(dims)[:-1], nn.Linear(dims[-2], dims[-1], bias=False),
-                         nn.BatchNorm1d(dims[-1], affine=False))
-
-
 @torch.no_grad()
 def normalized_std(z: torch.Tensor) -> torch.Tensor:
     """The paper's collapse monitor: per-dimension std of the l2-normalised rows z [b d] over the global batch,
@@ -37,7 +30,8 @@ class SimSiam(nn.Module):
         if predictor[-1] != projector[-1]:
             raise ValueError(f"objective.predictor must end at the projector's width {projector[-1]}, "
                              f"got {list(predictor)}")
-        self.projector = projector_head([encoder.dim, *projector])
+        # BN on every layer, the output's too (the paper's projector)
+        self.projector = mlp([encoder.dim, *projector], last_bn=True)
         self.predictor = mlp([projector[-1], *predictor])  # bottleneck: Linear-BN-ReLU, then a plain Linear
         for p in self.predictor.parameters():
             p.lr_scale = predictor_lr  # read by multissl.optim.param_groups
