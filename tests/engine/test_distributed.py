@@ -104,3 +104,21 @@ def test_plain_collectives_gather_and_reduce_over_processes(launched):
     x0, x1 = torch.arange(6.0).view(3, 2), torch.arange(6.0).view(3, 2) + 10
     assert torch.equal(c["gather"], torch.cat([x0, x1])) and torch.equal(c["sum"], x0 + x1)
     assert torch.equal(c["mean"], (x0 + x1) / 2) and torch.equal(c["x"], x0)  # rank 0's input is unchanged
+
+
+@pytest.mark.parametrize("name", list(worker.E2E))
+def test_two_processes_end_in_the_state_of_one(launched, name):
+    """After 3 steps every tensor of the checkpointed model (weights, teachers, queues, centres, counters) is what one
+    process holds: integers exactly, floats within 2 x the summed learning rate. That bound is Adam's: a gradient that
+    is round-off alone (a bias in front of a BatchNorm, whose true gradient is 0) still takes a step of about lr, in
+    either direction on either side; a centre or a queue filled from the local batch instead of the global one is off
+    by far more."""
+    d, _, _ = launched
+    a, b = (checkpoint.load(checkpoint.latest(d / side / name / "checkpoints"))["model"] for side in ("one", "two"))
+    tol = 2 * sum(r["lr"] for r in rows(d / "one" / name) if "lr" in r) + 1e-4
+    assert a.keys() == b.keys()
+    for k, x in a.items():
+        if torch.is_floating_point(x):
+            torch.testing.assert_close(b[k], x, rtol=0, atol=tol, msg=lambda m: f"{name} {k}: {m}")
+        else:
+            assert torch.equal(b[k], x), f"{name} {k}: {b[k]} vs {x}"
