@@ -211,7 +211,7 @@ def view_counts(domain, objective, say: bool = True) -> tuple[int, int]:
     n_global, n_local = optional(objective, Objective, "global_views"), optional(objective, Objective, "local_views")
     if n_local and not optional(domain, Domain, "local_views"):
         if say:
-            print(f"multissl: domain={domain.name} has no local views: {type(objective).__name__} compares its "
+            print(f"multissl: domain={domain.name} gives no local views here: {type(objective).__name__} compares its "
                   f"{n_global} global views only", file=sys.stderr)
         n_local = 0
     return n_global, n_local

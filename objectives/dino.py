@@ -12,7 +12,7 @@ from torch import nn
 from multissl.dist import all_reduce
 from multissl.ema import EMATeacher
 from multissl.encoder import encode_views, view_pairs
-from multissl.schedules import linear
+from multissl.schedules import cosine, linear
 
 
 def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor, teacher_temp: float,
@@ -70,15 +70,15 @@ class DINO(nn.Module):
                      "near 0 (one dimension), lower objective.center_momentum so the centre follows faster")
 
     def __init__(self, encoder, domain, projector=(256, 256, 64), out_dim: int = 1024, norm_last_layer: bool = True,
-                 student_temp: float = 0.1, teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
-                 teacher_temp_warmup: float = 0.3, center_momentum: float = 0.9, freeze_last_layer: int = 6,
-                 use_bn: bool = False):
+                 student_temp: float = 0.1, teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04,
+                 teacher_temp_warmup: float = 0.0, center_momentum: float = 0.9, freeze_last_layer: int = 6,
+                 use_bn: bool = False, momentum: float | None = 0.996):
         super().__init__()
         self.head = DINOHead(encoder.dim, projector, out_dim, norm_last_layer, use_bn)
         self.teacher = EMATeacher(encoder, self.head)
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.teacher_temp_warmup, self.center_momentum = teacher_temp_warmup, center_momentum
-        self.freeze_last_layer = freeze_last_layer
+        self.freeze_last_layer, self.momentum = freeze_last_layer, momentum
         self.register_buffer("center", torch.zeros(out_dim))
         self.pending = []  # (step, mean teacher output [K]) of this process, until after_step
 
@@ -92,6 +92,14 @@ class DINO(nn.Module):
         of training (the paper: 30 epochs of 100 or more), then constant."""
         return linear(sched["step"], self.teacher_temp_warmup * sched["total_steps"], self.warmup_teacher_temp,
                       self.teacher_temp)
+
+    def teacher_momentum(self, sched) -> float:
+        """Cosine from `momentum` to 1 over the run (the paper's 0.996), or the engine's ema schedule when None. DINO
+        keeps its own: a teacher that follows the student as fast as BYOL's short-run default lets the two collapse
+        together."""
+        if self.momentum is None:
+            return sched["ema"]
+        return cosine(sched["step"], sched["total_steps"], self.momentum, 1.0)
 
     def forward(self, encoder, batch, sched):
         views, pads = batch["views"], batch.get("pad")
@@ -117,7 +125,7 @@ class DINO(nn.Module):
 
     @torch.no_grad()
     def after_step(self, encoder, sched):
-        self.teacher.update([encoder, self.head], sched["ema"])
+        self.teacher.update([encoder, self.head], self.teacher_momentum(sched))
         mine = [c for s, c in self.pending if s == sched["step"]]  # a skipped step's stash is dropped
         self.pending.clear()
         if mine:  # micro-batches are of one size: the mean of their means is the step's mean, as is the process mean

@@ -128,9 +128,14 @@ def test_local_views_are_asked_of_domains_that_offer_them(digits, capsys):
     class Flat:
         name, num_tokens = "flat", 4
 
-    assert view_counts(digits, MultiCrop()) == (2, 3) and capsys.readouterr().err == ""
+    cifar_sized = ImageDomain(image_size=32, patch_size=4)  # local crops of 16 px: 4 x 4 patches
+    assert view_counts(cifar_sized, MultiCrop()) == (2, 3) and capsys.readouterr().err == ""
     assert view_counts(Flat(), MultiCrop()) == (2, 0)
     assert capsys.readouterr().err.count("\n") == 1
-    views = item_views(digits, Views(digits.dataset("train"), digits, 0, 2, n_local=3)[0])
+    # 8 x 8 digits: a local crop of 4 px would hold 2 x 2 patches, too few to offer unasked; domain.local_crops asks
+    assert view_counts(digits, MultiCrop()) == (2, 0) and capsys.readouterr().err.count("\n") == 1
+    asked = ImageDomain(local_crops=3, state=digits.state())
+    assert view_counts(asked, MultiCrop()) == (2, 3) and capsys.readouterr().err == ""
+    views = item_views(asked, Views(asked.dataset("train"), asked, 0, 2, n_local=3)[0])
     assert [tuple(v.shape) for v in views] == [(1, 8, 8)] * 2 + [(1, 4, 4)] * 3
     assert len(item_views(digits, Views(digits.dataset("train"), digits, 0, 2)[0])) == 2

@@ -101,8 +101,16 @@ def test_teacher_temperature_warms_up_linearly_then_stays():
     _, _, obj = tiny_setup(teacher_temp=0.07, warmup_teacher_temp=0.04, teacher_temp_warmup=0.3)
     temps = [obj.temperature(sched(s, total=100)) for s in (0, 15, 30, 31, 99)]
     assert temps == pytest.approx([0.04, 0.055, 0.07, 0.07, 0.07], abs=1e-12)
-    _, _, flat = tiny_setup(teacher_temp_warmup=0.0)
+    _, _, flat = tiny_setup(teacher_temp=0.07, teacher_temp_warmup=0.0)
     assert flat.temperature(sched(0)) == pytest.approx(0.07)
+
+
+def test_teacher_momentum_is_its_own_cosine_to_one_or_the_engines():
+    _, _, obj = tiny_setup(momentum=0.996)
+    got = [obj.teacher_momentum(sched(s, total=100, ema=0.5)) for s in (0, 50, 100)]
+    assert got == pytest.approx([0.996, 0.998, 1.0], abs=1e-12)
+    _, _, follows = tiny_setup(momentum=None)
+    assert follows.teacher_momentum(sched(50, ema=0.5)) == 0.5
 
 
 def test_head_is_l2_bottleneck_then_weight_normalised_layer():
@@ -169,7 +177,7 @@ def test_last_layer_gets_no_update_while_frozen_then_trains():
 def test_one_optimizer_step_and_after_step_match_reference():
     """Centre: m * c + (1 - m) * mean of the teacher's global-view outputs (before the update); teacher:
     EMA of the student after the optimizer step; both reached only through after_step."""
-    _, enc, obj = tiny_setup(center_momentum=0.8)
+    _, enc, obj = tiny_setup(center_momentum=0.8, momentum=None)  # None: the engine's ema, 0.7 here
     with torch.no_grad():
         obj.center.normal_()
     batch, s = tiny_batch(n=5, local=2), sched(10, ema=0.7)
