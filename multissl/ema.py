@@ -4,6 +4,8 @@ import copy
 import torch
 from torch import nn
 
+from multissl.schedules import cosine
+
 
 class EMATeacher(nn.Module):
     """Not called as a module: its `nets` are (teacher copies of the students, in order)."""
@@ -24,3 +26,12 @@ class EMATeacher(nn.Module):
             # BatchNorm running statistics follow the student directly, as in BYOL's reference code.
             for tb, sb in zip(teacher.buffers(), student.buffers()):
                 tb.copy_(sb)
+
+
+def teacher_momentum(start: float | None, sched) -> float:
+    """An objective's own teacher momentum: cosine from `start` to 1 over the run (DINO's and I-JEPA's 0.996), or the
+    engine's ema schedule (`sched["ema"]`, BYOL's short-run default) when start is None. A teacher that follows the
+    student as fast as BYOL's lets the two drift together where nothing else holds the targets apart."""
+    if start is None:
+        return sched["ema"]
+    return cosine(sched["step"], sched["total_steps"], start, 1.0)

@@ -16,7 +16,7 @@ from torch import nn
 
 from multissl.contracts import Domain, optional
 from multissl.dist import all_reduce
-from multissl.ema import EMATeacher
+from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import gather_tokens
 from multissl.errors import UserError
 from multissl.heads import TokenPredictor
@@ -66,11 +66,12 @@ class Data2Vec(nn.Module):
     global_views = 1
     needs_token_encoder = True  # the student sees the visible tokens; the targets come from inside the teacher
     corrupt_view = True  # a domain that replaces masked values (VIME) corrupts the student's view, not the teacher's
-    collapse_hint = ("raise ema.start (a slower teacher) and keep objective.layer_norm_targets=true; target_var "
+    collapse_hint = ("raise objective.momentum (a slower teacher) and keep objective.layer_norm_targets=true; target_var "
                      "near 0 means the targets collapsed")
 
     def __init__(self, encoder, domain, top_k: int | None = None, layer_norm_targets: bool = True, beta: float = 0.0,
-                 decoder_dim: int = 64, decoder_depth: int = 2, decoder_heads: int = 4):
+                 decoder_dim: int = 64, decoder_depth: int = 2, decoder_heads: int = 4,
+                 momentum: float | None = 0.996):
         super().__init__()
         if not callable(getattr(encoder, "hidden_states", None)):
             raise UserError(f"objective=data2vec reads the blocks' outputs, which encoder {type(encoder).__name__} "
@@ -79,6 +80,7 @@ class Data2Vec(nn.Module):
         self.decoder = TokenPredictor(encoder.dim, decoder_dim, decoder_depth, decoder_heads, domain.num_tokens,
                                       encoder.dim, mask_token=optional(domain, Domain, "drops_masked"))
         self.teacher = EMATeacher(encoder)
+        self.momentum = momentum
 
     @torch.no_grad()
     def targets(self, x, pad: torch.Tensor | None) -> torch.Tensor:
@@ -102,4 +104,4 @@ class Data2Vec(nn.Module):
         return loss, {"rep": pooled.detach(), **logs}
 
     def after_step(self, encoder, sched):
-        self.teacher.update([encoder], sched["ema"])
+        self.teacher.update([encoder], teacher_momentum(self.momentum, sched))

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from multissl.dist import all_reduce
-from multissl.ema import EMATeacher
+from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import encode_views, view_pairs
-from multissl.schedules import cosine, linear
+from multissl.schedules import linear
 
 
 def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor, teacher_temp: float,
@@ -93,14 +93,6 @@ class DINO(nn.Module):
         return linear(sched["step"], self.teacher_temp_warmup * sched["total_steps"], self.warmup_teacher_temp,
                       self.teacher_temp)
 
-    def teacher_momentum(self, sched) -> float:
-        """Cosine from `momentum` to 1 over the run (the paper's 0.996), or the engine's ema schedule when None. DINO
-        keeps its own: a teacher that follows the student as fast as BYOL's short-run default lets the two collapse
-        together."""
-        if self.momentum is None:
-            return sched["ema"]
-        return cosine(sched["step"], sched["total_steps"], self.momentum, 1.0)
-
     def forward(self, encoder, batch, sched):
         views, pads = batch["views"], batch.get("pad")
         g = min(self.global_views, len(views))
@@ -125,7 +117,7 @@ class DINO(nn.Module):
 
     @torch.no_grad()
     def after_step(self, encoder, sched):
-        self.teacher.update([encoder, self.head], self.teacher_momentum(sched))
+        self.teacher.update([encoder, self.head], teacher_momentum(self.momentum, sched))
         mine = [c for s, c in self.pending if s == sched["step"]]  # a skipped step's stash is dropped
         self.pending.clear()
         if mine:  # micro-batches are of one size: the mean of their means is the step's mean, as is the process mean

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multissl.contracts import Domain, optional
-from multissl.ema import EMATeacher
+from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import gather_tokens
 from multissl.heads import TokenPredictor
 from multissl.objectives.data2vec import regression_loss, token_variance
@@ -38,17 +38,19 @@ class IJEPA(nn.Module):
     global_views = 1
     needs_token_encoder = True  # the context encoder sees the visible tokens only
     corrupt_view = True  # a domain that replaces masked values (VIME) corrupts the context; the targets are clean
-    collapse_hint = ("raise ema.start (a slower target encoder) or objective.predictor_depth; target_std near 0 "
+    collapse_hint = ("raise objective.momentum (a slower target encoder) or objective.predictor_depth; target_std near 0 "
                      "means the target encoder collapsed")
 
     def __init__(self, encoder, domain, predictor_dim: int | None = None, predictor_depth: int = 2,
-                 predictor_heads: int = 4, beta: float = 0.0):
+                 predictor_heads: int = 4, beta: float = 0.0,
+                 momentum: float | None = 0.996):
         super().__init__()
         self.beta = beta
         width = predictor_dim or encoder.dim // 2  # narrower than the encoder, as in the paper
         self.predictor = TokenPredictor(encoder.dim, width, predictor_depth, predictor_heads, domain.num_tokens,
                                         encoder.dim, mask_token=optional(domain, Domain, "drops_masked"))
         self.teacher = EMATeacher(encoder)
+        self.momentum = momentum
 
     def forward(self, encoder, batch, sched):
         x, keep, masked = batch["views"][0], batch["keep"], batch["masked"]  # keep [b k], masked [b m]; -1 = padding
@@ -64,4 +66,4 @@ class IJEPA(nn.Module):
         return loss, {"rep": pooled.detach(), "target_std": std, "pred_cos": cos}
 
     def after_step(self, encoder, sched):
-        self.teacher.update([encoder], sched["ema"])
+        self.teacher.update([encoder], teacher_momentum(self.momentum, sched))

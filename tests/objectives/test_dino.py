@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from multissl.domains.image import ImageDomain
+from multissl.ema import teacher_momentum
 from multissl.encoder import Encoder
 from multissl.objectives.dino import DINO, dino_loss, teacher_entropy
 from multissl.optim import build_optimizer
@@ -106,11 +107,17 @@ def test_teacher_temperature_warms_up_linearly_then_stays():
 
 
 def test_teacher_momentum_is_its_own_cosine_to_one_or_the_engines():
-    _, _, obj = tiny_setup(momentum=0.996)
-    got = [obj.teacher_momentum(sched(s, total=100, ema=0.5)) for s in (0, 50, 100)]
+    got = [teacher_momentum(0.996, sched(s, total=100, ema=0.5)) for s in (0, 50, 100)]
     assert got == pytest.approx([0.996, 0.998, 1.0], abs=1e-12)
-    _, _, follows = tiny_setup(momentum=None)
-    assert follows.teacher_momentum(sched(50, ema=0.5)) == 0.5
+    assert teacher_momentum(None, sched(50, ema=0.5)) == 0.5
+    _, enc, obj = tiny_setup(momentum=0.6)  # after_step moves the teacher by its own momentum (0.8 half way)
+    before = [t.detach().clone() for t in obj.teacher.nets[0].parameters()]
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(1.0)
+    obj.after_step(enc, sched(50, total=100, ema=0.1))
+    for t, old, s in zip(obj.teacher.nets[0].parameters(), before, enc.parameters()):
+        torch.testing.assert_close(t, 0.8 * old + 0.2 * s)
 
 
 def test_head_is_l2_bottleneck_then_weight_normalised_layer():

@@ -136,7 +136,7 @@ def test_module_gradients_reach_context_encoder_and_predictor_never_the_target_e
 
 
 def test_target_encoder_after_one_optimizer_step_and_after_step_is_the_reference_ema():
-    d, enc, obj, batch = tiny_setup()
+    d, enc, obj, batch = tiny_setup(momentum=0.4)  # its own cosine: 0.7 half way, whatever the engine's ema
     students, teachers = list(enc.parameters()), list(obj.teacher.nets[0].parameters())
     assert all(torch.equal(s, t) for s, t in zip(students, teachers))  # starts as a copy of the encoder
     opt = torch.optim.AdamW([*enc.parameters(), *obj.parameters()], lr=0.01)
@@ -147,7 +147,7 @@ def test_target_encoder_after_one_optimizer_step_and_after_step_is_the_reference
     assert all(torch.equal(t.double(), old) for t, old in zip(teachers, before))  # no optimizer step on it
     after_opt = [s.detach().double().clone() for s in students]
     assert any(not torch.equal(s, old) for s, old in zip(after_opt, before))
-    obj.after_step(enc, {"ema": 0.7})
+    obj.after_step(enc, {"step": 50, "total_steps": 100, "ema": 0.2})
     for t, old, s in zip(teachers, before, after_opt):
         torch.testing.assert_close(t.detach().double(), 0.7 * old + 0.3 * s, rtol=1e-6, atol=1e-7)
 
@@ -182,3 +182,14 @@ def test_module_variable_length_predictions_are_each_samples_own():
     obj(enc, {"views": [x[2:3, :7]], "pad": [pad[2:3, :7]], "keep": keep[2:3, :3], "masked": masked[2:3, :4]},
         {"ema": 0.99})
     torch.testing.assert_close(preds[0][2, :7], preds[1][0], atol=1e-5, rtol=0)
+
+
+def test_momentum_none_follows_the_engines_ema():
+    d, enc, obj, batch = tiny_setup(momentum=None)
+    before = [t.detach().clone() for t in obj.teacher.nets[0].parameters()]
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(1.0)
+    obj.after_step(enc, {"step": 50, "total_steps": 100, "ema": 0.25})
+    for t, old, s in zip(obj.teacher.nets[0].parameters(), before, enc.parameters()):
+        torch.testing.assert_close(t, 0.25 * old + 0.75 * s)
