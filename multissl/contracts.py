@@ -117,6 +117,9 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "after_step": (_no_op, "after_step(encoder, sched): once per applied optimizer step (EMA teachers, "
                                "queues, centres); never on a skipped step; default: nothing"),
         "projector": (None, "the module after the representation, for rankme_proj / emb_std_proj"),
+        "branches": (None, "branches(encoder, batch) -> (online [n k], target [n k]): what its two branches output "
+                           "(e.g. predictor vs. teacher) on un-augmented evaluation inputs, batch = views [x], keep, "
+                           "masked (a fixed-seed mask), pad; read for rdm/erank_online, rdm/erank_target, rdm/diff"),
         "collapse_hint": (None, "what to change when the representation collapses, in the objective's own keys "
                                 "(e.g. objective.teacher_temp=…); the collapse warning names it"),
     },

@@ -2,8 +2,10 @@
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from multissl.encoder import encode_views
 from multissl.schedules import cosine
 
 
@@ -26,6 +28,26 @@ class EMATeacher(nn.Module):
             # BatchNorm running statistics follow the student directly, as in BYOL's reference code.
             for tb, sb in zip(teacher.buffers(), student.buffers()):
                 tb.copy_(sb)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """The teacher's output for one view x: its encoder's pooled representation through its other nets in
+        order (a projector, a head)."""
+        enc, *heads = self.nets
+        z = encode_views(enc, [x], None if pad is None else [pad])[0]
+        for head in heads:
+            z = head(z)
+        return z
+
+
+@torch.no_grad()
+def predictor_vs_teacher(encoder, batch, online_head, teacher: EMATeacher) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two branches of a predictor + EMA teacher objective (BYOL, MoCo v3) on views[0], unit length as their
+    losses compare them: online = online_head(encoder(x)), target = the teacher's projection."""
+    x, pad = batch["views"][0], batch.get("pad")
+    rep = encode_views(encoder, [x], pad)[0]
+    return (F.normalize(online_head(rep), dim=1),
+            F.normalize(teacher.embed(x, None if pad is None else pad[0]), dim=1))
 
 
 def teacher_momentum(start: float | None, sched) -> float:

@@ -1,5 +1,6 @@
 """`python -m multissl.evaluate <run dir> [data.path=…]` — kNN accuracy, linear-probe accuracy and RankMe
-of a finished run's exported encoder on the held-out split, plus the domain's own metrics where it has
+of a finished run's exported encoder on the held-out split, its spectral diagnostics (with the projector and the
+two branches of the objective when the run folder holds a checkpoint), plus the domain's own metrics where it has
 them (tabular: linear probe vs. gradient-boosted trees). Prints one JSON object."""
 import json
 import sys
@@ -8,9 +9,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from multissl import monitor
+from multissl import checkpoint, monitor
 from multissl.errors import UserError
 from multissl.export import load_encoder
+from multissl.train import make
 
 
 def linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
@@ -22,6 +24,18 @@ def linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
     return float(clf.fit(train_x.numpy(), train_y.numpy()).score(test_x.numpy(), test_y.numpy()))
 
 
+def run_objective(path: Path, domain, encoder):
+    """The run's objective (heads, teachers, centres) as its last checkpoint holds it, in eval mode; None for a folder
+    without config.yaml or a checkpoint (an exported encoder alone)."""
+    ckpt = checkpoint.latest(path / "checkpoints")
+    if not (path / "config.yaml").exists() or ckpt is None:
+        return None
+    objective = make(OmegaConf.load(path / "config.yaml").objective, encoder=encoder, domain=domain)
+    state = checkpoint.load(ckpt)["model"]
+    objective.load_state_dict({k[len("objective."):]: v for k, v in state.items() if k.startswith("objective.")})
+    return objective.eval()
+
+
 def evaluate_run(path, data: dict | None = None, k: int = 20, temperature: float = 0.07) -> dict:
     path = Path(path)
     run_cfg = path / "config.yaml"
@@ -29,8 +43,11 @@ def evaluate_run(path, data: dict | None = None, k: int = 20, temperature: float
         data = OmegaConf.to_container(OmegaConf.load(run_cfg).data)
     enc = load_encoder(path)
     enc.domain.data = data or {}
-    out, _, labelled = monitor.heldout_metrics(enc.encoder, enc.domain, enc.domain.dataset("train"),
-                                               enc.domain.dataset("test"), "cpu", k, temperature)
+    train_set = enc.domain.dataset("train")
+    out, tr_x, labelled = monitor.heldout_metrics(enc.encoder, enc.domain, train_set, enc.domain.dataset("test"),
+                                                  "cpu", k, temperature)
+    out |= monitor.spectral_metrics(enc.encoder, run_objective(path, enc.domain, enc.encoder), enc.domain,
+                                    train_set, tr_x, "cpu")
     if labelled is not None:
         out["linear_acc"] = linear_probe_accuracy(*labelled)
     return out | monitor.domain_metrics(enc.encoder, enc.domain, "cpu")

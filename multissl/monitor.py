@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multissl import spectral
 from multissl.contracts import Domain, Objective, optional
-from multissl.data import eval_input_on, eval_loader, to_device
+from multissl.data import eval_input_on, eval_loader, pad_indices, to_device
 
 
 def subset(ds, limit: int | None):
@@ -20,25 +21,69 @@ def subset(ds, limit: int | None):
 def evaluate(encoder, objective, domain, train_set, test_set, probe, device, knn_k: int = 20,
              knn_temperature: float = 0.07, limit: int | None = None) -> dict:
     """kNN accuracy and online-probe accuracy on the held-out split; RankMe and std of the training
-    representations (and of the projector output, where the objective has one); and the domain's own
-    downstream metrics where it has them. `limit` caps the samples of each split (trainer.eval_samples)."""
+    representations (and of the projector output, where the objective has one); their spectral diagnostics; and the
+    domain's own downstream metrics where it has them. `limit` caps the samples of each split (trainer.eval_samples)."""
     was = encoder.training
     encoder.eval()
     train_set, test_set = subset(train_set, limit), subset(test_set, limit)
     out, tr_x, labelled = heldout_metrics(encoder, domain, train_set, test_set, device, knn_k, knn_temperature)
-    proj = optional(objective, Objective, "projector")
-    if proj is not None:
-        with torch.no_grad():
-            was_p = proj.training
-            z = proj.eval()(tr_x.to(device)).float().cpu()
-            proj.train(was_p)
-        out |= {"rankme_proj": rankme(z), "emb_std_proj": embedding_std(z)}
+    out |= spectral_metrics(encoder, objective, domain, train_set, tr_x, device)
     if labelled is not None and probe is not None:
         te_x, te_y = labelled[2:]
         out["probe_test_acc"] = probe.accuracy(te_x.to(device), te_y.to(device))
     out |= domain_metrics(encoder, domain, device, limit)
     encoder.train(was)
     return out
+
+
+def spectral_metrics(encoder, objective, domain, train_set, tr_x, device) -> dict:
+    """From the training-set representations tr_x [n d]: RankMe and std of the projector output (where the objective
+    has one), effective ranks and duality criteria (multissl.spectral), and the rank differential of an objective
+    with two branches."""
+    proj, out, z = optional(objective, Objective, "projector"), {}, None
+    if proj is not None:
+        with torch.no_grad():
+            was_p = proj.training
+            z = proj.eval()(tr_x.to(device)).float().cpu()
+            proj.train(was_p)
+        out |= {"rankme_proj": rankme(z), "emb_std_proj": embedding_std(z)}
+    return out | spectral.diagnostics(tr_x, z) | branch_ranks(objective, encoder, domain, train_set, device)
+
+
+def eval_masks(domain, x, pad, rng: torch.Generator, corrupt: bool) -> dict:
+    """keep, masked (and, for an objective with corrupt_view on a domain that has `corrupt`, the corrupted view and
+    the clean one) for an evaluation batch x, as the training batches have them: per sample on a variable-length
+    domain (its own tokens only)."""
+    if pad is None:
+        keep, masked = domain.mask(len(x), rng)
+    else:
+        rows = [domain.mask(1, rng, n_tokens=int((~p).sum())) for p in pad.cpu()]
+        keep, masked = pad_indices([k[0] for k, _ in rows]), pad_indices([m[0] for _, m in rows])
+    out = {"views": [x], "keep": keep.to(x.device), "masked": masked.to(x.device)}
+    corrupt_fn = optional(domain, Domain, "corrupt") if corrupt else None
+    if corrupt_fn is not None:
+        out |= {"clean": x, "views": [torch.stack([corrupt_fn(v, m, rng) for v, m in zip(x, out["masked"])])]}
+    return out | ({} if pad is None else {"pad": [pad]})
+
+
+@torch.no_grad()
+def branch_ranks(objective, encoder, domain, dataset, device, seed: int = 0) -> dict:
+    """rdm/* effective ranks of the objective's two branches (its `branches`) on the un-augmented samples of
+    `dataset`, masked with a fixed seed; {} for an objective with one branch."""
+    branches = optional(objective, Objective, "branches")
+    if branches is None or dataset is None:
+        return {}
+    was = objective.training
+    objective.eval()
+    rng, online, target = torch.Generator().manual_seed(seed), [], []
+    corrupt = optional(objective, Objective, "corrupt_view")
+    for x, pad, _ in eval_loader(dataset, domain):
+        x, pad = eval_input_on(domain, x, device), to_device(pad, device)
+        o, t = branches(encoder, eval_masks(domain, x, pad, rng, corrupt))
+        online.append(o.float().cpu())
+        target.append(t.float().cpu())
+    objective.train(was)
+    return spectral.rank_difference(torch.cat(online), torch.cat(target))
 
 
 def collapse_warning(metrics: dict, min_rankme: float, min_std: float, hint: str | None = None) -> dict:

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.ema import EMATeacher
+from multissl.ema import EMATeacher, predictor_vs_teacher
 from multissl.encoder import encode_views, view_pairs
 from multissl.heads import mlp
 
@@ -39,6 +39,10 @@ class BYOL(nn.Module):
         loss = 2 * sum(terms) / len(pairs)
         cos = 1 - sum(terms).detach() / (2 * len(pairs))  # mean cos(prediction, target)
         return loss, {"rep": reps[0].detach(), "cos": cos}
+
+    def branches(self, encoder, batch):
+        """online: the predictor's output; target: the teacher's projection."""
+        return predictor_vs_teacher(encoder, batch, lambda r: self.predictor(self.projector(r)), self.teacher)
 
     def after_step(self, encoder, sched):
         self.teacher.update([encoder, self.projector], sched["ema"])

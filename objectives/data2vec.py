@@ -62,12 +62,17 @@ def token_variance(y: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     return ((ss - s.pow(2) / count.clamp_min(1)) / (count - 1).clamp_min(1)).mean()
 
 
+def masked_rows(x: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """x [b n d] at the masked positions [b m] (-1 skipped) -> the rows [r d]."""
+    return gather_tokens(x, masked)[masked >= 0]
+
+
 class Data2Vec(nn.Module):
     global_views = 1
     needs_token_encoder = True  # the student sees the visible tokens; the targets come from inside the teacher
     corrupt_view = True  # a domain that replaces masked values (VIME) corrupts the student's view, not the teacher's
-    collapse_hint = ("raise objective.momentum (a slower teacher) and keep objective.layer_norm_targets=true; target_var "
-                     "near 0 means the targets collapsed")
+    collapse_hint = ("raise objective.momentum (a slower teacher) and keep objective.layer_norm_targets=true; "
+                     "target_var near 0 means the targets collapsed")
 
     def __init__(self, encoder, domain, top_k: int | None = None, layer_norm_targets: bool = True, beta: float = 0.0,
                  decoder_dim: int = 64, decoder_depth: int = 2, decoder_heads: int = 4,
@@ -102,6 +107,15 @@ class Data2Vec(nn.Module):
         logs = {"target_var": token_variance(target, masked), "pred_var": token_variance(pred.detach(), masked),
                 "mse": regression_loss(pred.detach(), target, masked)}
         return loss, {"rep": pooled.detach(), **logs}
+
+    @torch.no_grad()
+    def branches(self, encoder, batch):
+        """online: the decoder's predictions at the masked tokens; target: the teacher's targets there."""
+        x, keep, masked = batch["views"][0], batch["keep"], batch["masked"]
+        pad = batch["pad"][0] if "pad" in batch else None
+        tokens = (encoder(x, keep) if pad is None else encoder(x, keep, pad=pad))[0]
+        pred, target = self.decoder(tokens, keep, pad=pad), self.targets(batch.get("clean", x), pad)
+        return masked_rows(pred, masked), masked_rows(target, masked)
 
     def after_step(self, encoder, sched):
         self.teacher.update([encoder], teacher_momentum(self.momentum, sched))

@@ -116,6 +116,15 @@ class DINO(nn.Module):
         return loss, {"rep": reps[0].detach(), "teacher_entropy": h, "kl": loss.detach() - h, "teacher_temp": temp}
 
     @torch.no_grad()
+    def branches(self, encoder, batch):
+        """online: the student's distribution over the K outputs; target: the teacher's, centred and sharpened at
+        the final teacher temperature."""
+        x, pad = batch["views"][0], batch.get("pad")
+        s = self.head(encode_views(encoder, [x], pad)[0])
+        t = self.teacher.embed(x, None if pad is None else pad[0])
+        return F.softmax(s / self.student_temp, dim=-1), F.softmax((t - self.center) / self.teacher_temp, dim=-1)
+
+    @torch.no_grad()
     def after_step(self, encoder, sched):
         self.teacher.update([encoder, self.head], teacher_momentum(self.momentum, sched))
         mine = [c for s, c in self.pending if s == sched["step"]]  # a skipped step's stash is dropped

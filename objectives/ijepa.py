@@ -18,7 +18,7 @@ from multissl.contracts import Domain, optional
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import gather_tokens
 from multissl.heads import TokenPredictor
-from multissl.objectives.data2vec import regression_loss, token_variance
+from multissl.objectives.data2vec import masked_rows, regression_loss, token_variance
 
 
 def ijepa_targets(h: torch.Tensor) -> torch.Tensor:
@@ -38,8 +38,8 @@ class IJEPA(nn.Module):
     global_views = 1
     needs_token_encoder = True  # the context encoder sees the visible tokens only
     corrupt_view = True  # a domain that replaces masked values (VIME) corrupts the context; the targets are clean
-    collapse_hint = ("raise objective.momentum (a slower target encoder) or objective.predictor_depth; target_std near 0 "
-                     "means the target encoder collapsed")
+    collapse_hint = ("raise objective.momentum (a slower target encoder) or objective.predictor_depth; target_std "
+                     "near 0 means the target encoder collapsed")
 
     def __init__(self, encoder, domain, predictor_dim: int | None = None, predictor_depth: int = 2,
                  predictor_heads: int = 4, beta: float = 0.0,
@@ -64,6 +64,17 @@ class IJEPA(nn.Module):
         loss = regression_loss(pred, target, masked, self.beta)
         std, cos = token_variance(target, masked).sqrt(), prediction_cosine(pred, target, masked)
         return loss, {"rep": pooled.detach(), "target_std": std, "pred_cos": cos}
+
+    @torch.no_grad()
+    def branches(self, encoder, batch):
+        """online: the predictor's output at the target tokens; target: the target encoder's tokens there."""
+        x, keep, masked = batch["views"][0], batch["keep"], batch["masked"]
+        pad = batch["pad"][0] if "pad" in batch else None
+        pred = self.predictor((encoder(x, keep) if pad is None else encoder(x, keep, pad=pad))[0], keep, pad=pad)
+        (teacher,) = self.teacher.nets
+        clean = batch.get("clean", x)
+        target = ijepa_targets((teacher(clean) if pad is None else teacher(clean, pad=pad))[0])
+        return masked_rows(pred, masked), masked_rows(target, masked)
 
     def after_step(self, encoder, sched):
         self.teacher.update([encoder], teacher_momentum(self.momentum, sched))

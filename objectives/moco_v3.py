@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multissl.dist import all_gather, local_slice
-from multissl.ema import EMATeacher
+from multissl.ema import EMATeacher, predictor_vs_teacher
 from multissl.encoder import encode_views, view_pairs
 from multissl.heads import mlp
 
@@ -59,6 +59,10 @@ class MoCoV3(nn.Module):
         keys = F.normalize(all_gather(k), dim=1)
         own = torch.arange(q.shape[0], device=q.device) + local_slice(keys.shape[0]).start
         return (F.normalize(q, dim=1) @ keys.T).argmax(1).eq(own).float().mean()
+
+    def branches(self, encoder, batch):
+        """online: the queries (predictor's output); target: the momentum encoder's keys."""
+        return predictor_vs_teacher(encoder, batch, lambda r: self.predictor(self.projector(r)), self.teacher)
 
     def after_step(self, encoder, sched):
         self.teacher.update([encoder, self.projector], sched["ema"])

@@ -45,3 +45,10 @@ class SimSiam(nn.Module):
         terms = [simsiam_loss(p[j], z[i]) for i, j in pairs]
         loss = sum(terms) / len(pairs)
         return loss, {"rep": reps[0].detach(), "cos": -loss.detach(), "std": normalized_std(z[0])}
+
+    @torch.no_grad()
+    def branches(self, encoder, batch):
+        """online: the predictor's output; target: the projection it is pulled to (the stop-gradient side), both unit
+        length."""
+        z = self.projector(encode_views(encoder, batch["views"][:1], batch.get("pad"))[0])
+        return F.normalize(self.predictor(z), dim=1), F.normalize(z, dim=1)

@@ -104,6 +104,14 @@ class SwAV(nn.Module):
         return loss, {"rep": reps[0].detach(), **self.assignment_logs(scores[:g], codes)}
 
     @torch.no_grad()
+    def branches(self, encoder, batch):
+        """online: the predicted assignment softmax(scores / temperature); target: the Sinkhorn codes of the
+        evaluation batch (no queue)."""
+        z = F.normalize(self.projector(encode_views(encoder, batch["views"][:1], batch.get("pad"))[0]), dim=1)
+        scores = F.linear(z, F.normalize(self.prototypes.weight, dim=1))  # [b K]; the prototypes left as they are
+        return F.softmax(scores / self.temperature, dim=-1), sinkhorn(scores, self.epsilon, self.iterations)
+
+    @torch.no_grad()
     def assignment_logs(self, scores: list, codes: list) -> dict:
         """assignment_entropy: mean entropy (nats) of a sample's code (log K: the scores tell samples apart no more);
         prototypes_used: prototypes that are the nearest one of some sample of the global batch."""

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 from accelerate.utils import set_seed
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -24,6 +24,7 @@ from multissl.cli import load_config, options
 from multissl.contracts import Domain, Objective, check, optional
 from multissl.data import Collate, Views, make_views, train_loader, view_counts
 from multissl.errors import UserError
+from multissl.monitor import branch_ranks, subset
 from multissl.schedules import step_values
 from multissl.train import SSLModel, build_domain, build_models, run
 
@@ -193,6 +194,22 @@ RAW_AND_INPUT = {"image": image_raw_and_input, "audio": audio_raw_and_input, "ta
 HELDOUT = {"rl": "state_r2_mean"}
 
 
+BRANCHED = [(d, o) for d, o in PAIRS if optional(get_class(pair_config(d, o).objective._target_), Objective,
+                                                    "branches") is not None]
+
+
+@pytest.mark.parametrize("domain, objective", BRANCHED, ids=[f"{d}-{o}" for d, o in BRANCHED])
+def test_two_branch_objectives_give_both_outputs_in_every_domain(domains, mixed_table, domain, objective):
+    d = domains(domain)
+    set_seed(0)
+    encoder, obj = build_models(pair_config(domain, objective, mixed_table=mixed_table), d)
+    was = [m.training for m in (encoder, obj)]
+    out = branch_ranks(obj, encoder.eval(), d, subset(d.dataset("train"), 24), "cpu")
+    assert [m.training for m in (encoder.eval(), obj)] == [False, was[1]]  # the objective's mode is restored
+    assert 1.0 - 1e-6 <= out["rdm/erank_online"] and 1.0 - 1e-6 <= out["rdm/erank_target"]
+    assert out["rdm/diff"] == pytest.approx(out["rdm/erank_target"] - out["rdm/erank_online"])
+
+
 @pytest.mark.parametrize("domain, objective", COVER, ids=[f"{d}-{o}" for d, o in COVER])
 def test_full_run_trains_evaluates_and_exports(tiny, domain, objective):
     cfg = tiny.config(f"domain={domain}", f"objective={objective}", "trainer.max_steps=3", "trainer.eval_samples=300")
@@ -208,6 +225,14 @@ def test_full_run_trains_evaluates_and_exports(tiny, domain, objective):
     assert final["step"] == 3 and heldout in final and "rankme" in final
     assert final[heldout] <= 1.0 and math.isfinite(final[heldout])
     assert 1.0 - 1e-6 <= final["rankme"] <= 16 + 1e-6
+    # spectral diagnostics for every objective; the rank differential for those with two branches
+    spectral_keys = {"erank", "duality/l_c", "duality/l_nc", "duality/l_c_dims", "duality/l_nc_dims"}
+    assert spectral_keys <= set(final) and all(math.isfinite(final[k]) for k in spectral_keys)
+    assert 1.0 - 1e-6 <= final["erank"] <= 16 + 1e-6
+    two_branches = optional(get_class(cfg.objective._target_), Objective, "branches") is not None
+    assert ({"rdm/erank_online", "rdm/erank_target", "rdm/diff"} <= set(final)) == two_branches
+    if two_branches:
+        assert final["rdm/diff"] == pytest.approx(final["rdm/erank_target"] - final["rdm/erank_online"])
 
     saved = OmegaConf.load(folder / "config.yaml")
     assert saved.meta.domain == domain and saved.meta.objective == objective

@@ -34,3 +34,15 @@ def test_evaluate_of_a_folder_without_an_encoder_is_one_line(tmp_path, capsys):
         main([str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "not an exported encoder" in err
+
+
+def test_evaluate_gives_the_runs_spectral_and_branch_diagnostics_from_its_checkpoint(tiny):
+    folder = tiny.run("objective=byol", "trainer.max_steps=2", "trainer.eval_samples=null")
+    out, final = evaluate_run(folder), tiny.metrics(folder)[-1]
+    keys = ["erank", "erank_proj", "rankme_proj", "duality/l_c", "duality/l_nc", "duality/l_c_dims",
+            "duality/l_nc_dims", "rdm/erank_online", "rdm/erank_target", "rdm/diff"]
+    for k in keys:  # the objective's heads and teacher come back from the checkpoint as the run left them
+        assert out[k] == pytest.approx(final[k], rel=1e-4, abs=1e-4), k
+    encoder_only = evaluate_run(folder / "encoder")  # no checkpoint beside it: the representation's alone
+    assert "erank" in encoder_only and "duality/l_c" in encoder_only
+    assert not any(k.startswith("rdm/") or k.endswith("_proj") for k in encoder_only)
