@@ -24,6 +24,12 @@ from multissl.train import build_domain, build_models, prepare_model, run  # noq
 
 DOMAINS, OBJECTIVES = options("domain"), options("objective")
 PAIRS = [(d, o) for d in DOMAINS for o in OBJECTIVES]
+# options that change a loss without a config of their own (Garrido et al.'s SimCLR variants), in every domain too
+VARIANTS = {"simclr-abs": ("objective=simclr", "objective.negatives=abs"),
+            "simclr-square": ("objective=simclr", "objective.negatives=square"),
+            "simclr-dims": ("objective=simclr", "objective.normalize=dimensions")}
+PARITY = {f"{d}-{o}": (d, f"objective={o}") for d, o in PAIRS} | {
+    f"{d}-{v}": (d, *args) for d in DOMAINS for v, args in VARIANTS.items()}
 # end-to-end runs: every objective at its default recipe (default encoder) on images, as the issue measured
 # BYOL, and every other domain once (tiny encoder), the objectives taken in turn
 RUN = ("trainer.max_steps=3", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=200")
@@ -46,9 +52,8 @@ def parity() -> dict:
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # parameters; the data pipeline's float32 inputs are cast below
     try:
-        for d, o in PAIRS:
-            cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", f"objective={o}",
-                               *domain_data([f"domain={d}"])])
+        for name, (d, *args) in PARITY.items():
+            cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"])])
             AcceleratorState._reset_state()
             acc = Accelerator(cpu=True)
             if d not in domains:
@@ -65,7 +70,7 @@ def parity() -> dict:
             loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0})
             loss.backward()
             dist.average_gradients(model)
-            results[f"{d}-{o}"] = {"loss": acc.reduce(loss.detach(), "mean").item(),
+            results[name] = {"loss": acc.reduce(loss.detach(), "mean").item(),
                                    "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}}
     finally:
         torch.set_default_dtype(previous)

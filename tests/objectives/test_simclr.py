@@ -6,7 +6,8 @@ import torch
 
 from multissl.domains.image import ImageDomain
 from multissl.encoder import Encoder
-from multissl.objectives.simclr import SimCLR, nt_xent_loss
+from multissl.errors import UserError
+from multissl.objectives.simclr import SimCLR, dimension_normalize, nt_xent_loss
 
 
 def reference_nt_xent(z_a, z_b, temperature):
@@ -117,3 +118,71 @@ def test_module_multicrop_smoke_gradient_reaches_encoder():
     assert grads and any(g.abs().sum() > 0 for g in grads)
     assert enc.embed.proj.weight.grad is not None and enc.embed.proj.weight.grad.abs().sum() > 0
     assert all(p.grad is not None for p in obj.projector.parameters())
+
+
+# ---- the variants of Garrido et al. 2023 ---------------------------------------------------------------------
+
+def reference_variant(z_a, z_b, temperature, negatives, normalize):
+    """Loops: rows normalised to unit length, or every column centred and scaled to norm sqrt(n / d) per view; the
+    positive's dot product as it is, each negative's through |.| or (.)^2."""
+    def prepare(z):
+        rows = z.tolist()
+        n, d = len(rows), len(rows[0])
+        if normalize == "embeddings":
+            return [[v / math.sqrt(sum(x * x for x in r)) for v in r] for r in rows]
+        cols = [[r[j] for r in rows] for j in range(d)]
+        out_cols = []
+        for c in cols:
+            mu = sum(c) / n
+            c = [v - mu for v in c]
+            norm = math.sqrt(sum(v * v for v in c))
+            out_cols.append([v / norm * math.sqrt(n / d) for v in c])
+        return [[out_cols[j][i] for j in range(d)] for i in range(n)]
+
+    z = prepare(z_a) + prepare(z_b)
+    n2, n = len(z), len(z) // 2
+    shape = {"cosine": lambda s: s, "abs": abs, "square": lambda s: s * s}[negatives]
+    total = 0.0
+    for i in range(n2):
+        pos = i + n if i < n else i - n
+        dot = lambda k: sum(a * b for a, b in zip(z[i], z[k]))  # noqa: E731
+        logits = {k: (dot(k) if k == pos else shape(dot(k))) / temperature for k in range(n2) if k != i}
+        total += -logits[pos] + math.log(sum(math.exp(v) for v in logits.values()))
+    return total / n2
+
+
+@pytest.mark.parametrize("negatives", ["cosine", "abs", "square"])
+@pytest.mark.parametrize("normalize", ["embeddings", "dimensions"])
+def test_variants_match_reference(negatives, normalize):
+    g = torch.Generator().manual_seed(7)
+    z_a, z_b = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+    got = nt_xent_loss(z_a, z_b, 0.2, negatives=negatives, normalize=normalize).item()
+    assert got == pytest.approx(reference_variant(z_a, z_b, 0.2, negatives, normalize), rel=1e-9)
+
+
+def test_square_and_abs_negatives_do_not_reward_opposite_embeddings():
+    """Negating both views of one sample keeps its positive pair and flips the sign of every similarity it has with
+    the others: plain cosines reward or charge that, |s| and s^2 cannot tell (an opposite negative counts as an
+    aligned one)."""
+    g = torch.Generator().manual_seed(8)
+    z_a, z_b = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    flip = torch.ones(5, 1, dtype=torch.float64)
+    flip[2] = -1
+    for neg in ("abs", "square"):
+        assert nt_xent_loss(z_a, z_b, 0.5, negatives=neg).item() == pytest.approx(
+            nt_xent_loss(z_a * flip, z_b * flip, 0.5, negatives=neg).item(), rel=1e-12)
+    assert nt_xent_loss(z_a, z_b, 0.5).item() != pytest.approx(nt_xent_loss(z_a * flip, z_b * flip, 0.5).item())
+
+
+def test_dimension_normalize_centres_and_scales_columns():
+    z = torch.randn(10, 4, dtype=torch.float64) * 3 + 1
+    out = dimension_normalize(z)
+    torch.testing.assert_close(out.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out.norm(dim=0), torch.full((4,), math.sqrt(10 / 4), dtype=torch.float64))
+    assert out.pow(2).sum(1).mean().item() == pytest.approx(1.0)  # rows of unit norm on average
+
+
+def test_module_rejects_an_unknown_form():
+    d, enc = tiny_encoder()
+    with pytest.raises(UserError, match="objective.negatives"):
+        SimCLR(enc, d, negatives="cube")

@@ -6,7 +6,8 @@ import torch
 
 from multissl.domains.image import ImageDomain
 from multissl.encoder import Encoder
-from multissl.objectives.vicreg import VICReg, covariance_term, variance_term, vicreg_loss
+from multissl.errors import UserError
+from multissl.objectives.vicreg import VICReg, covariance_term, lse_term, variance_term, vicreg_loss, vicreg_terms
 
 
 # ---- independent references (pure python loops) ----------------------------------------------------
@@ -177,3 +178,66 @@ def test_module_multicrop_smoke_gradient_reaches_encoder():
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
     assert enc.embed.proj.weight.grad is not None and enc.embed.proj.weight.grad.abs().sum() > 0
+
+
+# ---- VICReg-exp and VICReg-ctr (Garrido et al. 2023) ----------------------------------------------------------
+
+def ref_lse_dimensions(z, temperature):
+    """(1/d) sum_i log sum_{j != i} exp(C_ij / t), C the covariance of the columns, by loops."""
+    cols = _cols(z)
+    n, d = len(cols[0]), len(cols)
+    means = [sum(c) / n for c in cols]
+    cov = [[sum((cols[i][k] - means[i]) * (cols[j][k] - means[j]) for k in range(n)) / (n - 1) for j in range(d)]
+           for i in range(d)]
+    return sum(math.log(sum(math.exp(cov[i][j] / temperature) for j in range(d) if j != i)) for i in range(d)) / d
+
+
+def ref_ctr_terms(z, temperature, eps=1e-4):
+    """VICReg-ctr's terms written over the samples: each embedding's spread over its own dimensions, and the
+    log-sum-exp of each embedding's off-diagonal entries in the Gram matrix of the per-embedding-centred rows."""
+    rows = z.tolist()
+    n, d = len(rows), len(rows[0])
+    centred = [[v - sum(r) / d for v in r] for r in rows]
+    var = sum(max(0.0, 1.0 - math.sqrt(sum(v * v for v in r) / (d - 1) + eps)) for r in centred) / n
+    gram = [[sum(a * b for a, b in zip(ri, rj)) / (d - 1) for rj in centred] for ri in centred]
+    lse = sum(math.log(sum(math.exp(gram[i][j] / temperature) for j in range(n) if j != i)) for i in range(n)) / n
+    return var, lse
+
+
+@pytest.mark.parametrize("n,d", [(5, 3), (16, 8), (4, 12)])
+@pytest.mark.parametrize("temperature", [0.1, 1.0])
+def test_lse_term_matches_reference(n, d, temperature):
+    z = rand(n, d, seed=n + d)
+    assert lse_term(z, temperature).item() == pytest.approx(ref_lse_dimensions(z, temperature), rel=1e-9)
+
+
+@pytest.mark.parametrize("n,d", [(6, 4), (10, 16)])
+def test_vicreg_exp_and_ctr_losses_match_references(n, d):
+    z_a, z_b = rand(n, d, seed=1), rand(n, d, seed=2, scale=0.7)
+    inv = ref_invariance(z_a, z_b)
+    exp_loss = vicreg_loss(z_a, z_b, covariance="lse", temperature=0.2).item()
+    want = 25 * inv + 25 * (ref_variance(z_a) + ref_variance(z_b)) / 2 + \
+        ref_lse_dimensions(z_a, 0.2) + ref_lse_dimensions(z_b, 0.2)
+    assert exp_loss == pytest.approx(want, rel=1e-9)
+    (var_a, lse_a), (var_b, lse_b) = ref_ctr_terms(z_a, 0.2), ref_ctr_terms(z_b, 0.2)
+    terms = vicreg_terms(z_a, z_b, covariance="lse", temperature=0.2, axis="samples")
+    assert terms["inv"].item() == pytest.approx(inv, rel=1e-12)  # the invariance term does not care which way round
+    assert terms["var"].item() == pytest.approx((var_a + var_b) / 2, rel=1e-9)
+    assert terms["cov"].item() == pytest.approx(lse_a + lse_b, rel=1e-9)
+
+
+def test_vicreg_ctr_is_sample_contrastive_the_plain_form_is_not():
+    """Make two embeddings identical: VICReg-ctr's log-sum-exp over the Gram matrix charges for the pair (a
+    sample-contrastive term), VICReg-exp's over the covariance barely moves."""
+    z = rand(12, 6, seed=4)
+    twin = z.clone()
+    twin[1] = z[0]
+    exp_gap = lse_term(twin, 0.1) - lse_term(z, 0.1)
+    ctr_gap = lse_term(twin.T, 0.1) - lse_term(z.T, 0.1)
+    assert ctr_gap > 0.1 and abs(exp_gap) < ctr_gap
+
+
+def test_module_rejects_an_unknown_form():
+    d = ImageDomain(image_size=8, channels=1, patch_size=2)
+    with pytest.raises(UserError, match="objective.covariance"):
+        VICReg(Encoder(d, dim=16, depth=1, heads=2), d, covariance="cube")
