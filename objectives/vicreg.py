@@ -62,7 +62,8 @@ class VICReg(nn.Module):
     collapse_hint = "raise objective.std_coeff (the variance hinge keeps the dimensions apart)"
 
     def __init__(self, encoder, domain, projector=(256, 256), sim_coeff: float = 25.0, std_coeff: float = 25.0,
-                 cov_coeff: float = 1.0, covariance: str = "square", temperature: float = 0.1, axis: str = "dimensions"):
+                 cov_coeff: float = 1.0, covariance: str = "square", temperature: float = 0.1,
+                 axis: str = "dimensions"):
         super().__init__()
         if covariance not in ("square", "lse") or axis not in ("dimensions", "samples"):
             raise UserError(f"objective.covariance must be square or lse and objective.axis dimensions or samples, "
