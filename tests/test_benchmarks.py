@@ -29,3 +29,25 @@ def test_throughput_bench_measures_every_part(capsys):
                 "mae_drop_speedup"):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert row["batch"] == 8 and "| image | real | mae |" in capsys.readouterr().out
+
+
+TINY_RUN = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=16", "data.num_workers=0",
+            "trainer.eval_samples=64"]
+
+
+@pytest.mark.slow
+def test_duality_and_rdm_benchmarks_pair_every_arm_with_the_untrained_encoder_and_judge_their_claims(tmp_path, capsys):
+    import duality
+    import rdm
+    common = ["--domains", "image", "--seeds", "0", "--steps", "2", "--eval-every", "1", *TINY_RUN]
+    results = duality.main(["--arms", "vicreg,vicreg_exp,vicreg_ctr,simclr,simclr_tuned", "--out",
+                            str(tmp_path / "duality"), *common])
+    assert {a for _, a, _ in results} == {"untrained", "vicreg", "vicreg_exp", "vicreg_ctr", "simclr", "simclr_tuned"}
+    printed = capsys.readouterr().out
+    assert "| vicreg_ctr |" in printed and "duality/l_c" in printed
+    assert all(f"{c} " in printed for c in ("C1", "C2", "C4 (simclr)", "C4 (vicreg)"))  # judged, whichever way
+    results = rdm.main(["--arms", "simsiam,symmetric,rdm_simsiam", "--out", str(tmp_path / "rdm"), *common])
+    printed = capsys.readouterr().out
+    assert "| symmetric |" in printed and all(f"{c} " in printed for c in ("R1", "R2", "R3 (rdm_simsiam)"))
+    rows = results[("image", "simsiam", 0)]
+    assert [r["step"] for r in rows if "rdm/diff" in r] == [1, 2]  # the rank difference along training

@@ -1,0 +1,103 @@
+"""Paired runs for the science benchmarks (duality.py, rdm.py): arms (name -> `multissl.train` overrides) x domains x
+seeds, each seed's arm paired with the same seed's untrained encoder. A run that has exported its encoder is read,
+not trained again; an unfinished one resumes. Prints markdown tables; figures come from `python -m multissl.report`.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HELDOUT = {"tabular": "probe_linear", "rl": "state_r2_mean"}  # else knn_acc
+
+
+def parser(doc: str, domains: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--domains", default=domains)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--eval-every", type=int, default=100, help="evaluations along training (the criteria over steps)")
+    p.add_argument("--arms", default=None, help="comma-separated subset of the arms")
+    p.add_argument("--out", default=None)
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (1: in this one)")
+    p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder)")
+    return p
+
+
+def train(folder: Path, domain: str, overrides: tuple, seed: int, steps: int, eval_every: int, extra: list,
+          threads: int) -> list[dict]:
+    """The metrics rows of one run, training it first unless it has exported its encoder."""
+    if not (folder / "encoder" / "model.safetensors").exists():
+        args = [f"domain={domain}", *overrides, f"trainer.seed={seed}", f"trainer.max_steps={steps}",
+                f"trainer.eval_every={eval_every}", *extra, f"run.dir={folder}"]
+        if threads == 0:  # in this process (one run at a time)
+            from multissl.cli import load_config
+            from multissl.train import run
+            run(load_config(args))
+            return read(folder)
+        cmd = [sys.executable, "-m", "multissl.train", *args]
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        log = folder.parent / f"{folder.name}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        with open(log, "w") as f:
+            if subprocess.run(cmd, stdout=f, stderr=f, env=env).returncode:
+                sys.exit(f"{folder.name} failed; its output is in {log}")
+    return read(folder)
+
+
+def read(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def run_all(args, arms: dict[str, tuple], out: str) -> dict:
+    """{(domain, arm, seed): rows}, arm "untrained" included."""
+    chosen = {k: v for k, v in arms.items() if args.arms is None or k in args.arms.split(",")}
+    arms = {"untrained": ("objective=simclr",), **chosen}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    root = Path(args.out or out)
+    threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)  # 0: in this process
+    jobs = {(d, a, s): (root / d / f"{a}-s{s}", d, arms[a], s, 0 if a == "untrained" else args.steps,
+                        args.eval_every, args.extra, threads)
+            for d in args.domains.split(",") for a in arms for s in seeds}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = {k: pool.submit(train, *v) for k, v in jobs.items()}
+    return {k: f.result() for k, f in futures.items()}
+
+
+def final(rows: list[dict], key: str) -> float:
+    """The key at the end-of-run evaluation (nan when it was not logged)."""
+    found = [r[key] for r in rows if "loss" not in r and key in r]
+    return found[-1] if found else math.nan
+
+
+def mean_sd(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+
+
+def table(results: dict, domain: str, keys: list[str]) -> list[str]:
+    """One row per arm: the held-out metric (mean ± sd over seeds), its paired gain over the untrained encoder
+    (mean ± sd, wins), then the mean of each of `keys` at the end."""
+    held = HELDOUT.get(domain, "knn_acc")
+    arms = list(dict.fromkeys(a for d, a, _ in results if d == domain))
+    seeds = sorted({s for d, _, s in results if d == domain})
+    lines = [f"| arm | {held} | gain over untrained | wins | " + " | ".join(keys) + " |",
+             "| --- " * (4 + len(keys)) + "|"]
+    for a in arms:
+        vals = [final(results[(domain, a, s)], held) for s in seeds]
+        gains = [v - final(results[(domain, "untrained", s)], held) for v, s in zip(vals, seeds)]
+        (m, sd), (g, gsd) = mean_sd(vals), mean_sd(gains)
+        cells = [f"{mean_sd([final(results[(domain, a, s)], k) for s in seeds])[0]:.4g}" for k in keys]
+        lines.append(f"| {a} | {m:.3f} ± {sd:.3f} | {g:+.3f} ± {gsd:.3f} | {sum(x > 0 for x in gains)}/{len(seeds)} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def along(results: dict, domain: str, arm: str, seed: int, keys: list[str]) -> list[str]:
+    """The keys at every evaluation of one run."""
+    rows = [r for r in results[(domain, arm, seed)] if "loss" not in r]
+    lines = ["| step | " + " | ".join(keys) + " |", "| --- " * (1 + len(keys)) + "|"]
+    return lines + [f"| {r['step']} | " + " | ".join(f"{r.get(k, math.nan):.4g}" for k in keys) + " |" for r in rows]
