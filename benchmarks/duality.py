@@ -18,7 +18,7 @@ before any run:
 """
 import math
 
-from paired import along, final, mean_sd, parser, run_all, table
+from paired import along, figures, final, mean_sd, parser, run_all, table
 
 DIMS = (16, 64, 256, 1024)
 ARMS = {o: (f"objective={o}",) for o in ("vicreg", "vicreg_exp", "vicreg_ctr", "simclr", "simclr_tuned")}
@@ -70,6 +70,9 @@ def main(argv=None) -> dict:
                 print(f"\n{a}, seed {seeds[0]}, along training:\n")
                 print("\n".join(along(results, domain, a, seeds[0], ["duality/l_c", "duality/l_nc", "erank_proj"])))
         print("\n" + "\n".join(claims(results, domain, seeds)))
+        figures(results, args, "runs/duality", domain, {"objectives": ["simclr", "simclr_tuned", "vicreg", "vicreg_exp",
+                                                                       "vicreg_ctr"],
+                                                        "dimensions": [a for a in ARMS if "-d" in a]})
     return results
 
 

@@ -1,6 +1,7 @@
 """Paired runs for the science benchmarks (duality.py, rdm.py): arms (name -> `multissl.train` overrides) x domains x
 seeds, each seed's arm paired with the same seed's untrained encoder. A run that has exported its encoder is read,
-not trained again; an unfinished one resumes. Prints markdown tables; figures come from `python -m multissl.report`.
+not trained again; an unfinished one resumes. Prints markdown tables and
+writes the figures of each domain's first seed with `multissl.report` (<out>/<domain>/report-<group>/).
 """
 import argparse
 import json
@@ -101,3 +102,13 @@ def along(results: dict, domain: str, arm: str, seed: int, keys: list[str]) -> l
     rows = [r for r in results[(domain, arm, seed)] if "loss" not in r]
     lines = ["| step | " + " | ".join(keys) + " |", "| --- " * (1 + len(keys)) + "|"]
     return lines + [f"| {r['step']} | " + " | ".join(f"{r.get(k, math.nan):.4g}" for k in keys) + " |" for r in rows]
+
+
+def figures(results: dict, args, out: str, domain: str, groups: dict[str, list[str]]) -> None:
+    """One `multissl.report` per group of arms (the first seed's runs overlaid), printed as its folder."""
+    from multissl.report import report
+    seed, root = int(args.seeds.split(",")[0]), Path(args.out or out) / domain
+    for name, arms in groups.items():
+        runs = [root / f"{a}-s{seed}" for a in arms if (domain, a, seed) in results]
+        if runs:
+            print(f"figures ({name}, seed {seed}): {report(runs, root / f'report-{name}')}")

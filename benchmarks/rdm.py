@@ -17,7 +17,7 @@ any run:
   R3  The predictor-free variants learn about as well as the methods they replace: rdm_simsiam within 0.05 of
       simsiam and rdm_byol within 0.05 of byol (mean over seeds), each with rdm/diff > 0.
 """
-from paired import along, final, mean_sd, parser, run_all, table
+from paired import along, figures, final, mean_sd, parser, run_all, table
 
 ARMS = {o: (f"objective={o}",) for o in ("byol", "simsiam", "dino", "swav", "rdm_simsiam", "rdm_byol")}
 ARMS |= {"symmetric": ("objective=rdm_simsiam", "objective.online=none"),
@@ -64,6 +64,8 @@ def main(argv=None) -> dict:
                 print(f"\n{a}, seed {seeds[0]}, along training:\n")
                 print("\n".join(along(results, domain, a, seeds[0], KEYS)))
         print("\n" + "\n".join(claims(results, domain, seeds)))
+        figures(results, args, "runs/rdm", domain, {"asymmetric": ["byol", "simsiam", "dino", "swav", "symmetric"],
+                                                    "predictor-free": ["simsiam", "byol", *(a for a in ARMS if "rdm" in a)]})
     return results
 
 

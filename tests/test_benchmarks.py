@@ -51,3 +51,6 @@ def test_duality_and_rdm_benchmarks_pair_every_arm_with_the_untrained_encoder_an
     assert "| symmetric |" in printed and all(f"{c} " in printed for c in ("R1", "R2", "R3 (rdm_simsiam)"))
     rows = results[("image", "simsiam", 0)]
     assert [r["step"] for r in rows if "rdm/diff" in r] == [1, 2]  # the rank difference along training
+    assert str(tmp_path / "rdm" / "image" / "report-asymmetric") in printed
+    for folder in (tmp_path / "duality" / "image" / "report-objectives", tmp_path / "rdm" / "image" / "report-asymmetric"):
+        assert {"loss.png", "ranks.png", "duality.png", "spectrum.png", "index.html"} <= {p.name for p in folder.iterdir()}
