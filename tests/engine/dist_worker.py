@@ -27,7 +27,8 @@ PAIRS = [(d, o) for d in DOMAINS for o in OBJECTIVES]
 # options that change a loss without a config of their own (Garrido et al.'s SimCLR variants), in every domain too
 VARIANTS = {"simclr-abs": ("objective=simclr", "objective.negatives=abs"),
             "simclr-square": ("objective=simclr", "objective.negatives=square"),
-            "simclr-dims": ("objective=simclr", "objective.normalize=dimensions")}
+            "simclr-dims": ("objective=simclr", "objective.normalize=dimensions"),
+            "rdm_simsiam-poly": ("objective=rdm_simsiam", "objective.online=poly", "objective.target_power=null")}
 PARITY = {f"{d}-{o}": (d, f"objective={o}") for d, o in PAIRS} | {
     f"{d}-{v}": (d, *args) for d in DOMAINS for v, args in VARIANTS.items()}
 # end-to-end runs: every objective at its default recipe (default encoder) on images, as the issue measured
