@@ -5,9 +5,12 @@ the global batch's projector outputs Z = U S V^T (SVD detached): the online bran
 effective rank above the online branch's is what keeps the pair from collapsing; `online="none"` with no target
 power is the symmetric, predictor-free SimSiam that collapses (the control).
 
-The SVD runs in float64 (float32 on mps) whatever the autocast precision. A rank-deficient batch has zero singular
-values: they are raised to 1e-6 of the largest before g, so log and negative powers stay finite (an all-zero batch
-gives a zero loss and gradient); a batch with NaN or Inf gives a non-finite loss, which the engine's guard skips."""
+The SVD runs in float64 (float32 on mps) whatever the autocast precision. Directions the batch does not span (singular
+values under numpy's matrix_rank tolerance for the projections' dtype, such as the one a centring BatchNorm removes
+when the batch is smaller than the width) get weight 0 in both filters: their singular vectors are round-off, and
+the whitened target would otherwise give one of them full weight, a direction that 1 and N processes do not agree
+on. So log and negative powers stay finite, and an all-zero batch gives a zero loss and gradient; a batch with NaN
+or Inf gives a non-finite loss, which the engine's guard skips."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,28 +28,36 @@ FILTERS = {"poly": lambda s, p: s.pow(p), "log": lambda s, p: s.log(), "log1": l
 
 
 @torch.no_grad()
-def batch_svd(z: torch.Tensor, floor: float = 1e-6):
-    """U [B r], S [r] (each at least floor x the largest), V^T [r d] of the detached z [B d], r = min(B, d)."""
+def batch_svd(z: torch.Tensor):
+    """U [B r], S [r], V^T [r d] of the detached z [B d], r = min(B, d), and keep [r]: the singular values above
+    sigma_max * max(B, d) * eps of z's dtype (numpy's matrix_rank tolerance), the directions the batch spans."""
+    eps = torch.finfo(z.dtype).eps
     z = z.detach().to(torch.float32 if z.device.type == "mps" else torch.float64)
     if not torch.isfinite(z).all():  # the SVD would raise: NaN factors make the loss non-finite and the step skipped
         (b, d), r = z.shape, min(z.shape)
-        return (z.new_full(shape, float("nan")) for shape in ((b, r), (r,), (r, d)))
+        u, s, vh = (z.new_full(shape, float("nan")) for shape in ((b, r), (r,), (r, d)))
+        return u, s, vh, torch.ones_like(s, dtype=torch.bool)
     u, s, vh = torch.linalg.svd(z, full_matrices=False)
-    return u, s.clamp_min(floor * s.max().clamp_min(torch.finfo(s.dtype).tiny)), vh
+    return u, s, vh, s > s.max() * max(z.shape) * eps
+
+
+def spanned(s: torch.Tensor, keep: torch.Tensor, fn) -> torch.Tensor:
+    """fn(s) on the spanned directions, 0 on the others (fn never sees their round-off values)."""
+    return torch.where(keep, fn(torch.where(keep, s, torch.ones_like(s))), torch.zeros_like(s))
 
 
 def online_filter(z: torch.Tensor, kind: str = "poly", power: float = 2.0) -> torch.Tensor:
     """z [B d] -> z V g(S) V^T [B d], the filter a constant (no gradient through the SVD)."""
-    _, s, vh = batch_svd(z)
-    w = vh.T @ torch.diag(FILTERS[kind](s, power)) @ vh  # [d d]
+    _, s, vh, keep = batch_svd(z)
+    w = vh.T @ torch.diag(spanned(s, keep, lambda x: FILTERS[kind](x, power))) @ vh  # [d d]
     return z @ w.to(z.dtype)
 
 
 @torch.no_grad()
 def target_power(z: torch.Tensor, power: float = -0.5) -> torch.Tensor:
     """z [B d] -> U S^(1 + power) V^T [B d], detached."""
-    u, s, vh = batch_svd(z)
-    return ((u * s.pow(1 + power)) @ vh).to(z.dtype)
+    u, s, vh, keep = batch_svd(z)
+    return ((u * spanned(s, keep, lambda x: x.pow(1 + power))) @ vh).to(z.dtype)
 
 
 def rdm_loss(z_online: torch.Tensor, z_target: torch.Tensor, online: str = "poly", online_power: float = 2.0,

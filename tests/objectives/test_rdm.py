@@ -72,7 +72,7 @@ def test_gradient_flows_through_the_online_projections_not_the_filter_or_the_tar
 def test_degenerate_batches_stay_finite():
     rank_one = torch.ones(8, 4, dtype=torch.float64) * torch.arange(1, 9, dtype=torch.float64)[:, None]
     for kind in NUMPY_G:
-        assert torch.isfinite(online_filter(rank_one, kind, -1.0)).all(), kind  # zero singular values: floored
+        assert torch.isfinite(online_filter(rank_one, kind, -1.0)).all(), kind  # zero singular values: weight 0
     assert torch.isfinite(target_power(rank_one, -1.0)).all()
     zero = torch.zeros(8, 4, dtype=torch.float64, requires_grad=True)
     loss = rdm_loss(zero, torch.zeros(8, 4, dtype=torch.float64), "log", 1.0, -0.5)
@@ -80,6 +80,21 @@ def test_degenerate_batches_stay_finite():
     assert loss.item() == 0.0 and torch.isfinite(zero.grad).all() and zero.grad.abs().max() < 1e-100
     nan = torch.full((8, 4), float("nan"), dtype=torch.float64)  # the engine's non-finite guard skips such a step
     assert not torch.isfinite(rdm_loss(nan, rand(8, 4), "poly", 2.0))
+
+
+def test_directions_the_batch_does_not_span_get_no_weight():
+    """A centred float32 batch narrower than it is wide (a BatchNorm's output) spans B - 1 directions: the whitened
+    target is the numpy reference on those alone, and round-off in z (other summation orders on N processes) moves it
+    by round-off, not by a whole unit-weight direction."""
+    z = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    z = z - z.mean(0)  # [8 16], rank 7
+    u, s, vh = np.linalg.svd(z.double().numpy(), full_matrices=False)
+    np.testing.assert_allclose(target_power(z, -1.0).double().numpy(), u[:, :7] @ vh[:7], atol=1e-5)
+    nudged = z + 1e-7 * torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
+    nudged = nudged - nudged.mean(0)
+    torch.testing.assert_close(target_power(nudged, -1.0), target_power(z, -1.0), rtol=0, atol=1e-4)
+    want = u[:, :7] @ np.diag(s[:7] * np.log(s[:7])) @ vh[:7]  # g(s) = log s, -inf-free
+    np.testing.assert_allclose(online_filter(z, "log").double().numpy(), want, atol=1e-4)
 
 
 def tiny_setup(**kw):
