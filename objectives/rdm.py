@@ -30,15 +30,16 @@ FILTERS = {"poly": lambda s, p: s.pow(p), "log": lambda s, p: s.log(), "log1": l
 @torch.no_grad()
 def batch_svd(z: torch.Tensor):
     """U [B r], S [r], V^T [r d] of the detached z [B d], r = min(B, d), and keep [r]: the singular values above
-    sigma_max * max(B, d) * eps of z's dtype (numpy's matrix_rank tolerance), the directions the batch spans."""
-    eps = torch.finfo(z.dtype).eps
+    sigma_max * max(B, d) * eps of z's dtype (numpy's matrix_rank tolerance), the directions the batch spans. The
+    tolerance is capped at 1 % of sigma_max: in bfloat16 the formula would exceed sigma_max itself."""
+    rel_tol = min(max(z.shape) * torch.finfo(z.dtype).eps, 1e-2)
     z = z.detach().to(torch.float32 if z.device.type == "mps" else torch.float64)
     if not torch.isfinite(z).all():  # the SVD would raise: NaN factors make the loss non-finite and the step skipped
         (b, d), r = z.shape, min(z.shape)
         u, s, vh = (z.new_full(shape, float("nan")) for shape in ((b, r), (r,), (r, d)))
         return u, s, vh, torch.ones_like(s, dtype=torch.bool)
     u, s, vh = torch.linalg.svd(z, full_matrices=False)
-    return u, s, vh, s > s.max() * max(z.shape) * eps
+    return u, s, vh, s > s.max() * rel_tol
 
 
 def spanned(s: torch.Tensor, keep: torch.Tensor, fn) -> torch.Tensor:

@@ -97,6 +97,16 @@ def test_directions_the_batch_does_not_span_get_no_weight():
     np.testing.assert_allclose(online_filter(z, "log").double().numpy(), want, atol=1e-4)
 
 
+def test_half_precision_batches_keep_their_directions():
+    """Singular values from 1 down to 0.03 of the largest are all real directions, also in bfloat16 (whose
+    matrix_rank tolerance, 32 x 2^-7, would drop every one under 0.25)."""
+    q1, _ = torch.linalg.qr(rand(32, 8, seed=4))
+    q2, _ = torch.linalg.qr(rand(8, 8, seed=5))
+    z = q1 @ torch.diag(torch.logspace(0, -1.5, 8, dtype=torch.float64)) @ q2.T  # [32 8]
+    w = target_power(z.to(torch.bfloat16), -1.0).double()
+    np.testing.assert_allclose((w.T @ w).numpy(), np.eye(8), atol=0.1)  # 8 orthonormal columns: nothing dropped
+
+
 def tiny_setup(**kw):
     torch.manual_seed(0)
     d = ImageDomain(image_size=8, channels=1, patch_size=2)
