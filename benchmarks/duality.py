@@ -18,7 +18,7 @@ before any run:
 """
 import math
 
-from paired import along, figures, final, mean_sd, parser, run_all, table
+from paired import along, figures, final, heldout, mean_sd, parser, run_all, table
 
 DIMS = (16, 64, 256, 1024)
 ARMS = {o: (f"objective={o}",) for o in ("vicreg", "vicreg_exp", "vicreg_ctr", "simclr", "simclr_tuned")}
@@ -34,7 +34,7 @@ def pearson(xs: list[float], ys: list[float]) -> float:
 
 
 def claims(results: dict, domain: str, seeds: list[int]) -> list[str]:
-    held = {"tabular": "probe_linear"}.get(domain, "knn_acc")
+    held = heldout(domain)
     have = {a for d, a, _ in results if d == domain}
     m = {a: mean_sd([final(results[(domain, a, s)], held) for s in seeds])[0] for a in have}
     out = []

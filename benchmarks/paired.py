@@ -1,7 +1,7 @@
 """Paired runs for the science benchmarks (duality.py, rdm.py): arms (name -> `multissl.train` overrides) x domains x
 seeds, each seed's arm paired with the same seed's untrained encoder. A run that has exported its encoder is read,
-not trained again; an unfinished one resumes. Prints markdown tables and
-writes the figures of each domain's first seed with `multissl.report` (<out>/<domain>/report-<group>/).
+not trained again; an unfinished one resumes. Prints markdown tables and writes the figures of each domain's first
+seed with `multissl.report` (<out>/<domain>/report-<group>/).
 """
 import argparse
 import json
@@ -13,6 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HELDOUT = {"tabular": "probe_linear", "rl": "state_r2_mean"}  # else knn_acc
+
+
+def heldout(domain: str) -> str:
+    """The metric the benchmarks compare arms on."""
+    return HELDOUT.get(domain, "knn_acc")
 
 
 def parser(doc: str, domains: str) -> argparse.ArgumentParser:
@@ -53,12 +58,16 @@ def read(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
+def out_root(args, out: str) -> Path:
+    return Path(args.out or out)
+
+
 def run_all(args, arms: dict[str, tuple], out: str) -> dict:
     """{(domain, arm, seed): rows}, arm "untrained" included."""
     chosen = {k: v for k, v in arms.items() if args.arms is None or k in args.arms.split(",")}
     arms = {"untrained": ("objective=simclr",), **chosen}
     seeds = [int(s) for s in args.seeds.split(",")]
-    root = Path(args.out or out)
+    root = out_root(args, out)
     threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)  # 0: in this process
     jobs = {(d, a, s): (root / d / f"{a}-s{s}", d, arms[a], s, 0 if a == "untrained" else args.steps,
                         args.eval_every, args.extra, threads)
@@ -82,7 +91,7 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
 def table(results: dict, domain: str, keys: list[str]) -> list[str]:
     """One row per arm: the held-out metric (mean ± sd over seeds), its paired gain over the untrained encoder
     (mean ± sd, wins), then the mean of each of `keys` at the end."""
-    held = HELDOUT.get(domain, "knn_acc")
+    held = heldout(domain)
     arms = list(dict.fromkeys(a for d, a, _ in results if d == domain))
     seeds = sorted({s for d, _, s in results if d == domain})
     lines = [f"| arm | {held} | gain over untrained | wins | " + " | ".join(keys) + " |",
@@ -107,7 +116,7 @@ def along(results: dict, domain: str, arm: str, seed: int, keys: list[str]) -> l
 def figures(results: dict, args, out: str, domain: str, groups: dict[str, list[str]]) -> None:
     """One `multissl.report` per group of arms (the first seed's runs overlaid), printed as its folder."""
     from multissl.report import report
-    seed, root = int(args.seeds.split(",")[0]), Path(args.out or out) / domain
+    seed, root = int(args.seeds.split(",")[0]), out_root(args, out) / domain
     for name, arms in groups.items():
         runs = [root / f"{a}-s{seed}" for a in arms if (domain, a, seed) in results]
         if runs:

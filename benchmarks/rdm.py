@@ -7,12 +7,12 @@ Arms: byol, simsiam, dino, swav; the symmetric SimSiam without predictor ("symme
 branch); and the predictor-free variants, each with its filter written out so that the objectives' defaults do not
 change what an arm is: rdm_simsiam-poly2 and rdm_byol-poly2 (online S^2), rdm_simsiam-p1 and rdm_byol-p1 (online
 S^1), rdm_simsiam-log1 (online log(1 + S)), rdm_simsiam-target (target power -0.5) and rdm_simsiam-white /
-rdm_byol-white (target power -1: the whitened target, the objectives' defaults). Prints,
-per domain, the held-out metric and its gain over the same seed's untrained encoder with RankMe and the branches'
-effective ranks at the end, the rank difference along training (seed 0), and whether each claim holds. The claims
-and what counts as reproducing them were fixed before any run, when the objectives' default was the online S^2
-filter (the -p1 and -white arms were added after the first image runs, to see whether R3's failure is the filter's
-setting; R3 is judged on the -poly2 arms and reported, as extra lines, for the others):
+rdm_byol-white (target power -1: the whitened target, the objectives' defaults). Prints, per domain, the held-out
+metric and its gain over the same seed's untrained encoder with RankMe and the branches' effective ranks at the end,
+the rank difference along training (seed 0), and whether each claim holds. The claims and what counts as
+reproducing them were fixed before any run, when the objectives' default was the online S^2 filter (the -p1 and
+-white arms were added after the first image runs, to see whether R3's failure is the filter's setting; R3 is judged
+on the -poly2 arms and reported, as extra lines, for the others):
 
   R1  The asymmetric methods keep the target above the online branch: rdm/diff > 0 at the end for byol, simsiam,
       dino and swav (mean over seeds), and at every evaluation of seed 0.
@@ -21,7 +21,7 @@ setting; R3 is judged on the -poly2 arms and reported, as extra lines, for the o
   R3  The predictor-free variants learn about as well as the methods they replace: rdm_simsiam-poly2 within 0.05
       of simsiam and rdm_byol-poly2 within 0.05 of byol (mean over seeds), each with rdm/diff > 0.
 """
-from paired import along, figures, final, mean_sd, parser, run_all, table
+from paired import along, figures, final, heldout, mean_sd, parser, run_all, table
 
 ARMS = {o: (f"objective={o}",) for o in ("byol", "simsiam", "dino", "swav")}
 
@@ -40,7 +40,7 @@ KEYS = ["rankme", "rdm/erank_online", "rdm/erank_target", "rdm/diff"]
 
 
 def claims(results: dict, domain: str, seeds: list[int]) -> list[str]:
-    held = {"tabular": "probe_linear"}.get(domain, "knn_acc")
+    held = heldout(domain)
     have = {a for d, a, _ in results if d == domain}
     mean = lambda a, k: mean_sd([final(results[(domain, a, s)], k) for s in seeds])[0]  # noqa: E731
     out = []
@@ -79,8 +79,9 @@ def main(argv=None) -> dict:
                 print(f"\n{a}, seed {seeds[0]}, along training:\n")
                 print("\n".join(along(results, domain, a, seeds[0], KEYS)))
         print("\n" + "\n".join(claims(results, domain, seeds)))
-        figures(results, args, "runs/rdm", domain, {"asymmetric": ["byol", "simsiam", "dino", "swav", "symmetric"],
-                                                    "predictor-free": ["simsiam", "byol", *(a for a in ARMS if "rdm" in a)]})
+        figures(results, args, "runs/rdm", domain,
+                {"asymmetric": ["byol", "simsiam", "dino", "swav", "symmetric"],
+                 "predictor-free": ["simsiam", "byol", *(a for a in ARMS if "rdm" in a)]})
     return results
 
 

@@ -46,11 +46,15 @@ def test_duality_and_rdm_benchmarks_pair_every_arm_with_the_untrained_encoder_an
     printed = capsys.readouterr().out
     assert "| vicreg_ctr |" in printed and "duality/l_c" in printed
     assert all(f"{c} " in printed for c in ("C1", "C2", "C4 (simclr)", "C4 (vicreg)"))  # judged, whichever way
-    results = rdm.main(["--arms", "simsiam,symmetric,rdm_simsiam-poly2,rdm_simsiam-white", "--out", str(tmp_path / "rdm"), *common])
+    results = rdm.main(["--arms", "simsiam,symmetric,rdm_simsiam-poly2,rdm_simsiam-white", "--out",
+                        str(tmp_path / "rdm"), *common])
     printed = capsys.readouterr().out
-    assert "| symmetric |" in printed and all(f"{c} " in printed for c in ("R1", "R2", "R3 (rdm_simsiam-poly2)", "after the fact, (rdm_simsiam-white)"))
+    assert "| symmetric |" in printed and all(f"{c} " in printed for c in (
+        "R1", "R2", "R3 (rdm_simsiam-poly2)", "after the fact, (rdm_simsiam-white)"))
     rows = results[("image", "simsiam", 0)]
     assert [r["step"] for r in rows if "rdm/diff" in r] == [1, 2]  # the rank difference along training
     assert str(tmp_path / "rdm" / "image" / "report-asymmetric") in printed
-    for folder in (tmp_path / "duality" / "image" / "report-objectives", tmp_path / "rdm" / "image" / "report-asymmetric"):
-        assert {"loss.png", "ranks.png", "duality.png", "spectrum.png", "index.html"} <= {p.name for p in folder.iterdir()}
+    for folder in (tmp_path / "duality" / "image" / "report-objectives",
+                   tmp_path / "rdm" / "image" / "report-asymmetric"):
+        want = {"loss.png", "ranks.png", "duality.png", "spectrum.png", "index.html"}
+        assert want <= {f.name for f in folder.iterdir()}
