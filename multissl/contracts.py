@@ -100,6 +100,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                                   "frames: nature_cnn); None: the config's default"),
         "downstream_metrics": (None, "downstream_metrics(embed, limit) -> dict of the domain's own held-out "
                                      "metrics; embed(dataset) -> [n d]; limit: samples per split (None = all)"),
+        "headline": (("knn_acc", True, True), "(metric, higher is better, is a proportion of held-out samples): "
+                                              "what the end-of-run line compares with the untrained encoder"),
     },
     Encoder: {
         "supports_masking": (False, "forward takes keep= and returns tokens (masked objectives need it)"),

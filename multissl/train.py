@@ -20,7 +20,7 @@ from omegaconf import OmegaConf, open_dict
 from torch import nn
 from tqdm import tqdm
 
-from multissl import checkpoint, dist, monitor
+from multissl import baseline, checkpoint, dist, monitor
 from multissl.cli import load_config
 from multissl.contracts import Domain, Encoder, Objective, check, optional
 from multissl.data import make_views, steps, to_device, train_loader, view_counts
@@ -192,6 +192,7 @@ def run(cfg) -> Path:
     check_batch(cfg, world, encoder, objective)
     model = prepare_model(encoder, objective, accelerator)
     encoder, objective = model.encoder, model.objective
+    init = baseline.snapshot(encoder) if t.baseline else None  # the same seed's weights before any step
     after_step = optional(objective, Objective, "after_step")
     lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
     optimizer = accelerator.prepare(build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay,
@@ -280,6 +281,9 @@ def run(cfg) -> Path:
     bar.close()
     stop.restore()
     final = evaluate()
+    if init is not None:
+        final |= baseline.untrained_metrics(encoder, init, domain, train_set, test_set, device, t.knn_k,
+                                            t.knn_temperature, t.eval_samples)
     runlog.write({"step": step, **final})
     save_checkpoint()
     if main:
@@ -287,6 +291,10 @@ def run(cfg) -> Path:
         runlog.close()
         shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items())
         print(f"multissl: done: {folder} (step {step}; {shown})", file=sys.stderr)
+        if init is not None:
+            lines = [*baseline.table(final), baseline.verdict(final, domain, baseline.heldout_count(test_set,
+                                                                                                   t.eval_samples))]
+            print("\n".join(f"multissl: {line}" for line in lines if line), file=sys.stderr)
     return folder  # the process group stays up for another run() in this process; main() ends it
 
 

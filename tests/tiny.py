@@ -14,7 +14,8 @@ from multissl.train import run
 # Small enough that one training step takes well under a second on 2 busy cores.
 TINY_ENCODER = ("encoder.dim=16", "encoder.depth=1", "encoder.heads=2")  # transformer keys only
 # evaluation on at most 256 samples per split: what is checked is that it runs and what it logs, not how well
-TINY = ("data.batch_size=32", "data.num_workers=0", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=256")
+TINY = ("data.batch_size=32", "data.num_workers=0", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=256",
+        "trainer.baseline=false")  # the untrained-encoder scoring has its own tests (tests/engine/test_baseline.py)
 # The rl domain's default buffer is 10,000 CartPole steps (about 40 s to collect on a cold cache); tests use
 # one of 1,200 steps with the same settings (cached under its own key). Nothing in them depends on its size.
 DOMAIN_DATA = {"rl": ("domain.default.steps=1200",)}

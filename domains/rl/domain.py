@@ -320,6 +320,8 @@ class RLDomain:
         return masked_mse(pred, target, masked)
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
+    headline = ("state_r2_mean", True, False)  # the state probe's mean R^2 (not a proportion of held-out steps)
+
     def downstream_metrics(self, embed, limit: int | None = None) -> dict:
         """How much of the true state the frozen representation holds: R^2 of a linear (ridge) probe of `state`,
         fit on training episodes and scored on held-out ones — `state_r2/<name>` per variable and

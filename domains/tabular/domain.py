@@ -124,6 +124,11 @@ class TabularDomain:
     def num_classes(self) -> int | None:
         return len(self.classes) if self.classes else None
 
+    @property
+    def headline(self) -> tuple:
+        """The linear probe on the embeddings: accuracy (a proportion) for a class target, RMSE for a numeric one."""
+        return "probe_linear", bool(self.classes), bool(self.classes)
+
     def state(self) -> dict:
         """Schema and statistics: what export saves so `embed(DataFrame)` encodes exactly as training did."""
         return {"features": self.features, "target": self.target_name, "classes": self.classes}
