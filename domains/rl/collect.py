@@ -6,8 +6,8 @@
     python -m multissl.collect env=CartPole-v1 pixels=false steps=5000 out=states.npz  # state vectors
     python -m multissl.collect env=CartPole-v1 policy=my_agents:act out=expert.npz     # act(obs) -> action
 
-Keys: env, steps, out, seed, policy (random | module:callable — a function of the observation, or an object
-with SB3's .predict), pixels (classic control: observations rendered with render_mode="rgb_array"; default
+Keys: env, steps, out, seed, policy (random | module:callable — a function of the observation, or of the
+observation and the true state for a scripted controller, or an object with SB3's .predict), pixels (classic control: observations rendered with render_mode="rgb_array"; default
 true), size ([height, width]; classic control 64x96, Atari 84x84), grayscale (Atari default true),
 frame_stack (Atari 4, else 1), frame_skip (action repeat: Atari 4, else 1), max_episode_steps.
 
@@ -197,12 +197,23 @@ def load_policy(spec):
                         f"observation returning an action)") from None
 
 
-def act(policy, obs, env):
+def act(policy, obs, env, state=None):
     if policy is None:
         return env.action_space.sample()
     if hasattr(policy, "predict"):
         return policy.predict(obs, deterministic=False)[0]
-    return policy(obs)
+    return policy(obs, state) if takes_state(policy) else policy(obs)
+
+
+def takes_state(policy) -> bool:
+    """A scripted policy `f(obs, state)` reads the env's true state too (classic control: a balancing controller
+    that collects competent episodes from pixels); `f(obs)` sees what an agent sees."""
+    import inspect
+    try:
+        params = inspect.signature(policy).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 2
 
 
 def collect(env: str = "CartPole-v1", steps: int = 20000, out=None, seed: int = 0, policy=None, **settings) -> dict:
@@ -229,7 +240,7 @@ def _record(e, cfg, policy, steps: int, seed: int, out) -> dict:
     episode = 0
     for _ in range(steps):
         state = info.get("state", obs if not cfg["pixels"] else None)  # the true state of `obs`
-        a = act(policy, obs, e)
+        a = act(policy, obs, e, state)
         nxt, r, term, trunc, info = e.step(a)
         for k, v in (("obs", obs), ("action", a), ("reward", r), ("terminated", term), ("truncated", trunc),
                      ("episode", episode), ("state", state)):

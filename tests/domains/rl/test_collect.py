@@ -82,6 +82,19 @@ def test_a_given_policy_chooses_the_actions(tmp_path, monkeypatch):
         collect("CartPole-v1", 5, policy="nowhere:act")
 
 
+def test_a_scripted_policy_of_obs_and_state_reads_the_true_state_from_pixels():
+    seen = []
+
+    def balance(obs, state):  # a controller on the true state while the buffer stores frames
+        seen.append((obs.shape, state.copy()))
+        return int(state[2] + 0.5 * state[3] > 0)
+
+    b = collect("CartPole-v1", 15, policy=balance, size=[24, 36])
+    assert all(shape == (24, 36, 3) for shape, _ in seen)  # the observation is the frame
+    np.testing.assert_array_equal(np.stack([s for _, s in seen]), b["state"])  # the state of that frame
+    assert (b["action"] == (b["state"][:, 2] + 0.5 * b["state"][:, 3] > 0)).all()
+
+
 @pytest.mark.slow
 def test_cli_writes_a_buffer_the_domain_reads(tmp_path):
     out = subprocess.run([sys.executable, "-m", "multissl.collect", "env=CartPole-v1", "steps=40", "out=b.npz",
