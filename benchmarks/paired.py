@@ -121,3 +121,41 @@ def figures(results: dict, args, out: str, domain: str, groups: dict[str, list[s
         runs = [root / f"{a}-s{seed}" for a in arms if (domain, a, seed) in results]
         if runs:
             print(f"figures ({name}, seed {seed}): {report(runs, root / f'report-{name}')}")
+
+
+def paired_gains(results: dict, part: str, arm: str, key, seeds: list[int]) -> list[float]:
+    """arm minus the untrained encoder, seed by seed, on one part of a suite (a table, a buffer)."""
+    return [results[(part, arm, s)][key] - results[(part, "untrained", s)][key] for s in seeds]
+
+
+def suite_report(results: dict, parts: list[str], arms: list[str], seeds: list[int], keys: dict, claim: str,
+                 prefix: str) -> list[str]:
+    """The suites' (tables.py, buffers.py) tables and claims. results[(part, arm, seed)][key]; `keys` column name ->
+    key; per part a table of every arm's mean and paired gain (wins); then for each arm, on the `claim` column, the
+    suite's mean paired gain with its t over every (part, seed) pair (<prefix>1: positive with t > 2) and the parts
+    that lose more than one standard error (<prefix>2: none)."""
+    lines = []
+    for part in parts:
+        lines += [f"\n## {part}\n", "| arm | " + " | ".join(keys) + " |", "| --- " * (1 + len(keys)) + "|"]
+        for a in ["untrained", *arms]:
+            cells = []
+            for k in keys.values():
+                m, sd = mean_sd([results[(part, a, s)][k] for s in seeds])
+                gains = paired_gains(results, part, a, k, seeds)
+                cells.append(f"{m:.3f} ± {sd:.3f}" if a == "untrained" else
+                             f"{m:.3f} ({mean_sd(gains)[0]:+.3f}, {sum(g > 0 for g in gains)}/{len(seeds)})")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines.append("\nCells: mean over seeds; for an arm, (its paired gain over the untrained encoder, wins).\n")
+    for a in arms:
+        gains = [g for p in parts for g in paired_gains(results, p, a, keys[claim], seeds)]
+        m, sd = mean_sd(gains)
+        t = m / (sd / math.sqrt(len(gains))) if sd > 0 else math.copysign(math.inf, m)
+        losers = []
+        for p in parts:
+            pm, psd = mean_sd(paired_gains(results, p, a, keys[claim], seeds))
+            if pm < -psd / math.sqrt(len(seeds)):
+                losers.append(f"{p} {pm:+.3f}")
+        lines.append(f"{a}: {claim}, mean gain {m:+.4f} (sd {sd:.4f}, t {t:.2f}, {sum(g > 0 for g in gains)}/"
+                     f"{len(gains)} wins): {prefix}1 {'holds' if m > 0 and t > 2 else 'does not hold'}; {prefix}2 "
+                     f"{'holds' if not losers else 'does not hold (' + ', '.join(losers) + ')'}")
+    return lines

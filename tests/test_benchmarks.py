@@ -68,7 +68,7 @@ def test_table_suite_pairs_each_arm_with_the_untrained_encoder_on_held_out_rows(
     assert set(results) == {("credit", a, s) for a in ("untrained", "simclr") for s in (0, 1)}
     assert set(results[("credit", "simclr", 0)]) == {(p, f) for p in ("linear", "gbdt") for f in tables.FRACTIONS}
     printed = capsys.readouterr().out
-    assert "## credit" in printed and "simclr: linear probe at 10 % labels" in printed and "T1 " in printed
+    assert "## credit" in printed and "simclr: linear 10%, mean gain" in printed and "T1 " in printed
     # one fixed split, stratified by class, whose held-out rows the pretraining never read
     _, tr, te, classification = tables.prepare("credit", tmp_path)
     assert classification and len(te) == pytest.approx(0.2 * (len(tr) + len(te)), abs=2)
@@ -97,3 +97,20 @@ def test_table_scores_are_accuracy_for_classes_and_r2_for_numbers():
     y_cls = (y_reg > 0).astype(int)
     out = tables.scores(emb[:1500], y_cls[:1500], emb[1500:], y_cls[1500:], classification=True)
     assert 0.95 < out[("linear", 1.0)] <= 1.0 and out[("linear", 0.01)] > 0.7
+
+
+@pytest.mark.slow
+def test_buffer_suite_holds_out_whole_episodes_and_pairs_each_arm(tmp_path, capsys):
+    import buffers
+    results = buffers.main(["--buffers", "mountaincar", "--seeds", "0,1", "--arms", "byol", "--steps", "2",
+                            "--collect-steps", "400", "--out", str(tmp_path), "data.batch_size=16",
+                            "data.num_workers=0"])
+    assert set(results) == {("mountaincar", a, s) for a in ("untrained", "byol") for s in (0, 1)}
+    assert set(results[("mountaincar", "byol", 0)]) == set(buffers.FRACTIONS)
+    printed = capsys.readouterr().out
+    assert "## mountaincar" in printed and "byol: R² 10% steps, mean gain" in printed and "B1 " in printed
+    assert "random pixel projection (reference): mountaincar" in printed
+    _, tr, te = buffers.prepare("mountaincar", tmp_path, 400)
+    assert len(tr["obs"]) + len(te["obs"]) == 400 and len(te["obs"]) > 0
+    assert not set(tr["episode"]) & set(te["episode"])  # whole episodes held out
+    assert tr["obs"].shape[1:] == (2, 48, 72, 3) and "state" in te
