@@ -17,6 +17,19 @@ def options(group: str) -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def option_class(group: str, name: str):
+    """The class a registry option names (its `_target_`), without composing a config."""
+    from hydra.utils import get_class
+    return get_class(OmegaConf.load(resources.files("multissl.configs") / group / f"{name}.yaml")._target_)
+
+
+def pairs() -> list[tuple[str, str]]:
+    """Every (domain, objective) of the registry that can train together (multissl.contracts.fits)."""
+    from multissl.contracts import fits
+    return [(d, o) for d in options("domain") for o in options("objective")
+            if fits(option_class("domain", d), option_class("objective", o)) is None]
+
+
 def fail(msg: str):
     print(f"multissl: error: {msg}", file=sys.stderr)
     sys.exit(2)

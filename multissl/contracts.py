@@ -100,6 +100,12 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                                   "frames: nature_cnn); None: the config's default"),
         "downstream_metrics": (None, "downstream_metrics(embed, limit) -> dict of the domain's own held-out "
                                      "metrics; embed(dataset) -> [n d]; limit: samples per split (None = all)"),
+        "future": (False, "episodes with actions (rl): `draw` takes n_future=K and returns, after the global views, "
+                          "views of the next K steps of the sample's episode (its last step repeated past the end), "
+                          "`action` [K ...] (the actions taken from the sample's step on) and `valid` [K] (False past "
+                          "the end), which reach the batch as they are"),
+        "actions": (None, "(\"discrete\", n) or (\"continuous\", d): the data's actions, for objectives that condition "
+                          "on them"),
         "headline": (("knn_acc", True, True), "(metric, higher is better, is a proportion of held-out samples): "
                                               "what the end-of-run line compares with the untrained encoder"),
     },
@@ -122,6 +128,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "branches": (None, "branches(encoder, batch) -> (online [n k], target [n k]): what its two branches output "
                            "(e.g. predictor vs. teacher) on un-augmented evaluation inputs, batch = views [x], keep, "
                            "masked (a fixed-seed mask), pad; read for rdm/erank_online, rdm/erank_target, rdm/diff"),
+        "future_steps": (0, "steps after the sample's own whose views and actions it needs (SPR); only a domain with "
+                            "`future` gives them"),
         "collapse_hint": (None, "what to change when the representation collapses, in the objective's own keys "
                                 "(e.g. objective.teacher_temp=…); the collapse warning names it"),
     },
@@ -152,3 +160,12 @@ def check(obj, contract: type, what: str):
     if lacking:
         raise UserError(f"{what} {type(obj).__name__} lacks {', '.join(lacking)} of the {contract.__name__} "
                         f"contract (multissl/contracts.py; README: Adding an objective or a domain)")
+
+
+def fits(domain_cls, objective_cls) -> str | None:
+    """Why this objective cannot train on this domain (from their declarations, before any data is loaded), or None.
+    Contract tests pair every domain with every objective that fits it."""
+    if optional(objective_cls, Objective, "future_steps") and not optional(domain_cls, Domain, "future"):
+        return (f"it predicts the next steps of an episode from the actions taken, and domain={domain_cls.name} has no "
+                f"episodes; use domain=rl")
+    return None

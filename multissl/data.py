@@ -24,10 +24,13 @@ class Views(Dataset):
     views[0] corrupted at the masked positions, and the clean view is kept as "clean" (the target).
     Other objectives never see the corruption: it would be an extra, one-sided augmentation of view 0."""
 
-    def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False, n_local: int = 0):
+    def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False, n_local: int = 0,
+                 n_future: int = 0):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
-        # local views (multi-crop) are asked of a domain only when it offers them (view_counts)
-        self.counts = {"n_global": n_global, **({"n_local": n_local} if n_local else {})}
+        # local views (multi-crop) are asked of a domain only when it offers them (view_counts); future steps only of
+        # a domain with episodes (contracts.fits)
+        self.counts = {"n_global": n_global, **({"n_local": n_local} if n_local else {}),
+                       **({"n_future": n_future} if n_future else {})}
         self.corrupt = optional(domain, Domain, "corrupt") if corrupt else None
         self.variable_length = optional(domain, Domain, "variable_length")
         # a corrupting objective changes view 0 per sample (`corrupt`), and a variable-length domain's views are
@@ -158,8 +161,15 @@ def make_views(domain, batch: dict) -> dict:
     batch is (on the device); other batches arrive with their views made."""
     if "drawn" in batch:
         batch = dict(batch)
-        batch["views"] = apply_views(domain, batch.pop("drawn"))
+        drawn = batch.pop("drawn")
+        batch["views"] = apply_views(domain, drawn)
+        batch |= {k: drawn[k] for k in CONTEXT if k in drawn}
     return batch
+
+
+# what a domain's draw may give the objective as it is, beside the views (Domain.future: the actions taken and which
+# future steps are still in the episode)
+CONTEXT = ("action", "valid")
 
 
 def resolve_workers(n, accelerator: bool | None = None) -> int:
@@ -218,9 +228,9 @@ def view_counts(domain, objective, say: bool = True) -> tuple[int, int]:
 
 
 def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0, accumulate=1,
-                 corrupt=False, n_local=0):
+                 corrupt=False, n_local=0, n_future=0):
     sampler = StepSampler(start, end, global_batch, rank, world, accumulate)
-    return DataLoader(Views(base, domain, seed, n_global, corrupt, n_local), batch_sampler=sampler,
+    return DataLoader(Views(base, domain, seed, n_global, corrupt, n_local, n_future), batch_sampler=sampler,
                       collate_fn=Collate(domain), **loader_options(workers))
 
 

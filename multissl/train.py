@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from multissl import baseline, checkpoint, dist, monitor
 from multissl.cli import load_config
-from multissl.contracts import Domain, Encoder, Objective, check, optional
+from multissl.contracts import Domain, Encoder, Objective, check, fits, optional
 from multissl.data import make_views, steps, to_device, train_loader, view_counts
 from multissl.errors import UserError
 from multissl.export import save_encoder
@@ -64,6 +64,9 @@ def build_domain(cfg):
     if optional(obj_cls, Objective, "needs_token_encoder") and not optional(enc_cls, Encoder, "supports_masking"):
         raise UserError(f"objective={cfg.meta.objective} masks tokens but encoder={cfg.meta.encoder} has none; "
                         f"use encoder=transformer")
+    why = fits(dom_cls, obj_cls)
+    if why:
+        raise UserError(f"objective={cfg.meta.objective} cannot train on domain={cfg.meta.domain}: {why}")
     if optional(dom_cls, Domain, "variable_length") and not optional(enc_cls, Encoder, "supports_padding"):
         raise UserError(f"domain={cfg.meta.domain} has samples of different lengths but encoder={cfg.meta.encoder} "
                         f"needs a fixed size; use encoder=transformer")
@@ -220,7 +223,7 @@ def run(cfg) -> Path:
     n_global, n_local = view_counts(domain, objective, say=main)
     loader = train_loader(train_set, domain, t.seed, n_global, cfg.data.batch_size, step, t.max_steps, rank, world,
                           cfg.data.num_workers, accum, corrupt=optional(objective, Objective, "corrupt_view"),
-                          n_local=n_local)
+                          n_local=n_local, n_future=optional(objective, Objective, "future_steps"))
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
     tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=device)
     bad_run, bad_total, probe_logs = 0, 0, {}

@@ -89,7 +89,7 @@ class RLDomain:
         self.default = {**DEFAULT_BUFFER, **(default or {})}
         self.cache_dir, self.data = cache_dir, data or {}
         self.obs_shape = self.obs_dtype = self.mean = self.std = self.env_config = None
-        self.state_names, self._splits, self._buf, self._stats = None, None, None, None
+        self.state_names, self._splits, self._buf, self._stats, self._actions = None, None, None, None, None
         if state:
             self.load_state(state)
 
@@ -239,19 +239,39 @@ class RLDomain:
         return torch.from_numpy(np.asarray(self._buf["obs"][int(x)]))
 
     # ---- views -------------------------------------------------------------------------------------------------
-    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
-        """Step x -> view 0 of its own observation and views 1.. of observations temporal_offset steps away in
-        the same episode (the same step when temporal_offset=[0, 0]), each augmented independently: random
-        shift + intensity for frames, gaussian noise for vectors."""
-        return sample_views(self, self.draw(x, rng, n_global))
+    future = True  # episodes with actions: draw(n_future=K) gives the next K steps (SPR)
 
-    def draw(self, x, rng: torch.Generator, n_global: int = 2) -> dict:
+    @property
+    def actions(self) -> tuple[str, int]:
+        """("discrete", n) for integer actions (ids 0..n-1), else ("continuous", d)."""
+        if self._actions is None:
+            a = self._buf["action"]
+            discrete = np.issubdtype(a.dtype, np.integer) and a.ndim == 1
+            self._actions = ("discrete", int(a.max()) + 1) if discrete else ("continuous", int(np.prod(a.shape[1:])))
+        return self._actions
+
+    def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_future: int = 0) -> list[torch.Tensor]:
+        """Step x -> view 0 of its own observation and views 1.. of observations temporal_offset steps away in
+        the same episode (the same step when temporal_offset=[0, 0]), then views of the next n_future steps, each
+        augmented independently: random shift + intensity for frames, gaussian noise for vectors."""
+        return sample_views(self, self.draw(x, rng, n_global, n_future))
+
+    def draw(self, x, rng: torch.Generator, n_global: int = 2, n_future: int = 0) -> dict:
         """Step x -> the stored observations of its views' steps [v *obs_shape] (as stored: uint8 frames travel
-        to the device) and per view an intensity factor and a shift (dy, dx) for frames, a noise [D] for vectors."""
-        i = int(x)
-        steps = [i] + [temporal_neighbour(i, int(self.first[i]), int(self.last[i]), self.temporal_offset, rng)
+        to the device) and per view an intensity factor and a shift (dy, dx) for frames, a noise [D] for vectors;
+        with n_future = K, views of steps x+1..x+K follow (the episode's last step past its end), with `action`
+        [K ...] taken at steps x..x+K-1 and `valid` [K] (the step is in the episode)."""
+        i, last = int(x), int(self.last[int(x)])
+        steps = [i] + [temporal_neighbour(i, int(self.first[i]), last, self.temporal_offset, rng)
                        for _ in range(n_global - 1)]
+        steps += [min(i + k, last) for k in range(1, n_future + 1)]
         out = {"obs": torch.from_numpy(np.stack([self._buf["obs"][j] for j in steps]))}
+        if n_future:  # the action taken at each step from x on: it leads to the next view
+            acts = np.asarray(self._buf["action"][[min(i + k, last) for k in range(n_future)]])
+            acts = acts.astype(np.int64) if self.actions[0] == "discrete" else acts.astype(np.float32).reshape(
+                n_future, -1)
+            out |= {"action": torch.from_numpy(acts),
+                    "valid": torch.tensor([i + k <= last for k in range(1, n_future + 1)])}
         if self.is_vector:
             d = self.obs_shape[0]
             noise = [torch.randn(d, generator=rng) if self.noise_std else torch.zeros(d) for _ in steps]

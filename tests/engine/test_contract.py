@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import multissl
 from multissl.checkpoint import load as load_checkpoint
-from multissl.cli import load_config, options
+from multissl.cli import load_config, options, pairs
 from multissl.contracts import Domain, Objective, check, optional
 from multissl.data import Collate, Views, make_views, train_loader, view_counts
 from multissl.errors import UserError
@@ -31,9 +31,10 @@ from multissl.train import SSLModel, build_domain, build_models, run
 from tiny import TINY_ENCODER, assert_every_parameter_learns, domain_data, item_views
 
 DOMAINS, OBJECTIVES = options("domain"), options("objective")
-PAIRS = [(d, o) for d in DOMAINS for o in OBJECTIVES]
+PAIRS = pairs()  # every domain x every objective that fits it (contracts.fits: SPR needs episodes)
 # a full run for each domain and each objective: pair i = (domain i mod D, objective i mod O)
 COVER = [(DOMAINS[i % len(DOMAINS)], OBJECTIVES[i % len(OBJECTIVES)]) for i in range(max(len(DOMAINS), len(OBJECTIVES)))]
+COVER = [p if p in PAIRS else next(q for q in PAIRS if q[1] == p[1]) for p in COVER]  # the objective's first domain
 BATCH = 16
 
 
@@ -65,7 +66,8 @@ def first_step(cfg, domain, seed: int = 0):
     model = SSLModel(encoder, objective).train()
     n_global, n_local = view_counts(domain, objective, say=False)
     loader = train_loader(domain.dataset("train"), domain, seed, n_global, BATCH, 0, 1, 0, 1,
-                          corrupt=optional(objective, Objective, "corrupt_view"), n_local=n_local)
+                          corrupt=optional(objective, Objective, "corrupt_view"), n_local=n_local,
+                          n_future=optional(objective, Objective, "future_steps"))
     batch = make_views(domain, next(iter(loader)))
     batch.pop("skipped")
     sched = step_values(0, 10, cfg.optim, cfg.ema, 1e-3)

@@ -110,6 +110,28 @@ def test_views_never_cross_an_episode_boundary(tmp_path, domain_on, write_buffer
     assert seen >= {-4, -3, -2, -1, 1, 2, 3, 4, 0}  # both directions, the whole range, and 1-step episodes
 
 
+def test_future_steps_stay_in_the_episode_with_the_actions_taken_from_the_step(tmp_path, domain_on, write_buffer):
+    # obs = [step index, 0]; episodes of 4, 1 and 5 steps (terminated, truncated, unfinished); action = 10 * step
+    lengths, k = [4, 1, 5], 3
+    n = sum(lengths)
+    obs = np.stack([np.arange(n), np.zeros(n)], 1).astype(np.float32)
+    ends = np.cumsum(lengths) - 1
+    path = write_buffer(tmp_path / "b.npz", obs, ends=ends[:1], truncated=ends[1:2])
+    np.savez(path, **{**np.load(path), "action": np.arange(n, dtype=np.int64) * 10})
+    d = domain_on(path, noise_std=0.0, test_fraction=0.0)
+    std, mean = np.array(d.std), np.array(d.mean)
+    last = np.repeat(ends, lengths)
+    for i in range(n):
+        drawn = d.draw(torch.tensor(i), torch.Generator().manual_seed(i), 1, n_future=k)
+        views = d.apply({name: v[None] for name, v in drawn.items()})
+        steps = [int(round(v[0, 0].item() * std[0] + mean[0])) for v in views]
+        ahead = [min(i + j, last[i]) for j in range(1, k + 1)]
+        assert steps == [i, *ahead]  # the step, then the next k of its episode, its last step repeated past the end
+        assert drawn["valid"].tolist() == [i + j <= last[i] for j in range(1, k + 1)]
+        assert drawn["action"].tolist() == [10 * min(i + j, last[i]) for j in range(k)]  # a_t leads to step t+1
+    assert d.actions == ("discrete", 10 * (n - 1) + 1)
+
+
 def test_zero_offset_gives_two_augmentations_of_one_step(tmp_path, domain_on, write_buffer):
     obs = np.stack([np.arange(20), np.zeros(20)], 1).astype(np.float32)
     d = domain_on(write_buffer(tmp_path / "b.npz", obs, ends=[9]), noise_std=0.0, temporal_offset=[0, 0])
