@@ -23,12 +23,11 @@ Decided before any run (gains are arm minus untrained, same seed):
       (mean / standard error over every (buffer, seed) pair) above 2.
   B2  No buffer loses more than one standard error: for every buffer, mean gain > -sd / sqrt(seeds).
 """
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
-from paired import suite_report, train
+from paired import suite_parser, suite_report, train
 
 BUFFERS = {
     "cartpole-stack": dict(env="CartPole-v1", steps=10000, size=[48, 72], grayscale=True, frame_stack=3),
@@ -128,14 +127,8 @@ def run_suite(args) -> tuple[dict, dict]:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--buffers", default=",".join(BUFFERS))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default="byol,vicreg", help="objective names, each optionally with +key=value settings")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--out", default=None)
+    p = suite_parser(__doc__, "--buffers", ",".join(BUFFERS), "byol,vicreg")
     p.add_argument("--collect-steps", type=int, default=None, help="steps per buffer instead of the suite's (tests)")
-    p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder)")
     args = p.parse_args(argv)
     results, pixels = run_suite(args)
     buffers, seeds = args.buffers.split(","), [int(s) for s in args.seeds.split(",")]

