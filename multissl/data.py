@@ -21,7 +21,8 @@ class Views(Dataset):
 
     `corrupt` (objectives with `corrupt_view`): a domain that masks by replacing values rather than
     dropping tokens (a `corrupt(view, masked, rng)` method, e.g. VIME's marginal draws for tables) gets
-    views[0] corrupted at the masked positions, and the clean view is kept as "clean" (the target).
+    view 0 = the un-augmented sample (`eval_input`) corrupted at the masked positions, kept clean as "clean" (the
+    target); views 1.. stay the domain's augmented views (a contrastive partner for the corrupted sample).
     Other objectives never see the corruption: it would be an extra, one-sided augmentation of view 0."""
 
     def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False, n_local: int = 0,
@@ -58,6 +59,8 @@ class Views(Dataset):
             keep, masked = self.domain.mask(1, rng)
             return item | {"keep": keep[0], "masked": masked[0]}
         views = self.domain.views(s["x"], rng, **self.counts)
+        if self.corrupt is not None:  # view 0 is the sample itself, corrupted at the mask below (VIME, BERT)
+            views = [self.domain.eval_input(s["x"]), *views[1:]]
         if self.variable_length:  # mask the sample's own tokens only
             _, pad = optional(self.domain, Domain, "collate")([views[0]])
             keep, masked = self.domain.mask(1, rng, n_tokens=int((~pad).sum()))

@@ -32,8 +32,12 @@ class MAE(nn.Module):
         tokens, pooled = encoder(x, keep) if pad is None else encoder(x, keep, pad=pad)  # [b k d]
         return self.decoder(tokens, keep, pad=pad), pooled
 
+    def reconstruction(self, pred: torch.Tensor, batch) -> torch.Tensor:
+        """The domain's loss of pred [b n target_dim] at the masked positions (masked [b m], -1 = padding) against
+        its target of the clean view 0 (uncorrupted where the domain corrupts)."""
+        target = self.domain.target(batch.get("clean", batch["views"][0]))
+        return self.domain.reconstruction_loss(pred, target, batch["masked"])
+
     def forward(self, encoder, batch, sched):
-        pred, pooled = self.predict(encoder, batch)  # the domain's loss picks the positions it scores
-        target = self.domain.target(batch.get("clean", batch["views"][0]))  # uncorrupted where the domain corrupts
-        loss = self.domain.reconstruction_loss(pred, target, batch["masked"])  # masked [b m], -1 = padding
-        return loss, {"rep": pooled.detach()}
+        pred, pooled = self.predict(encoder, batch)
+        return self.reconstruction(pred, batch), {"rep": pooled.detach()}
