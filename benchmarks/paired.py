@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -162,7 +163,8 @@ def suite_runs(parts: list[str], arms: list[str], seeds: list[int], steps: int, 
     for part in parts:
         for arm in arms:
             for s in seeds:
-                out[(part, arm, s)] = {k: run(part, arm_overrides(arm), s, n, f"{arm}-s{s}{suffix}")
+                folder = re.sub(r"[^A-Za-z0-9._-]+", "_", arm)  # a run.dir value cannot hold = [ ] ,
+                out[(part, arm, s)] = {k: run(part, arm_overrides(arm), s, n, f"{folder}-s{s}{suffix}")
                                        for k, n, suffix in (("untrained", 0, "-untrained"), ("trained", steps, ""))}
     return out
 
