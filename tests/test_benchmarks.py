@@ -64,8 +64,8 @@ def test_duality_and_rdm_benchmarks_pair_every_arm_with_the_untrained_encoder_an
 @pytest.mark.slow
 def test_table_suite_pairs_each_arm_with_the_untrained_encoder_on_held_out_rows(tmp_path, capsys):
     import tables
-    results = tables.main(["--tables", "credit", "--seeds", "0,1", "--steps", "2", "--out", str(tmp_path), *TINY_RUN])
-    assert set(results) == {("credit", "simclr", s) for s in (0, 1)}
+    results = tables.main(["--tables", "credit", "--seeds", "0", "--steps", "2", "--out", str(tmp_path), *TINY_RUN])
+    assert set(results) == {("credit", "simclr", 0)}
     for side in ("trained", "untrained"):  # each arm against its own untrained encoder
         assert set(results[("credit", "simclr", 0)][side]) == {(p, f) for p in ("linear", "gbdt") for f in tables.FRACTIONS}
     assert (tmp_path / "credit" / "simclr-s0-untrained" / "encoder").is_dir()
@@ -104,10 +104,10 @@ def test_table_scores_are_accuracy_for_classes_and_r2_for_numbers():
 @pytest.mark.slow
 def test_buffer_suite_holds_out_whole_episodes_and_pairs_each_arm(tmp_path, capsys):
     import buffers
-    results = buffers.main(["--buffers", "mountaincar", "--seeds", "0,1", "--arms", "byol", "--steps", "2",
+    results = buffers.main(["--buffers", "mountaincar", "--seeds", "0", "--arms", "byol", "--steps", "2",
                             "--collect-steps", "400", "--out", str(tmp_path), "data.batch_size=16",
                             "data.num_workers=0"])
-    assert set(results) == {("mountaincar", "byol", s) for s in (0, 1)}
+    assert set(results) == {("mountaincar", "byol", 0)}
     assert set(results[("mountaincar", "byol", 0)]["untrained"]) == set(buffers.FRACTIONS)
     printed = capsys.readouterr().out
     assert "## mountaincar" in printed and "byol: R² 10% steps, mean gain" in printed and "B1 " in printed
