@@ -23,7 +23,7 @@ from paired import along, figures, final, heldout, mean_sd, parser, run_all, tab
 DIMS = (16, 64, 256, 1024)
 ARMS = {o: (f"objective={o}",) for o in ("vicreg", "vicreg_exp", "vicreg_ctr", "simclr", "simclr_tuned")}
 ARMS |= {f"{o}-d{d}": (f"objective={o}", f"objective.projector=[1024,{d}]") for o in ("vicreg", "simclr") for d in DIMS}
-KEYS = ["rankme", "erank_proj", "duality/l_c", "duality/l_nc"]
+KEYS = ["probe_test_acc", "rankme", "erank_proj", "duality/l_c", "duality/l_nc"]
 
 
 def pearson(xs: list[float], ys: list[float]) -> float:

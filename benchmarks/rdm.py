@@ -36,7 +36,7 @@ ARMS |= {"symmetric": rdm("rdm_simsiam"),
          "rdm_simsiam-p1": rdm("rdm_simsiam", "poly", 1), "rdm_byol-p1": rdm("rdm_byol", "poly", 1),
          "rdm_simsiam-log1": rdm("rdm_simsiam", "log1"), "rdm_simsiam-target": rdm("rdm_simsiam", target=-0.5),
          "rdm_simsiam-white": rdm("rdm_simsiam", target=-1), "rdm_byol-white": rdm("rdm_byol", target=-1)}
-KEYS = ["rankme", "rdm/erank_online", "rdm/erank_target", "rdm/diff"]
+KEYS = ["probe_test_acc", "rankme", "rdm/erank_online", "rdm/erank_target", "rdm/diff"]
 
 
 def claims(results: dict, domain: str, seeds: list[int]) -> list[str]:
