@@ -16,6 +16,9 @@ from pathlib import Path
 HELDOUT = {"tabular": "probe_linear", "rl": "state_r2_mean"}  # else knn_acc
 
 
+UNTRAINED_BLANK = {"probe_test_acc"}  # the online probe of a run that took no step never trained: no figure
+
+
 def heldout(domain: str) -> str:
     """The metric the benchmarks compare arms on."""
     return HELDOUT.get(domain, "knn_acc")
@@ -101,7 +104,8 @@ def table(results: dict, domain: str, keys: list[str]) -> list[str]:
         vals = [final(results[(domain, a, s)], held) for s in seeds]
         gains = [v - final(results[(domain, "untrained", s)], held) for v, s in zip(vals, seeds)]
         (m, sd), (g, gsd) = mean_sd(vals), mean_sd(gains)
-        cells = [f"{mean_sd([final(results[(domain, a, s)], k) for s in seeds])[0]:.4g}" for k in keys]
+        cells = ["—" if a == "untrained" and k in UNTRAINED_BLANK else
+                 f"{mean_sd([final(results[(domain, a, s)], k) for s in seeds])[0]:.4g}" for k in keys]
         lines.append(f"| {a} | {m:.3f} ± {sd:.3f} | {g:+.3f} ± {gsd:.3f} | {sum(x > 0 for x in gains)}/{len(seeds)} | "
                      + " | ".join(cells) + " |")
     return lines
