@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multissl.dist import gather
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import encode_views
 from multissl.heads import mlp
@@ -37,6 +38,7 @@ class Transition(nn.Module):
 
 class SPR(nn.Module):
     global_views = 1
+    batch_statistics = True  # the loss is a mean over the global batch's valid steps
     future_steps = 5  # the contract's declaration; an instance predicts its own `steps`
     collapse_hint = "raise objective.predictor_lr (the predictor must outpace the EMA teacher)"
 
@@ -61,7 +63,8 @@ class SPR(nn.Module):
             t_enc, t_proj = self.teacher.nets
             targets = [t_proj(r) for r in encode_views(t_enc, views[1:1 + k])]
         p, t = torch.stack(preds, 1), torch.stack(targets, 1)  # [b k e]
-        loss = spr_loss(p, t, batch["valid"])
+        # the mean over the global batch's valid steps: processes hold different counts of them
+        loss = spr_loss(gather(p), gather(t), gather(batch["valid"].to(p.dtype)) > 0)
         return loss, {"rep": rep.detach(), "cos": 1 - loss.detach() / 2}
 
     def after_step(self, encoder, sched):
