@@ -59,4 +59,3 @@ def table(metrics: dict) -> list[str]:
 def heldout_count(test_set, limit: int | None) -> int | None:
     s = monitor.subset(test_set, limit)
     return None if s is None else len(s)
-
