@@ -25,7 +25,7 @@ from realistic import SIZES  # noqa: E402
 
 from multissl.cli import load_config  # noqa: E402
 from multissl.contracts import Domain, Objective, optional  # noqa: E402
-from multissl.data import make_views, resolve_workers, to_device, train_loader, view_counts  # noqa: E402
+from multissl.data import make_views, objective_loader, resolve_workers, to_device  # noqa: E402
 from multissl.encoder import Encoder  # noqa: E402
 from multissl.objectives.mae import MAE  # noqa: E402
 from multissl.optim import build_optimizer  # noqa: E402
@@ -82,10 +82,8 @@ class Bench:
 
     def loader(self, objective, steps: int, workers=None):
         c = self.cfg
-        n_global, n_local = view_counts(self.domain, objective, say=False)
-        return train_loader(self.domain.dataset("train"), self.domain, c.trainer.seed, n_global, c.data.batch_size,
-                            0, steps, 0, 1, c.data.num_workers if workers is None else workers,
-                            corrupt=optional(objective, Objective, "corrupt_view"), n_local=n_local)
+        return objective_loader(self.domain.dataset("train"), self.domain, objective, c.trainer.seed,
+                                c.data.batch_size, 0, steps, 0, 1, c.data.num_workers if workers is None else workers)
 
     def timed(self, batches, work) -> float:
         """ms per item of `batches` after WARM, each handled by work(i, batch)."""

@@ -237,6 +237,16 @@ def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, w
                       collate_fn=Collate(domain), **loader_options(workers))
 
 
+def objective_loader(base, domain, objective, seed, global_batch, start, end, rank, world, workers=0, accumulate=1,
+                     say=False):
+    """train_loader with what the objective asks of the data: its view counts (view_counts), a corrupted view 0
+    (`corrupt_view`) and future steps (`future_steps`)."""
+    n_global, n_local = view_counts(domain, objective, say=say)
+    return train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers, accumulate,
+                        corrupt=optional(objective, Objective, "corrupt_view"), n_local=n_local,
+                        n_future=optional(objective, Objective, "future_steps"))
+
+
 def steps(loader, accumulate: int):
     """Micro-batches grouped by optimizer step: yields lists of `accumulate` batches."""
     group = []

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from multissl import baseline, checkpoint, dist, monitor
 from multissl.cli import load_config
 from multissl.contracts import Domain, Encoder, Objective, check, fits, optional
-from multissl.data import make_views, steps, to_device, train_loader, view_counts
+from multissl.data import make_views, objective_loader, steps, to_device
 from multissl.errors import UserError
 from multissl.export import save_encoder
 from multissl.optim import apply_schedule, build_optimizer
@@ -220,10 +220,8 @@ def run(cfg) -> Path:
         accelerator.wait_for_everyone()
 
     accum = t.accumulate
-    n_global, n_local = view_counts(domain, objective, say=main)
-    loader = train_loader(train_set, domain, t.seed, n_global, cfg.data.batch_size, step, t.max_steps, rank, world,
-                          cfg.data.num_workers, accum, corrupt=optional(objective, Objective, "corrupt_view"),
-                          n_local=n_local, n_future=optional(objective, Objective, "future_steps"))
+    loader = objective_loader(train_set, domain, objective, t.seed, cfg.data.batch_size, step, t.max_steps, rank,
+                              world, cfg.data.num_workers, accum, say=main)
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
     tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=device)
     bad_run, bad_total, probe_logs = 0, 0, {}

@@ -18,8 +18,7 @@ from tiny import TINY_ENCODER, domain_data  # noqa: E402
 
 from multissl import dist  # noqa: E402
 from multissl.cli import load_config, options, pairs  # noqa: E402
-from multissl.contracts import Objective, optional  # noqa: E402
-from multissl.data import make_views, train_loader, view_counts  # noqa: E402
+from multissl.data import make_views, objective_loader  # noqa: E402
 from multissl.train import build_domain, build_models, prepare_model, run  # noqa: E402
 
 DOMAINS, OBJECTIVES = options("domain"), options("objective")
@@ -64,10 +63,8 @@ def parity() -> dict:
                 domains[d] = build_domain(cfg)
             set_seed(0)
             model = prepare_model(*build_models(cfg, domains[d]), acc)
-            n_global, n_local = view_counts(domains[d], model.objective, say=False)
-            loader = train_loader(domains[d].dataset("train"), domains[d], 0, n_global, 32, 0, 1, acc.process_index,
-                                  acc.num_processes, corrupt=optional(model.objective, Objective, "corrupt_view"),
-                                  n_local=n_local, n_future=optional(model.objective, Objective, "future_steps"))
+            loader = objective_loader(domains[d].dataset("train"), domains[d], model.objective, 0, 32, 0, 1,
+                                      acc.process_index, acc.num_processes)
             batch = make_views(domains[d], next(iter(loader)))
             batch.pop("skipped")
             batch = {k: [double(v) for v in x] if isinstance(x, list) else double(x) for k, x in batch.items()}

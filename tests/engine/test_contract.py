@@ -22,7 +22,7 @@ import multissl
 from multissl.checkpoint import load as load_checkpoint
 from multissl.cli import load_config, options, pairs
 from multissl.contracts import Domain, Objective, check, optional
-from multissl.data import Collate, Views, make_views, train_loader, view_counts
+from multissl.data import Collate, Views, make_views, objective_loader
 from multissl.errors import UserError
 from multissl.monitor import branch_ranks, subset
 from multissl.schedules import step_values
@@ -64,10 +64,7 @@ def first_step(cfg, domain, seed: int = 0):
     set_seed(seed)
     encoder, objective = build_models(cfg, domain)
     model = SSLModel(encoder, objective).train()
-    n_global, n_local = view_counts(domain, objective, say=False)
-    loader = train_loader(domain.dataset("train"), domain, seed, n_global, BATCH, 0, 1, 0, 1,
-                          corrupt=optional(objective, Objective, "corrupt_view"), n_local=n_local,
-                          n_future=optional(objective, Objective, "future_steps"))
+    loader = objective_loader(domain.dataset("train"), domain, objective, seed, BATCH, 0, 1, 0, 1)
     batch = make_views(domain, next(iter(loader)))
     batch.pop("skipped")
     sched = step_values(0, 10, cfg.optim, cfg.ema, 1e-3)
