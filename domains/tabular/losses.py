@@ -27,7 +27,8 @@ def feature_reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, scored
         # numeric columns get one valid logit so their (discarded) cross-entropy stays finite, gradient too
         allowed = torch.arange(v, device=pred.device) < vocab_sizes.clamp_min(1)[:, None]  # [F V]
         logits = pred[..., 1:1 + v].masked_fill(~allowed, float("-inf"))  # [b F V]
-        cls = (target.nan_to_num() - FIRST_CATEGORY).clamp_min(0).long()  # [b F]
+        # numeric cells hold standardized values, which may exceed any vocabulary: class 0 there
+        cls = torch.where(cat & known, target.nan_to_num() - FIRST_CATEGORY, 0).long()  # [b F]
         ce = F.cross_entropy(logits.reshape(b * n, v), cls.reshape(-1), reduction="none").view(b, n)
         per = torch.where(cat, ce, per)
     return (per * cells).sum() / cells.sum().clamp_min(1)

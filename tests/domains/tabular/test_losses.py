@@ -60,6 +60,16 @@ def test_feature_reconstruction_loss_matches_loop_reference():
     assert feature_reconstruction_loss(far, target, scored, torch.tensor(vocab)).item() == pytest.approx(got.item())
 
 
+def test_feature_reconstruction_loss_takes_numeric_values_beyond_every_vocabulary():
+    """A standardized outlier (income, a price) is larger than any category id: still a squared error."""
+    pred, target, masked, vocab = loss_case()
+    target[:, 0] = torch.tensor([40.0, 9.0, -30.0, 7.5, 100.0, 3.0], dtype=torch.float64)
+    scored = torch.ones(target.shape, dtype=torch.bool)
+    got = feature_reconstruction_loss(pred, target, scored, torch.tensor(vocab))
+    assert got.item() == pytest.approx(ref_recon(pred.detach().numpy(), target.numpy(), scored.numpy(), vocab),
+                                       rel=1e-10)
+
+
 def test_mask_prediction_loss_matches_reference():
     pred, _, masked, _ = loss_case(1)
     was = torch.zeros(6, 5, dtype=torch.bool).scatter(1, masked, True)
