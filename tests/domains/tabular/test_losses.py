@@ -62,7 +62,7 @@ def test_feature_reconstruction_loss_matches_loop_reference():
 
 def test_feature_reconstruction_loss_takes_numeric_values_beyond_every_vocabulary():
     """A standardized outlier (income, a price) is larger than any category id: still a squared error."""
-    pred, target, masked, vocab = loss_case()
+    pred, target, _, vocab = loss_case()
     target[:, 0] = torch.tensor([40.0, 9.0, -30.0, 7.5, 100.0, 3.0], dtype=torch.float64)
     scored = torch.ones(target.shape, dtype=torch.bool)
     got = feature_reconstruction_loss(pred, target, scored, torch.tensor(vocab))
