@@ -53,12 +53,21 @@ def latest(folder: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def training_state(step: int, model, optimizer, probe) -> dict:
+def training_state(step: int, model, optimizer, probe, domain_state: dict | None = None) -> dict:
     """Everything exact resume needs: model (encoder, heads, teacher, objective buffers such as queues),
-    optimizer, step, online probe and RNG state."""
+    optimizer, step, online probe, RNG state, and the domain's preprocessing state (a text tokenizer, whose ids
+    must not change under a run)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "probe": probe.state_dict() if probe else None, "probe_opt": probe.opt.state_dict() if probe else None,
-            "rng": rng_state()}
+            "rng": rng_state(), "domain": domain_state}
+
+
+def domain_state(folder: Path) -> dict | None:
+    """The domain's preprocessing state saved in a run folder's latest checkpoint (None: no checkpoint, or one
+    from before domain states were saved). A resumed run loads it before its models are built: a tokenizer
+    decides the size of the token embedding."""
+    last = latest(folder / "checkpoints")
+    return None if last is None else load(last).get("domain")
 
 
 def resume(folder: Path, model, optimizer, probe) -> int | None:

@@ -137,14 +137,18 @@ def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 20, temperature: flo
     """Weighted kNN of Wu et al. 2018: cosine neighbours vote with weight exp(sim / T)."""
     train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
     n_cls = int(max(train_y.max(), test_y.max())) + 1
-    k = min(k, len(train_x))
     correct = 0
     for i in range(0, len(test_x), 512):
-        sim = test_x[i:i + 512] @ train_x.T  # [q n]
-        top, idx = sim.topk(k, dim=1)
-        votes = torch.zeros(len(top), n_cls).scatter_add_(1, train_y[idx], (top / temperature).exp())
-        correct += (votes.argmax(1) == test_y[i:i + 512]).sum().item()
+        pred = knn_predict(test_x[i:i + 512] @ train_x.T, train_y, n_cls, k, temperature)  # sim [q n]
+        correct += (pred == test_y[i:i + 512]).sum().item()
     return correct / len(test_x)
+
+
+def knn_predict(sim: torch.Tensor, train_y: torch.Tensor, n_cls: int, k: int = 20, temperature: float = 0.07):
+    """Classes [q] voted by each query's k most similar training samples (sim [q n] cosine), weights exp(sim / T)."""
+    top, idx = sim.topk(min(k, sim.shape[1]), dim=1)
+    votes = torch.zeros(len(top), n_cls, dtype=top.dtype).scatter_add_(1, train_y[idx], (top / temperature).exp())
+    return votes.argmax(1)
 
 
 def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:

@@ -188,6 +188,10 @@ def run(cfg) -> Path:
     accelerator = Accelerator(mixed_precision=t.precision, cpu=not torch.cuda.is_available())
     set_seed(t.seed)
     domain = build_domain(cfg)
+    folder = run_folder(cfg, accelerator)
+    saved = checkpoint.domain_state(folder)  # a resumed run keeps its preprocessing (a tokenizer's ids)
+    if saved is not None:
+        optional(domain, Domain, "load_state")(saved)
     cfg = domain_encoder(cfg, domain)
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     encoder, objective = build_models(cfg, domain)
@@ -202,7 +206,6 @@ def run(cfg) -> Path:
                                                     cfg.optim.betas))
     n_classes = optional(domain, Domain, "num_classes")
     probe = monitor.OnlineProbe(encoder.dim, n_classes, t.probe_lr).to(device) if n_classes and n_classes > 1 else None
-    folder = run_folder(cfg, accelerator)
     resumed = checkpoint.resume(folder, model, optimizer, probe)  # trainer.resume=<dir> or a relaunch into run.dir
     step = resumed or 0
     main = accelerator.is_main_process
@@ -216,7 +219,8 @@ def run(cfg) -> Path:
 
     def save_checkpoint():
         if main:
-            checkpoint.save(folder / "checkpoints", step, checkpoint.training_state(step, model, optimizer, probe))
+            checkpoint.save(folder / "checkpoints", step, checkpoint.training_state(step, model, optimizer, probe,
+                                                                                    domain.state()))
         accelerator.wait_for_everyone()
 
     accum = t.accumulate

@@ -186,8 +186,22 @@ def rl_raw_and_input(domain_obj, preprocess: dict, n: int):
     return raw, (raw.float() / 255 - mean) / std
 
 
+def text_raw_and_input(domain_obj, preprocess: dict, n: int):
+    """5 raw test strings and, by hand with the exported tokenizer.json, their ids (no special tokens, cut to
+    max_length) padded with [PAD] to the longest, and the padding mask."""
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_str(preprocess["tokenizer"])
+    raw = domain_obj.dataset("test").texts[:n]
+    ids = [e.ids[:preprocess["max_length"]] for e in tok.encode_batch(raw, add_special_tokens=False)]
+    width = max(map(len, ids))
+    assert min(map(len, ids)) < width, "the check needs texts of different lengths"
+    x = torch.tensor([v + [tok.token_to_id("[PAD]")] * (width - len(v)) for v in ids])
+    pad = torch.tensor([[False] * len(v) + [True] * (width - len(v)) for v in ids])
+    return raw, (x, pad)
+
+
 RAW_AND_INPUT = {"image": image_raw_and_input, "audio": audio_raw_and_input, "tabular": tabular_raw_and_input,
-                 "rl": rl_raw_and_input}
+                 "rl": rl_raw_and_input, "text": text_raw_and_input}
 # the held-out metric each domain logs at every evaluation: kNN accuracy where samples have class labels, else
 # the domain's own (rl: R^2 of a linear probe of the true state)
 HELDOUT = {"rl": "state_r2_mean"}
@@ -256,8 +270,9 @@ def test_full_run_trains_evaluates_and_exports(tiny, domain, objective):
     enc = multissl.load_encoder(folder)
     got = enc.embed(raw)
     assert got.shape == (5, 16)
+    x, pad = x if isinstance(x, tuple) else (x, None)  # a variable-length domain's input comes with its padding
     with torch.no_grad():
-        want = enc.encoder(x)[1]
+        want = (enc.encoder(x) if pad is None else enc.encoder(x, pad=pad))[1]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     # and the run folder's encoder/ path loads the same thing
     torch.testing.assert_close(multissl.load_encoder(folder / "encoder").embed(raw), got, atol=0, rtol=0)

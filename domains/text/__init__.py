@@ -1,0 +1,11 @@
+"""The text domain (`domain=text`): a corpus -> subword ids -> one token per id.
+
+    corpus.py     where text comes from (the embedded chatterbot corpus, .txt, folders, tables, HF datasets)
+    tokenizer.py  WordPiece / byte-level BPE trained once and cached, or a user's tokenizer.json
+    views.py      word-span crops, word deletion, local shuffles; BERT and SpanBERT masks, BERT's corruption
+    losses.py     masked language modelling's cross-entropy
+    baseline.py   the TF-IDF kNN an encoder is compared with
+"""
+from .domain import TextDomain
+
+__all__ = ["TextDomain"]
