@@ -116,6 +116,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "supports_masking": (False, "forward takes keep= and returns tokens (masked objectives need it)"),
         "supports_padding": (False, "forward takes pad= (variable-length domains need it)"),
         "domains": (None, "names of the only domains whose input it reads (None: any)"),
+        "save_pretrained": (None, "save_pretrained(folder, domain): the encoder in its own library's format "
+                                  "(encoder=bert: transformers, tokenizer included); ExportedEncoder.save_pretrained"),
     },
     Objective: {
         "global_views": (2, "views per sample that are global (the rest are local crops)"),

@@ -42,6 +42,17 @@ class ExportedEncoder(nn.Module):
         return out
 
 
+    def save_pretrained(self, folder):
+        """The encoder in its own library's format, where it has one (encoder=bert: transformers, with the
+        tokenizer, for `AutoModel.from_pretrained(folder)`)."""
+        save = getattr(self.encoder, "save_pretrained", None)
+        if save is None:
+            raise UserError(f"{type(self.encoder).__name__} has no transformers format; pretrain with encoder=bert "
+                            f"(domain=text) to export one")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save(folder, self.domain)
+
+
 def save_encoder(folder: Path, encoder: nn.Module, domain_cfg, encoder_cfg, domain_state: dict):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

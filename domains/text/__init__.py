@@ -5,7 +5,9 @@
     views.py      word-span crops, word deletion, local shuffles; BERT and SpanBERT masks, BERT's corruption
     losses.py     masked language modelling's cross-entropy
     baseline.py   the TF-IDF kNN an encoder is compared with
+    bert.py       encoder=bert: a transformers BERT backbone, from a config or a local checkpoint, saved back
 """
+from .bert import BertEncoder
 from .domain import TextDomain
 
-__all__ = ["TextDomain"]
+__all__ = ["BertEncoder", "TextDomain"]

@@ -58,7 +58,7 @@ class TextDomain:
     drops_masked = False  # masked tokens stay in the input, corrupted (BERT)
     local_views = True
 
-    def __init__(self, tokenizer: str = "wordpiece", vocab_size: int = 4096, tokenizer_path: str | None = None,
+    def __init__(self, tokenizer: str = "wordpiece", vocab_size: int = 8192, tokenizer_path: str | None = None,
                  lowercase: bool = True, max_length: int = 64, test_fraction: float = 0.2, crop=(0.5, 1.0),
                  local_crop=(0.2, 0.4), word_deletion: float = 0.1, shuffle: int = 0, mask: str = "bert",
                  mask_ratio: float = 0.15, mask_replace=(0.8, 0.1, 0.1), span_p: float = 0.2, span_max: int = 10,

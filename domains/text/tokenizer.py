@@ -88,6 +88,8 @@ class Vocab:
     def __init__(self, js: str):
         from tokenizers import Tokenizer
         self.json, self.tok = js, Tokenizer.from_str(js)
+        self.tok.no_padding()  # a saved tokenizer may pad or cut: the domain does both itself
+        self.tok.no_truncation()
         self.size = self.tok.get_vocab_size()
         ids = {role: next((self.tok.token_to_id(n) for n in names if self.tok.token_to_id(n) is not None), None)
                for role, names in ROLES.items()}
