@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from multissl.dist import global_mean
 from multissl.encoder import gather_tokens
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -110,4 +111,4 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -
     variable-length batch, are not scored)."""
     err = (gather_tokens(pred, masked) - gather_tokens(target, masked)).pow(2)  # [b m t]
     real = (masked >= 0).unsqueeze(-1).to(err.dtype)
-    return (err * real).sum() / (real.sum() * err.shape[-1])
+    return global_mean((err * real).sum(), real.sum() * err.shape[-1])  # over every process's masked tokens

@@ -1,6 +1,7 @@
 """Process-group helpers. Every loss that uses batch statistics calls `gather` (differentiable) so that 2
-processes with half the batch each compute exactly what 1 process computes on the whole batch; state that
-must be identical on every process (queues, centres) is filled through `all_gather` / `all_reduce`."""
+processes with half the batch each compute exactly what 1 process computes on the whole batch; a mean over a
+varying number of items (tokens of variable-length samples) is a `global_mean`; state that must be identical on
+every process (queues, centres) is filled through `all_gather` / `all_reduce`."""
 import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
@@ -73,6 +74,15 @@ def all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
         if op == "mean":
             out /= dist.get_world_size()
     return out
+
+
+def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """The mean over every process's items of a per-item loss: this process's sum `total` (with gradient) divided by
+    the item count summed over processes, times the number of processes. The engine averages the processes' losses
+    and gradients, so this is the mean over the whole step's items however they are split — which a per-process
+    mean is not when processes hold different counts (variable-length samples, missing cells). One process:
+    total / count (0 when count is 0)."""
+    return total * world_size() / all_reduce(count.to(total.dtype)).clamp_min(1)
 
 
 def local_slice(n_global: int) -> slice:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multissl.contracts import Domain, optional
-from multissl.dist import all_reduce
+from multissl.dist import all_reduce, global_mean
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import gather_tokens
 from multissl.errors import UserError
@@ -44,12 +44,13 @@ def data2vec_targets(hidden: list, top_k: int | None = None, layer_norm: bool = 
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor, beta: float = 0.0) -> torch.Tensor:
-    """pred, target [b n d], scored at masked [b m] (-1 = padding, not scored): the mean over scored tokens and
-    channels of the squared error (beta 0) or of smooth L1 with threshold beta. No gradient reaches the target."""
+    """pred, target [b n d], scored at masked [b m] (-1 = padding, not scored): the mean over the scored tokens of
+    every process (multissl.dist.global_mean) and channels of the squared error (beta 0) or of smooth L1 with
+    threshold beta. No gradient reaches the target."""
     p, t = gather_tokens(pred, masked), gather_tokens(target.detach(), masked)  # [b m d]
     err = F.mse_loss(p, t, reduction="none") if beta == 0 else F.smooth_l1_loss(p, t, reduction="none", beta=beta)
     real = (masked >= 0).unsqueeze(-1).to(err.dtype)  # [b m 1]
-    return (err * real).sum() / (real.sum() * err.shape[-1]).clamp_min(1)
+    return global_mean((err * real).sum(), real.sum() * err.shape[-1])  # over every process's tokens
 
 
 @torch.no_grad()

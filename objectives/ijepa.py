@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multissl.contracts import Domain, optional
+from multissl.dist import all_reduce
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import gather_tokens
 from multissl.heads import TokenPredictor
@@ -31,7 +32,7 @@ def prediction_cosine(pred: torch.Tensor, target: torch.Tensor, masked: torch.Te
     """Mean cosine between prediction and target over the scored tokens (masked [b m], -1 skipped)."""
     cos = F.cosine_similarity(gather_tokens(pred, masked), gather_tokens(target, masked), dim=-1)  # [b m]
     real = (masked >= 0).to(cos.dtype)
-    return (cos * real).sum() / real.sum().clamp_min(1)
+    return all_reduce((cos * real).sum()) / all_reduce(real.sum()).clamp_min(1)  # every process's tokens
 
 
 class IJEPA(nn.Module):

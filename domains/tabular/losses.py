@@ -3,6 +3,8 @@ predict which were masked. pred [b F T]: channel 0 the value, 1..V category logi
 import torch
 import torch.nn.functional as F
 
+from multissl.dist import global_mean
+
 from ..features import FIRST_CATEGORY
 
 
@@ -31,7 +33,7 @@ def feature_reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, scored
         cls = torch.where(cat & known, target.nan_to_num() - FIRST_CATEGORY, 0).long()  # [b F]
         ce = F.cross_entropy(logits.reshape(b * n, v), cls.reshape(-1), reduction="none").view(b, n)
         per = torch.where(cat, ce, per)
-    return (per * cells).sum() / cells.sum().clamp_min(1)
+    return global_mean((per * cells).sum(), cells.sum())  # every process's cells: their counts differ
 
 
 def mask_prediction_loss(logit: torch.Tensor, was_masked: torch.Tensor) -> torch.Tensor:
