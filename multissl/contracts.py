@@ -106,9 +106,9 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                           "the end), which reach the batch as they are"),
         "actions": (None, "(\"discrete\", n) or (\"continuous\", d): the data's actions, for objectives that condition "
                           "on them"),
-        "load_state": (_no_op, "load_state(state): restores what `state()` saved, from a resumed run's checkpoint "
-                               "before the models are built (a text tokenizer: ids never change under a run); "
-                               "default: nothing"),
+        "restore": (_no_op, "restore(state): what must not change under a run, from the `state()` saved in a resumed "
+                            "run's checkpoint, before the models are built (text: the tokenizer, whose ids decide the "
+                            "token embedding); default: nothing (the data's own statistics are recomputed)"),
         "headline": (("knn_acc", True, True), "(metric, higher is better, is a proportion of held-out samples): "
                                               "what the end-of-run line compares with the untrained encoder"),
     },

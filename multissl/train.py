@@ -189,9 +189,9 @@ def run(cfg) -> Path:
     set_seed(t.seed)
     domain = build_domain(cfg)
     folder = run_folder(cfg, accelerator)
-    saved = checkpoint.domain_state(folder)  # a resumed run keeps its preprocessing (a tokenizer's ids)
+    saved = checkpoint.domain_state(folder)  # a resumed run keeps what must not change (a tokenizer's ids)
     if saved is not None:
-        optional(domain, Domain, "load_state")(saved)
+        optional(domain, Domain, "restore")(saved)
     cfg = domain_encoder(cfg, domain)
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     encoder, objective = build_models(cfg, domain)
