@@ -200,8 +200,22 @@ def text_raw_and_input(domain_obj, preprocess: dict, n: int):
     return raw, (x, pad)
 
 
+def video_raw_and_input(domain_obj, preprocess: dict, n: int):
+    """5 raw test clips as stored (uint8 [b t c s s], every frame of the moving digits) and the model input by hand:
+    the middle `frames` frames, / 255, minus each channel's mean, / its std, channels before time."""
+    domain_obj.dataset("train")
+    clips = domain_obj._clips["test"]
+    raw = torch.stack([clips.read(i, list(range(clips.frames(i)))) for i in range(n)])
+    t, first = preprocess["frames"], (raw.shape[1] - preprocess["frames"]) // 2
+    assert preprocess["stride"] == 1 and raw.dtype == torch.uint8 and raw.shape[1] > t
+    mean = torch.tensor(preprocess["mean"]).view(1, 1, -1, 1, 1)
+    std = torch.tensor(preprocess["std"]).view(1, 1, -1, 1, 1)
+    return raw, ((raw[:, first:first + t].float() / 255 - mean) / std).transpose(1, 2)
+
+
 RAW_AND_INPUT = {"image": image_raw_and_input, "audio": audio_raw_and_input, "tabular": tabular_raw_and_input,
-                 "rl": rl_raw_and_input, "text": text_raw_and_input}
+                 "rl": rl_raw_and_input, "text": text_raw_and_input,
+                 "video": video_raw_and_input}
 # the held-out metric each domain logs at every evaluation: kNN accuracy where samples have class labels, else
 # the domain's own (rl: R^2 of a linear probe of the true state)
 HELDOUT = {"rl": "state_r2_mean"}

@@ -1,0 +1,11 @@
+"""The video domain (`domain=video`): clips -> tubelet tokens.
+
+    sources.py  where clips come from (video files through PyAV, arrays, HF datasets), read frame by frame
+    moving.py   the embedded default: moving digits (labels: digit and direction)
+    views.py    temporal crops and clips apart, spatial crop / flip / jitter shared by a view's frames; tube masks
+    r3d.py      encoder=r3d18: torchvision's 3-D ResNet-18, a convolutional baseline
+"""
+from .domain import VideoDomain
+from .r3d import R3D18
+
+__all__ = ["R3D18", "VideoDomain"]

@@ -1,0 +1,391 @@
+"""Where videos come from, as {split: Clips}: a folder of video files (class subfolders label them, train/ and test/
+honoured), a .npz / .npy array of clips, or an HF dataset (a saved folder or hf:<name>) with a Video or array column.
+Items are references: the domain reads the frames it needs, so files are probed at load (metadata, no decoding) and
+decoded from the keyframe before the first frame asked for. Bad input is a one-line UserError naming the file."""
+import importlib
+import io
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from multissl.errors import UserError, reason
+
+from ..files import hf_splits, labelled, locate, split_folders
+from ..image import resize_uint8
+
+VIDEO_EXT = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
+WHAT = "a folder of video files, a .npz/.npy array of clips or a saved HF dataset"
+SKIP = "or set data.skip_bad=true to skip unreadable or too short videos"
+ARRAYS = ("video", "label", "test_video", "test_label")  # what a .npz may hold
+NO_DECODER = "reading video files needs PyAV, which is not installed; install it with: pip install -e \".[video]\""
+
+
+class Clips(torch.utils.data.Dataset):
+    """A split of videos. Item i -> {"x": i, "y": class id or -1}: x is a reference, the domain reads the frames it
+    needs. classes: list[str] or None; labels: list[int] (-1 = unlabelled); skipped: bad files left out at load;
+    shape: (c, h, w) of every frame `read` returns."""
+    classes: list[str] | None = None
+    skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i) -> dict:
+        return {"x": i, "y": self.labels[i]}
+
+    def frames(self, i: int) -> int:
+        raise NotImplementedError
+
+    def fps(self, i: int) -> float | None:
+        """Frames per second when the source says (files); None for arrays."""
+        return None
+
+    def read(self, i: int, idx: list[int]) -> torch.Tensor:
+        """Frames idx of video i, in that order (repeats allowed): uint8 [len(idx) c s s]."""
+        raise NotImplementedError
+
+
+class ArrayClips(Clips):
+    """Clips held in memory, uint8 [n t c h w]; read slices them (and resizes when size is set)."""
+
+    def __init__(self, video, labels=None, classes=None, size: int | None = None):
+        self.video = torch.as_tensor(video)  # uint8 [n t c h w]
+        self.labels = [int(v) for v in labels] if labels is not None else [-1] * len(self.video)
+        self.classes, self.size = classes, size
+        c, h, w = self.video.shape[2:]
+        self.shape = (c, size, size) if size else (c, h, w)
+
+    def frames(self, i: int) -> int:
+        return self.video.shape[1]
+
+    def read(self, i: int, idx: list[int]) -> torch.Tensor:
+        x = self.video[i][list(idx)]  # [k c h w]
+        return resize_uint8(x, self.size) if self.size else x
+
+
+class FileClips(Clips):
+    """Video files decoded lazily: PyAV; GIFs with PIL. Each file is
+    probed once here; files that are unreadable, empty or shorter than min_frames are an error, or with skip_bad left
+    out and counted. size None: the shorter side of the first readable file, so every frame is [3 size size].
+    `decoded` counts the frames this object's reads decoded in this process (the seeking tests read it)."""
+
+    def __init__(self, files: list[Path], labels: list[int], classes, size: int | None, min_frames: int,
+                 skip_bad: bool):
+        self.files = list(files)
+        if not all(self._is_gif(j) for j in range(len(self.files))):
+            decoder()  # a missing decoder is the install's fault, never a bad file to skip
+        probed = {}  # index -> (frames, fps, (h, w))
+        for j in range(len(self.files)):
+            try:
+                probed[j] = self._probe(j, min_frames)
+            except UserError:
+                if not skip_bad:
+                    raise
+        if not probed:
+            raise UserError(f"none of the {len(self.files)} videos ({self._name(0)}, ...) is readable and at least "
+                            f"{min_frames} frames long; fix them or lower domain.frames / domain.stride")
+        self.skipped = len(self.files) - len(probed)
+        self.files, self.labels = [self.files[j] for j in probed], [labels[j] for j in probed]
+        self._frames, self._fps, hw = zip(*probed.values())  # per kept file
+        self.classes, self.size = classes, size or min(hw[0])
+        self.shape, self.decoded = (3, self.size, self.size), 0
+
+    def frames(self, i: int) -> int:
+        return self._frames[i]
+
+    def fps(self, i: int) -> float | None:
+        return self._fps[i]
+
+    def _source(self, j: int):
+        return self.files[j]
+
+    def _name(self, j: int) -> str:
+        return str(self.files[j])
+
+    def _is_gif(self, j: int) -> bool:
+        return isinstance(self.files[j], Path) and self.files[j].suffix.lower() == ".gif"
+
+    def _probe(self, j: int, min_frames: int) -> tuple[int, float | None, tuple[int, int]]:
+        """(frames, fps or None, (h, w)) from the file's metadata; a UserError when it cannot make a clip."""
+        probe = gif_probe if self._is_gif(j) else av_probe
+        try:
+            n, fps, hw = probe(self._source(j))
+        except Exception as e:  # the decoders' own errors: a truncated, corrupt or non-video file
+            raise UserError(f"cannot read video {self._name(j)}: {reason(e)}; remove or fix the file, {SKIP}") \
+                from None
+        if n <= 0:
+            raise UserError(f"video {self._name(j)} has no frames; remove or re-encode it, {SKIP}")
+        if n < min_frames:
+            raise UserError(f"video {self._name(j)} has {n} frames, fewer than the {min_frames} a clip needs; lower "
+                            f"domain.frames or domain.stride, {SKIP}")
+        return n, fps, hw
+
+    def read(self, i: int, idx: list[int]) -> torch.Tensor:
+        idx = [int(k) for k in idx]
+        if not idx or min(idx) < 0 or max(idx) >= self._frames[i]:
+            raise IndexError(f"frames {idx} of {self._name(i)}, which has {self._frames[i]}")
+        wanted = sorted(set(idx))
+        decode = gif_read if self._is_gif(i) else av_read
+        try:
+            got, n = decode(self._source(i), wanted)
+        except Exception as e:  # a file that probed fine can still hold corrupt packets
+            raise UserError(f"cannot decode video {self._name(i)}: {reason(e)}; remove or re-encode the file") from None
+        self.decoded += n
+        # frame by frame: a stream may change resolution midway
+        x = torch.stack([resize_uint8(f, self.size) for f in got])  # [u 3 s s], u = len(wanted)
+        where = {k: p for p, k in enumerate(wanted)}
+        return x[[where[k] for k in idx]]  # [k 3 s s]
+
+
+class VideoColumn(FileClips):
+    """The rows of an HF dataset's Video column, each a stored file (bytes, or a path) decoded like a file."""
+
+    def __init__(self, ds, column: str, where: str, labels, classes, size, min_frames: int, skip_bad: bool):
+        import datasets
+        self.ds, self.column, self.where = ds.cast_column(column, datasets.Video(decode=False)), column, where
+        super().__init__(list(range(len(ds))), labels, classes, size, min_frames, skip_bad)
+
+    def _source(self, j: int):
+        cell = self.ds[self.files[j]][self.column]
+        return io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell["path"]
+
+    def _name(self, j: int) -> str:
+        return f"row {self.files[j]} of HF dataset {self.where}"
+
+
+def decoder():
+    """PyAV (it bundles FFmpeg; torchcodec would need the system's FFmpeg libraries), or the one-line install hint."""
+    try:
+        return importlib.import_module("av")
+    except ImportError:
+        raise UserError(NO_DECODER) from None
+
+
+def av_probe(source) -> tuple[int, float | None, tuple[int, int]]:
+    """Frame count from the stream header, else duration x rate, else by demuxing packets (no decoding)."""
+    import av
+    with av.open(source) as c:
+        if not c.streams.video:
+            return 0, None, (0, 0)
+        s = c.streams.video[0]
+        rate = s.average_rate or s.guessed_rate
+        n = s.frames
+        if not n and rate and (s.duration or c.duration):
+            seconds = s.duration * s.time_base if s.duration else Fraction(c.duration, av.time_base)
+            n = round(seconds * rate)
+        if not n:
+            n = sum(1 for p in c.demux(s) if p.size)
+        return n, float(rate) if rate else None, (s.codec_context.height, s.codec_context.width)
+
+
+def av_read(source, wanted: list[int], seek: bool = True) -> tuple[list[torch.Tensor], int]:
+    """Frames `wanted` (sorted, distinct) as uint8 [3 h w] each, and how many were decoded: from the keyframe at or
+    before the first to the last. A frame's index is its pts x rate, so an index no frame has (a variable-rate gap)
+    takes the frame shown at that time, and one past the stream's end its last frame."""
+    import av
+    with av.open(source) as c:
+        s = c.streams.video[0]
+        rate, tb, start = s.average_rate or s.guessed_rate, s.time_base, s.start_time or 0
+        seek = seek and rate is not None and wanted[0] > 0
+        if seek:  # half a frame early: timestamps rounded to the time base still land at or after it
+            c.seek(start + int((wanted[0] - Fraction(1, 2)) / (rate * tb)), stream=s, backward=True, any_frame=False)
+        got, prev, pos, count, k = {}, None, 0, 0, -1
+        for frame in c.decode(s):
+            count += 1
+            k = k + 1 if frame.pts is None or rate is None else round((frame.pts - start) * tb * rate)
+            if seek and count == 1 and (frame.pts is None or k > wanted[0]):
+                break  # the seek landed past the first frame wanted (an imprecise index): decode from the start
+            while pos < len(wanted) and wanted[pos] <= k:
+                got[wanted[pos]] = frame if wanted[pos] == k or prev is None else prev
+                pos += 1
+            if pos == len(wanted):
+                break
+            prev = frame
+        else:  # the stream ended: a header may count a second or so more than it holds, a truncated file far more
+            if prev is not None and wanted[-1] - k > (rate or 1):
+                raise ValueError(f"the stream ends at frame {k}, before frame {wanted[-1]} (a truncated file?)")
+            got.update({w: prev for w in wanted[pos:]} if prev is not None else {})
+        if len(got) == len(wanted):  # [3 h w] each; a frame taken twice is converted once
+            rgb = {id(f): torch.from_numpy(f.to_ndarray(format="rgb24")).permute(2, 0, 1) for f in got.values()}
+            return [rgb[id(got[w])] for w in wanted], count
+    if not seek:
+        raise ValueError("no frame decodes")
+    if isinstance(source, io.IOBase):
+        source.seek(0)
+    frames, more = av_read(source, wanted, seek=False)
+    return frames, count + more
+
+
+def gif_probe(path: Path) -> tuple[int, float | None, tuple[int, int]]:
+    """GIF frame k is the k-th image: GIF delays vary per frame, so the first one's gives the rate."""
+    from PIL import Image
+    with Image.open(path) as im:
+        ms = im.info.get("duration") or 0
+        return getattr(im, "n_frames", 1), 1000 / ms if ms else None, (im.height, im.width)
+
+
+def gif_read(path: Path, wanted: list[int]) -> tuple[list[torch.Tensor], int]:
+    from PIL import Image
+    out = []
+    with Image.open(path) as im:
+        for k in wanted:
+            im.seek(k)
+            out.append(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))  # [3 h w]
+    return out, wanted[-1] + 1
+
+
+# ---- arrays -------------------------------------------------------------------------------------------------
+
+def clip_array(a: np.ndarray, where: str, name: str = "video") -> np.ndarray:
+    """uint8 [n t h w] (grayscale) or [n t h w c] (channels last, c 1 or 3) -> uint8 [n t c h w]."""
+    if a.dtype != np.uint8:
+        raise UserError(f"{where}: {name!r} holds {a.dtype}, not uint8; save the frames as uint8 0..255, e.g. "
+                        f"(x * 255).round().astype(np.uint8)")
+    if a.ndim == 4:
+        return a[:, :, None]
+    if a.ndim == 5 and a.shape[-1] in (1, 3):
+        return a.transpose(0, 1, 4, 2, 3)
+    raise UserError(f"{where}: {name!r} has shape {list(a.shape)}; save clips as uint8 [N, T, H, W] (grayscale) or "
+                    f"[N, T, H, W, C] with C 1 or 3")
+
+
+def encode_labels(values, n: int, classes: list[str] | None, where: str) -> tuple[list[int], list[str] | None]:
+    """Class ids (classes "0".."k") or names (classes sorted; a test split's class unseen in training is -1)."""
+    if values is None:
+        return [-1] * n, classes
+    values = np.asarray(values)
+    if values.shape != (n,):
+        raise UserError(f"{where}: labels of shape {list(values.shape)} for {n} clips; save one label per clip")
+    if values.dtype.kind in "iu":
+        ids = values.astype(np.int64).tolist()
+        return ids, classes or ([str(k) for k in range(max(ids) + 1)] if ids and max(ids) >= 0 else None)
+    if values.dtype.kind not in "US":
+        raise UserError(f"{where}: labels hold {values.dtype}; save integer class ids or strings")
+    names = values.astype(str).tolist()
+    classes = classes or sorted(set(names))
+    index = {c: k for k, c in enumerate(classes)}
+    return [index.get(s, -1) for s in names], classes
+
+
+def array_split(video: np.ndarray, labels, classes, size, min_frames: int, where: str, name: str) -> ArrayClips:
+    video = clip_array(video, where, name)  # [n t c h w]
+    if video.shape[1] < min_frames:
+        raise UserError(f"{where}: clips of {video.shape[1]} frames, fewer than the {min_frames} a clip needs; lower "
+                        f"domain.frames or domain.stride")
+    ids, classes = encode_labels(labels, len(video), classes, where)
+    return ArrayClips(np.ascontiguousarray(video), ids, classes, size or min(video.shape[-2:]))
+
+
+def arrays(path: Path, size: int | None, min_frames: int) -> dict:
+    """A .npy of clips, or a .npz with `video` (and `label`, `test_video`, `test_label`)."""
+    if path.suffix.lower() not in (".npz", ".npy"):
+        raise UserError(f"data.path {path} is not a video source; point it at {WHAT}")
+    try:
+        z = np.load(path, allow_pickle=False)
+        names = ["video"] if isinstance(z, np.ndarray) else list(z.files)
+        found = {"video": z} if isinstance(z, np.ndarray) else {k: z[k] for k in ARRAYS if k in names}
+    except Exception as e:  # pickled object arrays too: loading them would run code
+        raise UserError(f"cannot read {path}: {reason(e)}; save numeric or string arrays with np.save or np.savez") \
+            from None
+    if "video" not in names:
+        raise UserError(f"{path} has no array 'video' (arrays: {', '.join(names) or 'none'}); save the clips as "
+                        f"video=[N, T, H, W(, C)] uint8")
+    ignored = [k for k in names if k not in ARRAYS]
+    if ignored:
+        print(f"multissl: data: {path}: ignored arrays {', '.join(ignored)} (reads {', '.join(ARRAYS)})",
+              file=sys.stderr)
+    out = {"train": array_split(found["video"], found.get("label"), None, size, min_frames, str(path), "video")}
+    if "test_video" in found:
+        train = out["train"]
+        out["test"] = array_split(found["test_video"], found.get("test_label"), train.classes, train.shape[-1],
+                                  min_frames, str(path), "test_video")
+    return out
+
+
+# ---- folders and HF datasets ---------------------------------------------------------------------------------
+
+def folder(root: Path, size: int | None, min_frames: int, skip_bad: bool) -> dict:
+    out, classes = {}, None
+    for split, d in split_folders(root).items():
+        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in VIDEO_EXT and f.is_file())
+        if not files:
+            raise UserError(f"no videos ({', '.join(sorted(VIDEO_EXT))}) under {d}; put video files (optionally in "
+                            f"class subfolders) there")
+        labels, classes = labelled(files, d, classes)
+        out[split] = FileClips(files, labels, list(classes) or None, size, min_frames, skip_bad)
+        size = out[split].size  # the test split is read at the training size
+    return out
+
+
+def hf_video_column(feats, where: str) -> str:
+    """The column holding clips: a Video feature, or arrays (Array3D/4D, nested lists) [t h w] / [t h w c]."""
+    import datasets
+
+    def rank(f):  # nesting depth of a list feature; an Array3D/4D's rank
+        return len(f.shape) if hasattr(f, "shape") else 1 + rank(f.feature) if hasattr(f, "feature") else 0
+    ok = [k for k, f in feats.items() if isinstance(f, datasets.Video) or rank(f) in (3, 4)]
+    if not ok:
+        raise UserError(f"HF dataset {where} has no video column (columns: {', '.join(feats)}); save clips as a "
+                        f"datasets.Video column or uint8 arrays [T, H, W(, C)] (Array4D)")
+    return "video" if "video" in ok else ok[0]
+
+
+def hf_clips(ds, column: str, where: str) -> np.ndarray:
+    """An array column -> uint8 [n t h w (c)], one shape for every clip."""
+    f = ds.features[column]
+    while hasattr(f, "feature"):
+        f = f.feature
+    if f.dtype != "uint8":
+        raise UserError(f"HF dataset {where}: column {column!r} holds {f.dtype}, not uint8; cast it, e.g. "
+                        f"ds.cast_column({column!r}, datasets.Array4D(shape, 'uint8'))")
+    rows = list(ds.with_format("numpy", dtype=np.uint8)[column])  # [t h w (c)] each
+    odd = next((j for j, r in enumerate(rows) if r.shape != rows[0].shape), None)
+    if odd is not None:
+        raise UserError(f"HF dataset {where}: clips of different shapes ({list(rows[0].shape)} in row 0, "
+                        f"{list(rows[odd].shape)} in row {odd}); save them at one [T, H, W(, C)] or as video files")
+    return np.stack(rows)
+
+
+def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: bool) -> dict:
+    import datasets
+    splits = hf_splits(where, saved)
+    feats = splits["train"].features
+    column = hf_video_column(feats, where)
+    label = next((k for k, f in feats.items() if isinstance(f, datasets.ClassLabel)),
+                 "label" if "label" in feats else None)
+    classes = getattr(feats.get(label), "names", None)  # a ClassLabel's
+    out = {}
+    for split, ds in splits.items():
+        labels = list(ds[label]) if label else None
+        if isinstance(feats[column], datasets.Video):
+            ids, classes = encode_labels(labels, len(ds), classes, f"HF dataset {where}")
+            out[split] = VideoColumn(ds.select_columns([column]), column, where, ids, classes, size, min_frames,
+                                     skip_bad)
+        else:
+            out[split] = array_split(hf_clips(ds, column, where), labels, classes, size, min_frames,
+                                     f"HF dataset {where}", column)
+        size, classes = out[split].shape[-1], out[split].classes
+    return out
+
+
+def load(data: dict, size: int | None, min_frames: int) -> dict[str, Clips]:
+    """{"train": Clips, "test": Clips (when the source has a test split)} from data["path"]; frames come out
+    [c size size] (size None: the shorter side of the first training clip). Says how many bad files were skipped."""
+    path = data.get("path")
+    if not path:
+        raise UserError(f"data.path is not set; point it at {WHAT}")
+    kind, where = locate(str(path), WHAT, folders=True, files=True)
+    skip_bad = bool(data.get("skip_bad", False))
+    if kind == "folder":
+        out = folder(where, size, min_frames, skip_bad)
+    elif kind == "file":
+        out = arrays(where, size, min_frames)
+    else:
+        out = hf(str(where), kind == "saved", size, min_frames, skip_bad)
+    skipped = sum(c.skipped for c in out.values())
+    if skipped:
+        print(f"multissl: data: skipped {skipped} unreadable or too short videos", file=sys.stderr)
+    return out
