@@ -62,21 +62,19 @@ def training_state(step: int, model, optimizer, probe, domain_state: dict | None
             "rng": rng_state(), "domain": domain_state}
 
 
-def domain_state(folder: Path) -> dict | None:
-    """The domain's preprocessing state saved in a run folder's latest checkpoint (None: no checkpoint, or one
-    from before domain states were saved). A resumed run loads it before its models are built: a tokenizer
-    decides the size of the token embedding."""
+def latest_state(folder: Path) -> dict | None:
+    """The latest checkpoint of a run folder, loaded once (None: a fresh run). A resumed run hands its domain's state
+    ("domain") to the domain before its models are built — a tokenizer decides the size of the token embedding —
+    and the rest to `resume`."""
     last = latest(folder / "checkpoints")
-    return None if last is None else load(last).get("domain")
+    return None if last is None else load(last)
 
 
-def resume(folder: Path, model, optimizer, probe) -> int | None:
-    """Load the latest checkpoint of a run folder into model, optimizer and probe and restore the RNGs;
-    returns its step, or None when the folder has none (a fresh run)."""
-    last = latest(folder / "checkpoints")
-    if last is None:
+def resume(state: dict | None, model, optimizer, probe) -> int | None:
+    """Load a checkpoint (latest_state) into model, optimizer and probe and restore the RNGs; returns its step, or
+    None for no checkpoint (a fresh run)."""
+    if state is None:
         return None
-    state = load(last)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if probe is not None and state.get("probe"):

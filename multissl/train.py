@@ -189,9 +189,9 @@ def run(cfg) -> Path:
     set_seed(t.seed)
     domain = build_domain(cfg)
     folder = run_folder(cfg, accelerator)
-    saved = checkpoint.domain_state(folder)  # a resumed run keeps what must not change (a tokenizer's ids)
-    if saved is not None:
-        optional(domain, Domain, "restore")(saved)
+    saved = checkpoint.latest_state(folder)  # a resumed run keeps what must not change (a tokenizer's ids)
+    if saved is not None and saved.get("domain") is not None:
+        optional(domain, Domain, "restore")(saved["domain"])
     cfg = domain_encoder(cfg, domain)
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     encoder, objective = build_models(cfg, domain)
@@ -206,7 +206,7 @@ def run(cfg) -> Path:
                                                     cfg.optim.betas))
     n_classes = optional(domain, Domain, "num_classes")
     probe = monitor.OnlineProbe(encoder.dim, n_classes, t.probe_lr).to(device) if n_classes and n_classes > 1 else None
-    resumed = checkpoint.resume(folder, model, optimizer, probe)  # trainer.resume=<dir> or a relaunch into run.dir
+    resumed = checkpoint.resume(saved, model, optimizer, probe)  # trainer.resume=<dir> or a relaunch into run.dir
     step = resumed or 0
     main = accelerator.is_main_process
     runlog = RunLog(folder, cfg, resumed, main)

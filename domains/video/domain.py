@@ -37,6 +37,7 @@ def knn(a, ya, b, yb) -> float:
         return float("nan")
     return knn_accuracy(a[ya >= 0], ya[ya >= 0], b[yb >= 0], yb[yb >= 0])
 SPLIT_CODES = {"train": 0, "test": 1}
+SPLIT_NAMES = {c: s for s, c in SPLIT_CODES.items()}
 
 
 class Videos(torch.utils.data.Dataset):
@@ -98,8 +99,9 @@ class VideoDomain:
     def _load(self) -> dict:
         if self.data.get("path"):
             from .sources import load
-            clips = load(self.data, self.size, (self.frames - 1) * self.stride + 1 if not self.target_fps else
-                         self.frames)
+            # a video must hold one clip: `frames` every `stride` (with domain.fps the stride is each video's own)
+            span = self.frames if self.target_fps else (self.frames - 1) * self.stride + 1
+            clips = load(self.data, self.size, span)
             self.classes = clips["train"].classes
             return clips
         from .sources import ArrayClips
@@ -147,6 +149,10 @@ class VideoDomain:
         self.tubelet, self.mean, self.std = s["tubelet"], s["mean"], s["std"]
 
     # ---- views ----------------------------------------------------------------------------------------
+    def video(self, x: torch.Tensor):
+        """A reference x = (split code, index) -> (that split's clips, index)."""
+        return self._clips[SPLIT_NAMES[int(x[0])]], int(x[1])
+
     def _stride(self, clips, i: int) -> int:
         """domain.stride, or the stride that samples video i at domain.fps frames per second."""
         fps = clips.fps(i) if self.target_fps else None
@@ -171,7 +177,7 @@ class VideoDomain:
     def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> dict:
         """x (split, index) -> the frames each view takes, uint8 [v t c s s] (global, then local: shorter clips), and
         each view's spatial parameters."""
-        clips, i = self._clips[next(s for s, c in SPLIT_CODES.items() if c == int(x[0]))], int(x[1])
+        clips, i = self.video(x)
         n, stride = clips.frames(i), self._stride(clips, i)
         out = {}
         for name, count, length in (("global", n_global, self.frames), ("local", n_local, self.local_frames)):
@@ -205,7 +211,7 @@ class VideoDomain:
 
     def eval_raw(self, x: torch.Tensor) -> torch.Tensor:
         """The evaluation clip of a stored video, as stored: uint8 [t c s s] (the middle window)."""
-        clips, i = self._clips[next(s for s, c in SPLIT_CODES.items() if c == int(x[0]))], int(x[1])
+        clips, i = self.video(x)
         return clips.read(i, centre_window(clips.frames(i), self.frames, self._stride(clips, i)))
 
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
