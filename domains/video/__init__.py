@@ -1,6 +1,7 @@
 """The video domain (`domain=video`): clips -> tubelet tokens.
 
-    sources.py  where clips come from (video files through PyAV, arrays, HF datasets), read frame by frame
+    sources.py  where clips come from (video files, arrays, HF datasets), read frame by frame
+    decode.py   decoding files: PyAV or torchcodec (metadata probes, seeking reads), GIFs through Pillow
     moving.py   the embedded default: moving digits (labels: digit and direction)
     views.py    temporal crops and clips apart, spatial crop / flip / jitter shared by a view's frames; tube masks
     r3d.py      encoder=r3d18: torchvision's 3-D ResNet-18, a convolutional baseline

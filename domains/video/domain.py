@@ -62,8 +62,8 @@ class VideoDomain:
                  crop_scale=(0.4, 1.0), crop_ratio=(0.75, 1.3333), flip: float = 0.5, jitter: float = 0.4,
                  jitter_p: float = 0.8, clips_apart: int | None = None, local_frames: int | None = None,
                  local_size: int | None = None, local_scale=(0.15, 0.4), norm_pix_loss: bool = True,
-                 default=None, test_fraction: float = 0.2, cache_dir: str | None = None, data=None,
-                 state: dict | None = None):
+                 decoder: str = "auto", default=None, test_fraction: float = 0.2, cache_dir: str | None = None,
+                 data=None, state: dict | None = None):
         if mask not in MASKS:
             raise UserError(f"domain.mask must be one of {', '.join(MASKS)}, got {mask!r}")
         if frames < 1 or stride < 1:
@@ -73,7 +73,7 @@ class VideoDomain:
         self.crop_scale, self.crop_ratio, self.flip = tuple(crop_scale), tuple(crop_ratio), flip
         self.jitter, self.jitter_p, self.clips_apart = jitter, jitter_p, clips_apart
         self.local_frames_cfg, self.local_size_cfg, self.local_scale = local_frames, local_size, tuple(local_scale)
-        self.norm_pix_loss, self.test_fraction = norm_pix_loss, test_fraction
+        self.norm_pix_loss, self.test_fraction, self.decoder = norm_pix_loss, test_fraction, decoder
         self.default = dict(default or {"n": 3000, "frames": 16, "size": 32})
         self.cache_dir = cache_dir or default_cache_dir()
         self.data = data or {}
@@ -101,7 +101,7 @@ class VideoDomain:
             from .sources import load
             # a video must hold one clip: `frames` every `stride` (with domain.fps the stride is each video's own)
             span = self.frames if self.target_fps else (self.frames - 1) * self.stride + 1
-            clips = load(self.data, self.size, span)
+            clips = load(self.data, self.size, span, self.decoder)
             self.classes = clips["train"].classes
             return clips
         from .sources import ArrayClips

@@ -2,10 +2,8 @@
 honoured), a .npz / .npy array of clips, or an HF dataset (a saved folder or hf:<name>) with a Video or array column.
 Items are references: the domain reads the frames it needs, so files are probed at load (metadata, no decoding) and
 decoded from the keyframe before the first frame asked for. Bad input is a one-line UserError naming the file."""
-import importlib
 import io
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +13,12 @@ from multissl.errors import UserError, reason
 
 from ..files import hf_splits, labelled, locate, split_folders
 from ..image import resize_uint8
+from .decode import backend, gif_probe, gif_read
 
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
 WHAT = "a folder of video files, a .npz/.npy array of clips or a saved HF dataset"
 SKIP = "or set data.skip_bad=true to skip unreadable or too short videos"
 ARRAYS = ("video", "label", "test_video", "test_label")  # what a .npz may hold
-NO_DECODER = "reading video files needs PyAV, which is not installed; install it with: pip install -e \".[video]\""
 
 
 class Clips(torch.utils.data.Dataset):
@@ -67,16 +65,16 @@ class ArrayClips(Clips):
 
 
 class FileClips(Clips):
-    """Video files decoded lazily: PyAV; GIFs with PIL. Each file is
+    """Video files decoded lazily by `decoder` (decode.backend: PyAV or torchcodec); GIFs with PIL. Each file is
     probed once here; files that are unreadable, empty or shorter than min_frames are an error, or with skip_bad left
     out and counted. size None: the shorter side of the first readable file, so every frame is [3 size size].
     `decoded` counts the frames this object's reads decoded in this process (the seeking tests read it)."""
 
     def __init__(self, files: list[Path], labels: list[int], classes, size: int | None, min_frames: int,
-                 skip_bad: bool):
+                 skip_bad: bool, decoder: str = "auto"):
         self.files = list(files)
-        if not all(self._is_gif(j) for j in range(len(self.files))):
-            decoder()  # a missing decoder is the install's fault, never a bad file to skip
+        gifs_only = all(self._is_gif(j) for j in range(len(self.files)))
+        self.backend = None if gifs_only else backend(decoder)  # missing: the install's fault, not a file to skip
         probed = {}  # index -> (frames, fps, (h, w))
         for j in range(len(self.files)):
             try:
@@ -110,7 +108,7 @@ class FileClips(Clips):
 
     def _probe(self, j: int, min_frames: int) -> tuple[int, float | None, tuple[int, int]]:
         """(frames, fps or None, (h, w)) from the file's metadata; a UserError when it cannot make a clip."""
-        probe = gif_probe if self._is_gif(j) else av_probe
+        probe = gif_probe if self._is_gif(j) else self.backend.probe
         try:
             n, fps, hw = probe(self._source(j))
         except Exception as e:  # the decoders' own errors: a truncated, corrupt or non-video file
@@ -128,7 +126,7 @@ class FileClips(Clips):
         if not idx or min(idx) < 0 or max(idx) >= self._frames[i]:
             raise IndexError(f"frames {idx} of {self._name(i)}, which has {self._frames[i]}")
         wanted = sorted(set(idx))
-        decode = gif_read if self._is_gif(i) else av_read
+        decode = gif_read if self._is_gif(i) else self.backend.read
         try:
             got, n = decode(self._source(i), wanted)
         except Exception as e:  # a file that probed fine can still hold corrupt packets
@@ -143,10 +141,11 @@ class FileClips(Clips):
 class VideoColumn(FileClips):
     """The rows of an HF dataset's Video column, each a stored file (bytes, or a path) decoded like a file."""
 
-    def __init__(self, ds, column: str, where: str, labels, classes, size, min_frames: int, skip_bad: bool):
+    def __init__(self, ds, column: str, where: str, labels, classes, size, min_frames: int, skip_bad: bool,
+                 decoder: str = "auto"):
         import datasets
         self.ds, self.column, self.where = ds.cast_column(column, datasets.Video(decode=False)), column, where
-        super().__init__(list(range(len(ds))), labels, classes, size, min_frames, skip_bad)
+        super().__init__(list(range(len(ds))), labels, classes, size, min_frames, skip_bad, decoder)
 
     def _source(self, j: int):
         cell = self.ds[self.files[j]][self.column]
@@ -154,87 +153,6 @@ class VideoColumn(FileClips):
 
     def _name(self, j: int) -> str:
         return f"row {self.files[j]} of HF dataset {self.where}"
-
-
-def decoder():
-    """PyAV (it bundles FFmpeg; torchcodec would need the system's FFmpeg libraries), or the one-line install hint."""
-    try:
-        return importlib.import_module("av")
-    except ImportError:
-        raise UserError(NO_DECODER) from None
-
-
-def av_probe(source) -> tuple[int, float | None, tuple[int, int]]:
-    """Frame count from the stream header, else duration x rate, else by demuxing packets (no decoding)."""
-    import av
-    with av.open(source) as c:
-        if not c.streams.video:
-            return 0, None, (0, 0)
-        s = c.streams.video[0]
-        rate = s.average_rate or s.guessed_rate
-        n = s.frames
-        if not n and rate and (s.duration or c.duration):
-            seconds = s.duration * s.time_base if s.duration else Fraction(c.duration, av.time_base)
-            n = round(seconds * rate)
-        if not n:
-            n = sum(1 for p in c.demux(s) if p.size)
-        return n, float(rate) if rate else None, (s.codec_context.height, s.codec_context.width)
-
-
-def av_read(source, wanted: list[int], seek: bool = True) -> tuple[list[torch.Tensor], int]:
-    """Frames `wanted` (sorted, distinct) as uint8 [3 h w] each, and how many were decoded: from the keyframe at or
-    before the first to the last. A frame's index is its pts x rate, so an index no frame has (a variable-rate gap)
-    takes the frame shown at that time, and one past the stream's end its last frame."""
-    import av
-    with av.open(source) as c:
-        s = c.streams.video[0]
-        rate, tb, start = s.average_rate or s.guessed_rate, s.time_base, s.start_time or 0
-        seek = seek and rate is not None and wanted[0] > 0
-        if seek:  # half a frame early: timestamps rounded to the time base still land at or after it
-            c.seek(start + int((wanted[0] - Fraction(1, 2)) / (rate * tb)), stream=s, backward=True, any_frame=False)
-        got, prev, pos, count, k = {}, None, 0, 0, -1
-        for frame in c.decode(s):
-            count += 1
-            k = k + 1 if frame.pts is None or rate is None else round((frame.pts - start) * tb * rate)
-            if seek and count == 1 and (frame.pts is None or k > wanted[0]):
-                break  # the seek landed past the first frame wanted (an imprecise index): decode from the start
-            while pos < len(wanted) and wanted[pos] <= k:
-                got[wanted[pos]] = frame if wanted[pos] == k or prev is None else prev
-                pos += 1
-            if pos == len(wanted):
-                break
-            prev = frame
-        else:  # the stream ended: a header may count a second or so more than it holds, a truncated file far more
-            if prev is not None and wanted[-1] - k > (rate or 1):
-                raise ValueError(f"the stream ends at frame {k}, before frame {wanted[-1]} (a truncated file?)")
-            got.update({w: prev for w in wanted[pos:]} if prev is not None else {})
-        if len(got) == len(wanted):  # [3 h w] each; a frame taken twice is converted once
-            rgb = {id(f): torch.from_numpy(f.to_ndarray(format="rgb24")).permute(2, 0, 1) for f in got.values()}
-            return [rgb[id(got[w])] for w in wanted], count
-    if not seek:
-        raise ValueError("no frame decodes")
-    if isinstance(source, io.IOBase):
-        source.seek(0)
-    frames, more = av_read(source, wanted, seek=False)
-    return frames, count + more
-
-
-def gif_probe(path: Path) -> tuple[int, float | None, tuple[int, int]]:
-    """GIF frame k is the k-th image: GIF delays vary per frame, so the first one's gives the rate."""
-    from PIL import Image
-    with Image.open(path) as im:
-        ms = im.info.get("duration") or 0
-        return getattr(im, "n_frames", 1), 1000 / ms if ms else None, (im.height, im.width)
-
-
-def gif_read(path: Path, wanted: list[int]) -> tuple[list[torch.Tensor], int]:
-    from PIL import Image
-    out = []
-    with Image.open(path) as im:
-        for k in wanted:
-            im.seek(k)
-            out.append(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))  # [3 h w]
-    return out, wanted[-1] + 1
 
 
 # ---- arrays -------------------------------------------------------------------------------------------------
@@ -307,7 +225,7 @@ def arrays(path: Path, size: int | None, min_frames: int) -> dict:
 
 # ---- folders and HF datasets ---------------------------------------------------------------------------------
 
-def folder(root: Path, size: int | None, min_frames: int, skip_bad: bool) -> dict:
+def folder(root: Path, size: int | None, min_frames: int, skip_bad: bool, decoder: str) -> dict:
     out, classes = {}, None
     for split, d in split_folders(root).items():
         files = sorted(f for f in d.rglob("*") if f.suffix.lower() in VIDEO_EXT and f.is_file())
@@ -315,7 +233,7 @@ def folder(root: Path, size: int | None, min_frames: int, skip_bad: bool) -> dic
             raise UserError(f"no videos ({', '.join(sorted(VIDEO_EXT))}) under {d}; put video files (optionally in "
                             f"class subfolders) there")
         labels, classes = labelled(files, d, classes)
-        out[split] = FileClips(files, labels, list(classes) or None, size, min_frames, skip_bad)
+        out[split] = FileClips(files, labels, list(classes) or None, size, min_frames, skip_bad, decoder)
         size = out[split].size  # the test split is read at the training size
     return out
 
@@ -349,7 +267,7 @@ def hf_clips(ds, column: str, where: str) -> np.ndarray:
     return np.stack(rows)
 
 
-def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: bool) -> dict:
+def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: bool, decoder: str) -> dict:
     import datasets
     splits = hf_splits(where, saved)
     feats = splits["train"].features
@@ -363,7 +281,7 @@ def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: boo
         if isinstance(feats[column], datasets.Video):
             ids, classes = encode_labels(labels, len(ds), classes, f"HF dataset {where}")
             out[split] = VideoColumn(ds.select_columns([column]), column, where, ids, classes, size, min_frames,
-                                     skip_bad)
+                                     skip_bad, decoder)
         else:
             out[split] = array_split(hf_clips(ds, column, where), labels, classes, size, min_frames,
                                      f"HF dataset {where}", column)
@@ -371,7 +289,7 @@ def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: boo
     return out
 
 
-def load(data: dict, size: int | None, min_frames: int) -> dict[str, Clips]:
+def load(data: dict, size: int | None, min_frames: int, decoder: str = "auto") -> dict[str, Clips]:
     """{"train": Clips, "test": Clips (when the source has a test split)} from data["path"]; frames come out
     [c size size] (size None: the shorter side of the first training clip). Says how many bad files were skipped."""
     path = data.get("path")
@@ -380,11 +298,11 @@ def load(data: dict, size: int | None, min_frames: int) -> dict[str, Clips]:
     kind, where = locate(str(path), WHAT, folders=True, files=True)
     skip_bad = bool(data.get("skip_bad", False))
     if kind == "folder":
-        out = folder(where, size, min_frames, skip_bad)
+        out = folder(where, size, min_frames, skip_bad, decoder)
     elif kind == "file":
         out = arrays(where, size, min_frames)
     else:
-        out = hf(str(where), kind == "saved", size, min_frames, skip_bad)
+        out = hf(str(where), kind == "saved", size, min_frames, skip_bad, decoder)
     skipped = sum(c.skipped for c in out.values())
     if skipped:
         print(f"multissl: data: skipped {skipped} unreadable or too short videos", file=sys.stderr)
