@@ -17,9 +17,10 @@ NO_DECODER = ("reading video files needs PyAV, which is not installed; install i
               "(or install torchcodec with the system's FFmpeg libraries)")
 
 
-class Backend:
-    """probe(source) -> (frames, fps or None, (h, w)); read(source, wanted sorted distinct) -> (frames uint8
-    [3 h w] each, how many frames were decoded). source: a path, or a file-like object (an HF Video cell)."""
+class PyAV:
+    """A decoder backend: probe(source) -> (frames, fps or None, (h, w)); read(source, wanted sorted distinct) ->
+    (frames uint8 [3 h w] each, how many frames were decoded). source: a path, or a file-like object (an HF Video
+    cell)."""
     name = "pyav"
 
     def probe(self, source):
@@ -29,7 +30,7 @@ class Backend:
         return av_read(source, wanted)
 
 
-class TorchCodec(Backend):
+class TorchCodec:
     name = "torchcodec"
 
     def __init__(self, module):
@@ -51,7 +52,7 @@ class TorchCodec(Backend):
         return list(frames), len(wanted)
 
 
-def backend(name: str = "auto") -> Backend:
+def backend(name: str = "auto") -> PyAV | TorchCodec:
     """The decoder domain.decoder names; auto: PyAV when installed, else torchcodec. A missing or unloadable one is
     a UserError with the install line (the install's fault, never a bad file to skip)."""
     if name not in BACKENDS:
@@ -59,7 +60,7 @@ def backend(name: str = "auto") -> Backend:
     if name in ("auto", "pyav"):
         try:
             importlib.import_module("av")
-            return Backend()
+            return PyAV()
         except ImportError:
             if name == "pyav":
                 raise UserError(NO_DECODER) from None
