@@ -115,6 +115,7 @@ def test_torchcodec_probes_and_reads_the_frames_pyav_reads(tmp_path):
     root = tmp_path / "videos"
     write(root / "train" / "a" / "0.mp4", 24)
     write(root / "train" / "b" / "1.mp4", 30, gop=5)
+    write(root / "train" / "b" / "3.mp4", 30, codec="libx264")  # B-frames: decoded out of display order
     write(root / "test" / "a" / "2.mkv", 24, codec="libvpx-vp9") if "libvpx-vp9" in av.codecs_available else None
     code = f"""
 import io, json, torch
