@@ -73,8 +73,13 @@ class FileClips(Clips):
     def __init__(self, files: list[Path], labels: list[int], classes, size: int | None, min_frames: int,
                  skip_bad: bool, decoder: str = "auto"):
         self.files = list(files)
-        gifs_only = all(self._is_gif(j) for j in range(len(self.files)))
-        self.backend = None if gifs_only else backend(decoder)  # missing: the install's fault, not a file to skip
+        video = next((j for j in range(len(self.files)) if not self._is_gif(j)), None)
+        self.backend = None
+        if video is not None:  # a missing decoder is the install's fault, never a bad file to skip
+            try:
+                self.backend = backend(decoder)
+            except UserError as e:
+                raise UserError(f"{self._name(video)}: {e}") from None
         probed = {}  # index -> (frames, fps, (h, w))
         for j in range(len(self.files)):
             try:

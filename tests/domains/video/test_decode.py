@@ -104,7 +104,7 @@ def test_the_real_torchcodec_without_ffmpeg_stops_with_the_install_line(tmp_path
     code = ("from multissl.domains.video.sources import load\n"
             f"load({{'path': {str(tmp_path / 'v')!r}}}, None, 8, 'torchcodec')")
     r = child(code, None)
-    assert r.returncode != 0 and "UserError: torchcodec cannot load FFmpeg" in r.stderr
+    assert r.returncode != 0 and f"UserError: {tmp_path / 'v' / 'a.mp4'}: torchcodec cannot load FFmpeg" in r.stderr
 
 
 @needs_torchcodec
