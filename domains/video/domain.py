@@ -218,8 +218,14 @@ class VideoDomain:
         return self.preprocess(self.eval_raw(x)[None])[0]
 
     def preprocess(self, raw) -> torch.Tensor:
-        """Clips uint8 [b t c h w] or [b t h w c] (or float in [0, 1]) of any length and size -> the model input
-        [b c t s s]: the middle `frames` (every `stride`; a shorter clip spread evenly), resized as in training."""
+        """Clips uint8 [b t c h w] or [b t h w c] (or float in [0, 1]) of any length and size, or a list of clips
+        [t c h w] / [t h w c] each of its own -> the model input [b c t s s]: the middle `frames` (every `stride`;
+        a shorter clip spread evenly), resized as in training."""
+        if isinstance(raw, (list, tuple)):
+            if not raw:
+                raise UserError("no clips to embed: pass a batch [batch, frames, channels, height, width] or a list "
+                                "of clips")
+            return torch.cat([self.preprocess(torch.as_tensor(np.asarray(c))[None]) for c in raw])
         x = torch.as_tensor(np.asarray(raw)) if not torch.is_tensor(raw) else raw
         if x.ndim == 4 and self.channels == 1:
             x = x[:, :, None]

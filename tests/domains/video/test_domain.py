@@ -113,8 +113,12 @@ def test_preprocess_takes_any_layout_length_and_size(tmp_path):
     assert d.preprocess(clip[None, :3]).shape == first.shape  # shorter: spread over it
     big = torch.nn.functional.interpolate(clip.float(), scale_factor=2).round().to(torch.uint8)
     assert d.preprocess(big[None]).shape == first.shape
+    mixed = [long.permute(0, 2, 3, 1).numpy(), clip[:3], big]  # a list: each clip its own length, size, layout
+    torch.testing.assert_close(d.preprocess(mixed), torch.cat([d.preprocess(c[None]) for c in (long, clip[:3], big)]))
     with pytest.raises(UserError, match="channels"):
         d.preprocess(torch.zeros(1, 8, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(UserError, match="no clips"):
+        d.preprocess([])
     assert centre_window(20, 4, 2) == [6, 8, 10, 12] and centre_window(3, 4, 1) == [0, 1, 1, 2]
 
 
