@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="bf16" if cuda else "no", choices=["no", "bf16"])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--scale", type=float, default=1.0, help="realistic data set size factor")
-    p.add_argument("--domains", default="image,audio,rl,tabular")
+    p.add_argument("--domains", default="image,audio,rl,tabular,text,video")
     p.add_argument("--objectives", default=FAMILIES)
     p.add_argument("overrides", nargs="*", help="training overrides, e.g. data.batch_size=128")
     args = p.parse_args(argv)

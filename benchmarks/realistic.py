@@ -1,6 +1,7 @@
 """Data at the sizes users bring, generated offline and cached (never committed): a 224 x 224 RGB JPEG folder,
-10-second 16 kHz clips, 84 x 84 x 4 Atari-style frame stacks, a 50-column mixed table. The content is synthetic
-(smooth random images, tones in noise, moving blobs): what is measured is throughput, not accuracy.
+10-second 16 kHz clips, 84 x 84 x 4 Atari-style frame stacks, a 50-column mixed table, a corpus of 128-token
+documents, 32-frame 112 x 112 RGB clips. The content is synthetic (smooth random images, tones in noise, moving
+blobs, Zipf-distributed made-up words): what is measured is throughput, not accuracy.
 
     SIZES[domain]["real"](n_scale) -> the overrides that point a run at that data"""
 from pathlib import Path
@@ -90,6 +91,38 @@ def table(scale: float = 1.0) -> Path:
     return path
 
 
+def corpus(scale: float = 1.0) -> Path:
+    """A .txt of 20,000 x scale documents, one per line: 60 to 140 words drawn Zipf-like from 5,000 made-up ones."""
+    path = _root("text128", scale) / "corpus.txt"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+        words = ["".join(rng.choice(letters, rng.integers(2, 10))) for _ in range(5000)]
+        p = 1 / np.arange(1, 5001)
+        lines = [" ".join(words[j] for j in rng.choice(5000, rng.integers(60, 141), p=p / p.sum()))
+                 for _ in range(max(64, int(20000 * scale)))]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def clips(scale: float = 1.0) -> Path:
+    """An .npz of 64 x scale clips, uint8 [32 112 112 3]: blocky random fields drifting a pixel or so a frame."""
+    path = _root("video112", scale) / "clips.npz"
+    if not path.exists():
+        n = max(4, int(64 * scale))
+        rng = np.random.default_rng(0)
+        video = np.empty((n, 32, 112, 112, 3), np.uint8)
+        for i in range(n):
+            field = np.kron(rng.integers(0, 256, (14, 14, 3), dtype=np.uint8), np.ones((16, 16, 1), np.uint8))
+            dy, dx = rng.integers(-3, 4, 2)
+            for t in range(32):  # [224 224 3] field, a 112 x 112 window moving (dy, dx) every two frames
+                y, x = 56 + dy * t // 2, 56 + dx * t // 2
+                video[i, t] = field[y:y + 112, x:x + 112]
+        save_npz(path, {"video": video, "label": np.arange(n) % 2})
+    return path
+
+
 # per domain and size: the overrides (a function of the data's scale, so a smoke test can make it small)
 SIZES = {
     "image": {"default": lambda s: [],
@@ -100,4 +133,8 @@ SIZES = {
            "real": lambda s: [f"data.path={atari_buffer(s)}"]},
     "tabular": {"default": lambda s: [],
                 "real": lambda s: [f"data.path={table(s)}", "data.target=target"]},
+    "text": {"default": lambda s: [],
+             "real": lambda s: [f"data.path={corpus(s)}", "domain.max_length=128"]},
+    "video": {"default": lambda s: [],
+              "real": lambda s: [f"data.path={clips(s)}", "domain.frames=16", "domain.stride=2", "data.batch_size=32"]},
 }

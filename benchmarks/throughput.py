@@ -163,7 +163,7 @@ FAMILIES = "simclr,byol,vicreg,mae"  # contrastive, distillation, canonical corr
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--domains", default="image,audio,rl,tabular")
+    p.add_argument("--domains", default="image,audio,rl,tabular,text,video")
     p.add_argument("--objectives", default=FAMILIES)
     p.add_argument("--sizes", default="default,real")
     p.add_argument("--steps", type=int, default=8, help="timed steps per measurement (after %d warm-up)" % WARM)

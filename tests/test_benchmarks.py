@@ -15,9 +15,10 @@ SMALL = ["--steps", "1", "--scale", "0.03", "data.batch_size=8", "data.num_worke
 @pytest.mark.slow
 def test_gpu_check_runs_on_cpu_and_reports_finite_losses(capsys):
     import gpu_check
-    assert gpu_check.main(["--device", "cpu", "--domains", "image,rl", "--objectives", "simclr", *SMALL]) == 0
+    assert gpu_check.main(["--device", "cpu", "--domains", "image,rl,text,video", "--objectives", "simclr",
+                           *SMALL]) == 0
     out = capsys.readouterr().out
-    assert "none (CPU)" in out and out.count("| True |") == 2
+    assert "none (CPU)" in out and out.count("| True |") == 4
     assert "| rl | simclr | nature_cnn |" in out  # frames get the convolutional encoder by default
 
 
