@@ -36,7 +36,8 @@ class Domain(Protocol):
         """Batched model input -> masked-modeling target [b n target_dim]."""
 
     def reconstruction_loss(self, pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """pred, target [b n target_dim]; scored at `masked` [b m] (entries -1 are padding and not scored)."""
+        """pred, target [b n target_dim] (pred [b m target_dim] at `masked` alone where the domain declares
+        scores_masked_only); scored at `masked` [b m] (entries -1 are padding and not scored)."""
 
     def eval_input(self, x):
         """One raw sample -> its un-augmented model input."""
@@ -84,6 +85,9 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                             "default: torch.stack, no padding"),
         "drops_masked": (True, "the mask's masked tokens are left out of keep (MAE); False when keep covers every "
                                "token and the masked ones are replaced in the input instead (`corrupt`: VIME)"),
+        "scores_masked_only": (False, "reconstruction_loss scores the masked positions alone, so masked objectives "
+                                      "predict only there: its pred is [b m target_dim] in `masked`'s order (text: "
+                                      "a logit per vocabulary id, too costly at every position)"),
         "corrupt": (None, "corrupt(view, masked, rng) -> view with the masked positions replaced (VIME); "
                           "objectives with corrupt_view get it as view 0 and the clean view as batch['clean']"),
         "draw": (None, "draw(x, rng, n_global) -> dict of tensors of fixed shapes: the raw sample as it travels to "

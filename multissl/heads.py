@@ -21,7 +21,7 @@ class TokenPredictor(nn.Module):
     """Fills in a token sequence from the encoding of some of its tokens. The encoded kept tokens [b k in_dim] go
     through a Linear to the predictor's width `dim`, are placed at their positions `keep` in a sequence of n learned
     mask tokens, get learned positions added, and pass a pre-norm transformer, a LayerNorm and a Linear head to
-    `out_dim` at every position. mask_token=False where the input already covers every position (a domain that
+    `out_dim` at every position (or at the positions `at` alone). mask_token=False where the input already covers every position (a domain that
     replaces masked values instead of dropping the tokens): positions missing from `keep` then start from zeros."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, heads: int, n_tokens: int, out_dim: int,
@@ -39,10 +39,11 @@ class TokenPredictor(nn.Module):
             nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(self, tokens: torch.Tensor, keep: torch.Tensor, n: int | None = None,
-                pad: torch.Tensor | None = None) -> torch.Tensor:
+                pad: torch.Tensor | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
         """tokens [b k in_dim] encoded at positions keep [b k] (-1 = padding, dropped); n: sequence length
-        (default: pad's, else n_tokens); pad [b n] True = padding, never attended to. -> [b n out_dim]."""
-        from multissl.encoder import scatter_tokens  # here: multissl.encoder imports this module
+        (default: pad's, else n_tokens); pad [b n] True = padding, never attended to. -> [b n out_dim], or
+        [b m out_dim] at the positions `at` [b m] alone (-1: padding, rows of position 0)."""
+        from multissl.encoder import gather_tokens, scatter_tokens  # here: multissl.encoder imports this module
         b = tokens.shape[0]
         if n is None:
             n = self.pos.shape[1] if pad is None else pad.shape[1]
@@ -53,4 +54,5 @@ class TokenPredictor(nn.Module):
         else:
             base = self.mask_token.to(x.dtype).expand(b, n, -1)
         full = scatter_tokens(base, keep, x)  # [b n dim]: kept positions hold their token, the others mask tokens
-        return self.head(self.norm(self.blocks(full + self.pos[:, :n], src_key_padding_mask=pad)))  # [b n out_dim]
+        h = self.norm(self.blocks(full + self.pos[:, :n], src_key_padding_mask=pad))  # [b n dim]
+        return self.head(h if at is None else gather_tokens(h, at))  # [b n out_dim] or [b m out_dim]

@@ -25,15 +25,17 @@ class MAE(nn.Module):
                                       domain.target_dim, mask_token=optional(domain, Domain, "drops_masked"))
 
     def predict(self, encoder, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (pred [b n target_dim] at every position, pooled [b d]). A variable-length batch's padding
-        (batch["pad"][0], [b n]) is never attended to, so each sample's prediction is its own."""
+        """-> (pred [b n target_dim] at every position, or [b m target_dim] at the masked ones where the domain
+        scores only those, pooled [b d]). A variable-length batch's padding (batch["pad"][0], [b n]) is never
+        attended to, so each sample's prediction is its own."""
         x, keep = batch["views"][0], batch["keep"]  # keep [b k], -1 = padding
         pad = batch["pad"][0] if "pad" in batch else None
         tokens, pooled = encoder(x, keep) if pad is None else encoder(x, keep, pad=pad)  # [b k d]
-        return self.decoder(tokens, keep, pad=pad), pooled
+        at = batch["masked"] if optional(self.domain, Domain, "scores_masked_only") else None
+        return self.decoder(tokens, keep, pad=pad, at=at), pooled
 
     def reconstruction(self, pred: torch.Tensor, batch) -> torch.Tensor:
-        """The domain's loss of pred [b n target_dim] at the masked positions (masked [b m], -1 = padding) against
+        """The domain's loss of `predict`'s pred at the masked positions (masked [b m], -1 = padding) against
         its target of the clean view 0 (uncorrupted where the domain corrupts)."""
         target = self.domain.target(batch.get("clean", batch["views"][0]))
         return self.domain.reconstruction_loss(pred, target, batch["masked"])

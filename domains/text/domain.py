@@ -56,6 +56,7 @@ class TextDomain:
     name = "text"
     variable_length = True
     drops_masked = False  # masked tokens stay in the input, corrupted (BERT)
+    scores_masked_only = True  # logits over the vocabulary at the masked 15 % alone
     local_views = True
 
     def __init__(self, tokenizer: str = "wordpiece", vocab_size: int = 8192, tokenizer_path: str | None = None,

@@ -273,6 +273,36 @@ def test_token_predictor_padding_is_never_attended_to():
     torch.testing.assert_close(out[1, :4], alone[0], atol=1e-5, rtol=0)
 
 
+def test_token_predictor_at_predicts_the_named_positions_alone():
+    torch.manual_seed(2)
+    pred = TokenPredictor(in_dim=4, dim=8, depth=1, heads=2, n_tokens=6, out_dim=5)
+    tokens, keep = torch.randn(2, 3, 4), torch.tensor([[0, 2, 5], [1, 3, 4]])
+    at = torch.tensor([[4, 1, 3], [5, 0, -1]])  # -1: padding of the index tensor
+    with torch.no_grad():
+        full, only = pred(tokens, keep), pred(tokens, keep, at=at)
+    assert only.shape == (2, 3, 5)
+    torch.testing.assert_close(only[0], full[0, [4, 1, 3]])
+    torch.testing.assert_close(only[1, :2], full[1, [5, 0]])
+
+
+def test_mae_predicts_only_the_masked_positions_where_the_domain_scores_only_those():
+    """A domain with scores_masked_only (text's vocabulary logits): pred is [b m target_dim], in `masked`'s order,
+    equal to the full prediction at those positions, and the loss sees the same numbers."""
+    torch.manual_seed(3)
+    d = ImageDomain(mask_ratio=0.75)
+    d.dataset("train")
+    enc = Encoder(d, dim=16, depth=1, heads=2)
+    mae = MAE(enc, d, decoder_dim=16, decoder_depth=1, decoder_heads=2).eval()
+    keep, masked = d.mask(4, torch.Generator().manual_seed(0))
+    batch = {"views": [torch.randn(4, 1, 8, 8)], "keep": keep, "masked": masked}
+    with torch.no_grad():
+        full, _ = mae.predict(enc, batch)
+        d.scores_masked_only = True
+        only, _ = mae.predict(enc, batch)
+    assert full.shape[1] == d.num_tokens and only.shape[1] == masked.shape[1]
+    torch.testing.assert_close(only, torch.gather(full, 1, masked[..., None].expand(-1, -1, full.shape[-1])))
+
+
 def test_module_runs_under_bf16_autocast():
     """trainer.precision=bf16: the decoder's input is bf16 while the mask token is a float32 parameter."""
     d, enc, obj, batch = tiny_setup()

@@ -116,8 +116,9 @@ def test_mae_on_text_is_masked_language_modelling_of_the_clean_ids(tmp_path, cor
     with torch.no_grad():
         pred, _ = mae.predict(enc, batch)
         loss = mae.reconstruction(pred, batch)
-    rows = [(i, j) for i in range(8) for j in masked[i].tolist() if j >= 0]
-    ref = torch.stack([F.cross_entropy(pred[i, j][None], clean[i, j][None]) for i, j in rows]).mean()
+    assert pred.shape == (*masked.shape, d.target_dim)  # logits at the masked positions alone
+    rows = [(i, k, j) for i in range(8) for k, j in enumerate(masked[i].tolist()) if j >= 0]
+    ref = torch.stack([F.cross_entropy(pred[i, k][None], clean[i, j][None]) for i, k, j in rows]).mean()
     torch.testing.assert_close(loss, ref)
 
 

@@ -118,13 +118,14 @@ def test_corruption_is_80_10_10_and_spares_special_tokens():
 def test_masked_token_loss_matches_a_reference():
     g = torch.Generator().manual_seed(7)
     b, n, v = 3, 6, 11
-    logits, ids = torch.randn(b, n, v, generator=g), torch.randint(0, v, (b, n), generator=g)
+    ids = torch.randint(0, v, (b, n), generator=g)
     ids[1, 2] = 0  # a special id at a masked position: not scored
     masked = torch.tensor([[0, 3], [2, 4], [5, -1]])  # -1: padding of the index tensor
+    logits = torch.randn(b, 2, v, generator=g)  # [b m v]: at the masked positions, in their order
     special = torch.zeros(v, dtype=torch.bool)
     special[0] = True
-    ref = torch.stack([F.cross_entropy(logits[i, j][None], ids[i, j][None])
-                       for i, j in [(0, 0), (0, 3), (1, 4), (2, 5)]]).mean()
+    ref = torch.stack([F.cross_entropy(logits[i, k][None], ids[i, masked[i, k]][None])
+                       for i, k in [(0, 0), (0, 1), (1, 1), (2, 0)]]).mean()
     torch.testing.assert_close(masked_token_loss(logits, ids, masked, special), ref)
     none = torch.full((b, 2), -1)
     assert masked_token_loss(logits, ids, none, special).item() == 0.0
