@@ -21,8 +21,9 @@ class TokenPredictor(nn.Module):
     """Fills in a token sequence from the encoding of some of its tokens. The encoded kept tokens [b k in_dim] go
     through a Linear to the predictor's width `dim`, are placed at their positions `keep` in a sequence of n learned
     mask tokens, get learned positions added, and pass a pre-norm transformer, a LayerNorm and a Linear head to
-    `out_dim` at every position (or at the positions `at` alone). mask_token=False where the input already covers every position (a domain that
-    replaces masked values instead of dropping the tokens): positions missing from `keep` then start from zeros."""
+    `out_dim` at every position (or at the positions `at` alone). mask_token=False where the input already covers
+    every position (a domain that replaces masked values instead of dropping the tokens): positions missing from
+    `keep` then start from zeros."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, heads: int, n_tokens: int, out_dim: int,
                  mask_token: bool = True, mlp_ratio: float = 4.0):
