@@ -30,7 +30,7 @@ class SimCLRMAE(nn.Module):
         self.temperature, self.recon_weight = temperature, recon_weight
 
     def forward(self, encoder, batch, sched):
-        pred, masked_rep = self.mae.predict(encoder, batch)  # view 0, masked: [b n target_dim], [b d]
+        pred, masked_rep = self.mae.predict(encoder, batch)  # view 0, masked: pred (MAE.predict), [b d]
         recon = self.mae.reconstruction(pred, batch)
         pads = batch.get("pad")
         other = encode_views(encoder, batch["views"][1:2], pads[1:2] if pads else None)[0]  # view 1, whole [b d]
