@@ -63,11 +63,12 @@ def apply_spatial(clips: torch.Tensor, box, flip, order, factor, size: int) -> t
 
 def tube_mask(batch_size: int, grid: tuple[int, int, int], ratio: float, rng: torch.Generator):
     """VideoMAE's tube masking on a [t h w] token grid: round(ratio h w) spatial positions masked in every frame
-    (one spatial mask repeated over time, so a token cannot be copied from its neighbour in time); at least one
-    position kept. -> (keep [b k], masked [b m]) in the patch embedding's token order (t, then h, then w)."""
+    (one spatial mask repeated over time, so a token cannot be copied from its neighbour in time); at least two
+    positions kept (one where a frame has only two), so that on a small grid the encoder still relates places.
+    -> (keep [b k], masked [b m]) in the patch embedding's token order (t, then h, then w)."""
     t, h, w = grid
     n = h * w
-    n_mask = min(max(int(round(ratio * n)), 1), n - 1)
+    n_mask = min(max(int(round(ratio * n)), 1), n - min(2, n - 1))
     spatial = torch.rand(batch_size, n, generator=rng).argsort(1) >= n - n_mask  # [b hw] True = masked
     scores = spatial.repeat(1, t).float()  # [b t*hw]: masked positions sort last
     return split_indices(scores, t * (n - n_mask))

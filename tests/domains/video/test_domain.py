@@ -89,6 +89,14 @@ def test_tube_masks_repeat_one_spatial_mask_over_time():
         assert len(spatial) == 7 and {(t, s) for t in range(4) for s in spatial} == {(i // 9, i % 9) for i in m.tolist()}
 
 
+@pytest.mark.parametrize("grid,kept", [((4, 2, 2), 2), ((4, 3, 3), 2), ((4, 4, 4), 2), ((2, 14, 14), 20),
+                                       ((4, 1, 2), 1)])
+def test_tube_masks_keep_at_least_two_places_on_small_grids(grid, kept):
+    """VideoMAE's 0.9 of 14 x 14 places keeps 20; of 2 x 2 it would keep none, of 3 x 3 one: two stay."""
+    keep, masked = tube_mask(3, grid, 0.9, torch.Generator().manual_seed(0))
+    assert keep.shape == (3, grid[0] * kept) and masked.shape == (3, grid[0] * (grid[1] * grid[2] - kept))
+
+
 def test_tubelet_targets_are_in_the_patch_embeddings_token_order():
     x = torch.randn(2, 3, 4, 8, 8)  # [b c t s s]
     t = patchify(x, (2, 4, 4), normalize=False)  # [b n (t h w c)]
