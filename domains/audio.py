@@ -16,6 +16,7 @@ from .cache import default_cache_dir
 from .files import Files, class_count, hf_splits, labelled, locate, split_folders
 from .masking import band_mask, random_mask
 from .patches import PatchEmbed, masked_mse, patchify
+from .rows import label_column, row_split
 
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3"}  # what soundfile (libsndfile) reads
 OTHER_AUDIO_EXT = {".m4a", ".aac", ".wma", ".mp4", ".amr", ".aiff", ".opus", ".webm"}
@@ -59,23 +60,25 @@ def to_mono(wave: np.ndarray, rate: int, target: int) -> torch.Tensor:
     return resample(w, rate, target)
 
 
-def read_audio(path, rate: int, min_samples: int = 1) -> torch.Tensor:
-    """One file -> float32 mono [samples] at `rate`; every failure is a one-line UserError naming it."""
+def read_audio(path, rate: int, min_samples: int = 1, name: str | None = None) -> torch.Tensor:
+    """One file (a path, or a file-like such as an HF row's bytes; `name` names it in errors) -> float32 mono
+    [samples] at `rate`; every failure is a one-line UserError naming it."""
     import soundfile as sf
     fix = "(or set data.skip_bad=true to skip unreadable samples)"
-    if Path(path).suffix.lower() in OTHER_AUDIO_EXT:
+    name = name or path
+    if isinstance(path, (str, Path)) and Path(path).suffix.lower() in OTHER_AUDIO_EXT:
         raise UserError(f"{path}: {Path(path).suffix} files are not supported (readable: "
                         f"{' '.join(sorted(AUDIO_EXT))}); convert it, e.g. ffmpeg -i in.m4a out.flac {fix}")
     try:
-        wave, sr = sf.read(str(path), dtype="float32", always_2d=False)
+        wave, sr = sf.read(str(path) if isinstance(path, Path) else path, dtype="float32", always_2d=False)
     except Exception as e:
-        raise UserError(f"cannot read audio {path}: {str(e).splitlines()[0][:120]}; remove or fix the file "
+        raise UserError(f"cannot read audio {name}: {str(e).splitlines()[0][:120]}; remove or fix the file "
                         f"{fix}") from None
     if len(wave) == 0:
-        raise UserError(f"audio file {path} is empty (0 samples); remove it {fix}")
+        raise UserError(f"audio file {name} is empty (0 samples); remove it {fix}")
     w = to_mono(wave, sr, rate)
     if len(w) < min_samples:
-        raise UserError(f"audio file {path} is {1000 * len(w) / rate:.0f} ms long, shorter than one patch "
+        raise UserError(f"audio file {name} is {1000 * len(w) / rate:.0f} ms long, shorter than one patch "
                         f"({1000 * min_samples / rate:.0f} ms); remove it or lower domain.patch_size[1] {fix}")
     return w
 
@@ -183,28 +186,17 @@ class AudioDomain:
         return out
 
     def _hf(self, path, from_disk: bool):
-        """An HF `datasets` audio dataset, decoded here with soundfile (no torchcodec needed)."""
-        import io
-
-        import soundfile as sf
+        """An HF `datasets` audio dataset, each row decoded with soundfile (no torchcodec needed) when its item is
+        asked for (rows.Rows): the split stays memory-mapped, and the labels come from their column alone."""
         splits = hf_splits(path, from_disk)
         import datasets
         feats = splits["train"].features
         col = next((k for k, v in feats.items() if isinstance(v, datasets.Audio)), None)
         if col is None:
             raise UserError(f"HF dataset at {path} has no Audio column (columns: {list(feats)})")
-        lab = next((k for k, v in feats.items() if isinstance(v, datasets.ClassLabel)),
-                   "label" if "label" in feats else None)
-
-        def decode(ds):
-            waves = []
-            for r in ds.cast_column(col, datasets.Audio(decode=False))[col]:
-                src = io.BytesIO(r["bytes"]) if r.get("bytes") else r["path"]
-                wave, sr = sf.read(src, dtype="float32", always_2d=False)
-                waves.append(to_mono(wave, sr, self.rate))
-            return Waves(waves, ds[lab] if lab else [-1] * len(waves))
-
-        return {k: decode(ds) for k, ds in splits.items()}
+        read = partial(read_audio, rate=self.rate, min_samples=self.min_samples)
+        return {k: row_split(ds, col, datasets.Audio(decode=False), str(path), read, label_column(feats),
+                             bool(self.data.get("skip_bad", False))) for k, ds in splits.items()}
 
     def _fit_stats(self, ds):
         """Per-mel-bin mean and std of the log-mel features of (up to 1024) training clips."""

@@ -160,6 +160,7 @@ def spoken_words(cache_dir: str | Path, sample_rate: int = 16000, seconds: float
                 return d
         except Exception as e:  # a damaged file is just a cache miss
             log.warning("regenerating unreadable cache %s (%s)", path, e)
+        path.unlink(missing_ok=True)
     print(f"multissl: synthesizing the default spoken-word set once ({len(spk) * len(WORDS)} clips) into {path}",
           file=sys.stderr)
     import torch
@@ -175,4 +176,5 @@ def spoken_words(cache_dir: str | Path, sample_rate: int = 16000, seconds: float
          "word": np.array([w for _, w in pairs], np.int64), "speaker": np.array([s for s, _ in pairs], np.int64),
          "test": np.array([spk[s]["test"] for s, _ in pairs], bool)}
     save_npz(path, d)
-    return d
+    with np.load(path) as z:  # the set published first, if another process synthesized it at the same time
+        return {k: z[k] for k in ("wave", "word", "speaker", "test")}

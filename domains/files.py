@@ -1,5 +1,7 @@
 """Where the domains' data comes from, shared by them: folders of sample files (splits, labels from class
 subfolders, lazy reading with an optional counted skip of unreadable files) and HF `datasets` splits."""
+import contextlib
+import sys
 from pathlib import Path
 
 import torch
@@ -37,10 +39,24 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 def labelled(files: list[Path], folder: Path, classes: dict | None):
     """Class index of each file from its subfolder (root files: -1). `classes` None = build it here
-    (the training split); the test split reuses the training mapping."""
+    (the training split); the test split reuses the training mapping, its other classes unlabelled (said)."""
+    names = [f.parent.name if f.parent != folder else None for f in files]
     if classes is None:
-        classes = {c: i for i, c in enumerate(sorted({f.parent.name for f in files if f.parent != folder}))}
-    return [classes.get(f.parent.name, -1) if f.parent != folder else -1 for f in files], classes
+        classes = {c: i for i, c in enumerate(sorted({n for n in names if n is not None}))}
+    else:
+        say_unseen(names, classes, str(folder))
+    return [classes.get(n, -1) if n is not None else -1 for n in names], classes
+
+
+def say_unseen(labels, known, where: str) -> int:
+    """Held-out labels that training never saw cannot be scored by kNN or the probe (no training sample has them):
+    they count as unlabelled, and one line says how many and which."""
+    unseen = [v for v in labels if v is not None and v == v and v not in known]
+    if unseen:
+        names = sorted({str(v) for v in unseen})
+        print(f"multissl: data: {len(unseen)} held-out samples in {where} have labels training never saw "
+              f"({', '.join(names[:5])}{' …' if len(names) > 5 else ''}): scored as unlabelled", file=sys.stderr)
+    return len(unseen)
 
 
 def locate(path: str, what: str, folders: bool = True, files: bool = False) -> tuple[str, Path | str]:
@@ -67,14 +83,36 @@ def class_count(train) -> int | None:
     return max(labels) + 1 if labels and max(labels) >= 0 else None
 
 
+@contextlib.contextmanager
+def offline():
+    """HF hub access off for the block: `hf:<name>` reads the local cache and nothing else (no download at run time,
+    no request to the hub)."""
+    import datasets
+    import huggingface_hub.constants as hub
+    saved = hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
+
+
 def hf_splits(path: str, from_disk: bool) -> dict:
-    """A saved HF dataset folder (`from_disk`) or a dataset in the local HF cache -> {"train": Dataset,
-    "test": Dataset (the "test" split, else "validation"; absent when there is neither)}."""
+    """A saved HF dataset folder (`from_disk`) or a dataset in the local HF cache (offline: never the network, and
+    never a dataset script — datasets 4 runs none) -> {"train": Dataset, "test": Dataset (the "test" split, else
+    "validation"; absent when there is neither)}. Both stay on disk, memory-mapped Arrow."""
     datasets = require("datasets", "an HF dataset in data.path")
     try:
-        dd = datasets.load_from_disk(path) if from_disk else datasets.load_dataset(path)
+        if from_disk:
+            dd = datasets.load_from_disk(path)
+        else:
+            with offline():
+                dd = datasets.load_dataset(path)
     except Exception as e:  # a folder that is not a saved dataset, or a name missing from the offline cache
-        how = "save it there with save_to_disk" if from_disk else "load it once online so it is in the local cache"
+        how = ("save it there with save_to_disk" if from_disk else
+               f"multissl reads only the local cache: fill it once on a machine online with "
+               f"python -c \"import datasets; datasets.load_dataset('{path}')\" (same HF_HOME), or save the dataset "
+               f"with save_to_disk and point data.path at that folder")
         raise UserError(f"cannot load the HF dataset {path}: {reason(e)}; {how}, or point data.path at your files") \
             from None
     if isinstance(dd, datasets.Dataset):

@@ -1,5 +1,6 @@
 """multissl: self-supervised learning beyond images."""
 from multissl.export import load_encoder
+from multissl.registry import register
 
 __version__ = "0.1.0"
-__all__ = ["load_encoder", "__version__"]
+__all__ = ["load_encoder", "register", "__version__"]

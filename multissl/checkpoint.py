@@ -1,5 +1,6 @@
-"""Atomic checkpoints and exact resume. A checkpoint is written to a temporary name and renamed, so a
-kill mid-write leaves the previous one loadable; loading never executes code (weights_only)."""
+"""Atomic checkpoints and exact resume. A checkpoint is written to a temporary name and renamed, so a kill or a full
+disk mid-write leaves the previous one loadable and no temporary file behind; loading never executes code
+(weights_only)."""
 import os
 import random
 import re
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from multissl.errors import UserError
+from multissl.errors import UserError, disk_error, reason
 
 NAME = re.compile(r"^step_(\d+)\.pt$")
 
@@ -22,13 +23,20 @@ def set_rng_state(s: dict):
 
 
 def save(folder: Path, step: int, state: dict, keep: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step:08d}.pt"
     tmp = folder / f".{final.name}.tmp"
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:  # a file object: a failed write surfaces as its OSError (torch's own says less)
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        why = "no space left (the disk or the file-size limit is full)" if disk_error(e) else reason(e)
+        raise UserError(f"cannot write checkpoint {final.name} in {folder}: {why}; the previous checkpoint is kept — "
+                        f"free space there or point run.dir at another disk, then relaunch to resume") from None
     for old in sorted(checkpoints(folder))[:-keep]:
         old[1].unlink(missing_ok=True)
     return final
@@ -53,13 +61,13 @@ def latest(folder: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def training_state(step: int, model, optimizer, probe, domain_state: dict | None = None) -> dict:
+def training_state(step: int, model, optimizer, probe, domain_state: dict | None = None, scaler=None) -> dict:
     """Everything exact resume needs: model (encoder, heads, teacher, objective buffers such as queues),
-    optimizer, step, online probe, RNG state, and the domain's preprocessing state (a text tokenizer, whose ids
-    must not change under a run)."""
+    optimizer, step, online probe, RNG state, the fp16 gradient scaler, and the domain's preprocessing state (a text
+    tokenizer, whose ids must not change under a run)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "probe": probe.state_dict() if probe else None, "probe_opt": probe.opt.state_dict() if probe else None,
-            "rng": rng_state(), "domain": domain_state}
+            "rng": rng_state(), "domain": domain_state, "scaler": scaler.state_dict() if scaler is not None else None}
 
 
 def latest_state(folder: Path) -> dict | None:
@@ -70,15 +78,22 @@ def latest_state(folder: Path) -> dict | None:
     return None if last is None else load(last)
 
 
-def resume(state: dict | None, model, optimizer, probe) -> int | None:
-    """Load a checkpoint (latest_state) into model, optimizer and probe and restore the RNGs; returns its step, or
-    None for no checkpoint (a fresh run)."""
+def resume(state: dict | None, model, optimizer, probe, scaler=None, folder: Path | None = None) -> int | None:
+    """Load a checkpoint (latest_state) into model, optimizer, probe and fp16 scaler and restore the RNGs; returns
+    its step, or None for no checkpoint (a fresh run). A checkpoint of another model is one line naming the folder."""
     if state is None:
         return None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"the checkpoint in {folder or 'the run folder'} does not fit this model ({reason(e, 120)}): "
+                        f"that run was made with other settings (see its config.yaml); choose another run.dir") \
+            from None
     if probe is not None and state.get("probe"):
         probe.load_state_dict(state["probe"])
         probe.opt.load_state_dict(state["probe_opt"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return state["step"]

@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from multissl import checkpoint, monitor
+from multissl import checkpoint, monitor, registry
 from multissl.errors import UserError
 from multissl.export import load_encoder
-from multissl.train import make
 
 
 def linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
@@ -26,21 +24,33 @@ def linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
 
 def run_objective(path: Path, domain, encoder):
     """The run's objective (heads, teachers, centres) as its last checkpoint holds it, in eval mode; None for a folder
-    without config.yaml or a checkpoint (an exported encoder alone)."""
+    without config.yaml or a checkpoint (an exported encoder alone). config.yaml is data: it may name only classes
+    multissl knows (multissl.registry)."""
     ckpt = checkpoint.latest(path / "checkpoints")
-    if not (path / "config.yaml").exists() or ckpt is None:
+    cfg = run_config(path)
+    if not isinstance(cfg.get("objective"), dict) or ckpt is None:
         return None
-    objective = make(OmegaConf.load(path / "config.yaml").objective, encoder=encoder, domain=domain)
+    objective = registry.build(cfg["objective"], path / "config.yaml", encoder=encoder, domain=domain)
     state = checkpoint.load(ckpt)["model"]
     objective.load_state_dict({k[len("objective."):]: v for k, v in state.items() if k.startswith("objective.")})
     return objective.eval()
 
 
+def run_config(path: Path) -> dict:
+    """A run folder's config.yaml as plain data, every class it names checked (multissl.registry); {} without one."""
+    source = Path(path) / "config.yaml"
+    if not source.exists():
+        return {}
+    cfg = registry.read_yaml(source)
+    registry.check(cfg, source)
+    return cfg
+
+
 def evaluate_run(path, data: dict | None = None, k: int = 20, temperature: float = 0.07) -> dict:
     path = Path(path)
-    run_cfg = path / "config.yaml"
-    if data is None and run_cfg.exists():
-        data = OmegaConf.to_container(OmegaConf.load(run_cfg).data)
+    cfg = run_config(path)
+    if data is None and isinstance(cfg.get("data"), dict):
+        data = cfg["data"]
     enc = load_encoder(path)
     enc.domain.data = data or {}
     train_set = enc.domain.dataset("train")

@@ -1,16 +1,23 @@
 """Encoder export: weights in safetensors, everything else (domain and encoder config, preprocessing
-state) in json — loading one never runs pickled code."""
+state) in json. Opening one is as safe as the safetensors inside it: it builds only classes multissl knows
+(multissl.registry), checked before anything is built, and never runs pickled code. It is written to a temporary
+folder and renamed into place, so a crash or a full disk never leaves half an export."""
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from multissl import registry
 from multissl.data import to_device
-from multissl.errors import UserError
+from multissl.errors import UserError, disk_error, reason
+
+FORMAT = "multissl-encoder/1"
 
 
 class ExportedEncoder(nn.Module):
@@ -55,28 +62,55 @@ class ExportedEncoder(nn.Module):
 
 def save_encoder(folder: Path, encoder: nn.Module, domain_cfg, encoder_cfg, domain_state: dict):
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(weights, str(folder / "model.safetensors"))
-    meta = {"format": "multissl-encoder/1",
+    meta = {"format": FORMAT,
             "domain": OmegaConf.to_container(domain_cfg, resolve=True),
             "encoder": OmegaConf.to_container(encoder_cfg, resolve=True),
             "preprocess": domain_state}
-    (folder / "config.json").write_text(json.dumps(meta, indent=2))
+    try:
+        tmp.mkdir(parents=True)
+        save_file(weights, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        if folder.exists():  # a directory cannot be renamed over a full one: the old export steps aside first
+            old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = "no space left (the disk or the file-size limit is full)" if disk_error(e) else reason(e)
+        raise UserError(f"cannot write the encoder export to {folder}: {why}; the checkpoints are kept — free space "
+                        f"there and relaunch (the run resumes and exports again)") from None
 
 
 def load_encoder(path) -> ExportedEncoder:
-    """A run folder or its `encoder/` folder -> an eval-mode ExportedEncoder."""
+    """A run folder or its `encoder/` folder -> an eval-mode ExportedEncoder. Someone else's export is data: its
+    config.json may name only the classes multissl knows (multissl.registry), checked before anything is built."""
     p = Path(path)
     if (p / "encoder" / "config.json").exists():
         p = p / "encoder"
     if not (p / "config.json").exists() or not (p / "model.safetensors").exists():
         raise UserError(f"{path} is not an exported encoder (needs config.json and model.safetensors); "
                         f"pass a run folder or its encoder/ folder")
-    meta = json.loads((p / "config.json").read_text())
-    # the state goes to the constructor as it is: through Hydra it would become an OmegaConf tree (a mean frame is
-    # ~10^4 numbers: seconds to convert)
-    domain = instantiate(meta["domain"], _convert_="all", _partial_=True)(state=meta["preprocess"])
-    encoder = instantiate(meta["encoder"], domain=domain, _convert_="all")
-    encoder.load_state_dict(load_file(str(p / "model.safetensors")))
+    source = p / "config.json"
+    meta = registry.read_json(source)
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{source} is not a multissl encoder export (format {meta.get('format')!r}, expected "
+                        f"{FORMAT!r}); export it again with this version of multissl")
+    registry.check(meta, source, groups=("domain", "encoder"))
+    for key in ("domain", "encoder"):
+        if not isinstance(meta.get(key), dict) or "_target_" not in meta[key]:
+            raise UserError(f"{source} has no {key} to build (a mapping with _target_); export it again")
+    if not isinstance(meta.get("preprocess"), (dict, type(None))):
+        raise UserError(f"{source}: preprocess must be a mapping; export it again")
+    domain = registry.build(meta["domain"], source, state=meta["preprocess"])
+    encoder = registry.build(meta["encoder"], source, domain=domain)
+    try:
+        encoder.load_state_dict(load_file(str(p / "model.safetensors")))
+    except Exception as e:
+        raise UserError(f"{p / 'model.safetensors'} does not fit the encoder its config.json describes "
+                        f"({reason(e, 120)}); export it again") from None
     return ExportedEncoder(domain, encoder).eval()

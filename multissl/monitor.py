@@ -107,6 +107,8 @@ def heldout_metrics(encoder, domain, train_set, test_set, device, k: int = 20, t
         return out, tr_x, None
     te_x, te_y = embed_all(encoder, eval_loader(test_set, domain), device, domain)
     a, b = tr_y >= 0, te_y >= 0
+    if not b.any():  # no held-out label that training knows (unseen classes count as unlabelled): nothing to score
+        return out, tr_x, None
     out["knn_acc"] = knn_accuracy(tr_x[a], tr_y[a], te_x[b], te_y[b], k, temperature)
     return out, tr_x, (tr_x[a], tr_y[a], te_x[b], te_y[b])
 

@@ -4,7 +4,6 @@ the held-out metrics, RankMe / effective ranks / rank difference, the duality cr
 singular-value spectrum of the final representation and projector output. Writes to <first run>/report unless
 --out is given."""
 import base64
-import json
 import sys
 from pathlib import Path
 
@@ -24,7 +23,8 @@ def read_rows(run: Path) -> list[dict]:
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run} has no metrics.jsonl; pass a run folder (runs/<name>)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from multissl.runlog import read_rows
+    return read_rows(path)
 
 
 def groups(rows: list[dict]) -> dict[str, list[str]]:
@@ -67,13 +67,12 @@ def spectra(run: Path) -> dict[str, torch.Tensor]:
     checkpoint), each divided by its largest."""
     from multissl import monitor, spectral
     from multissl.data import eval_loader
-    from multissl.evaluate import run_objective
+    from multissl.evaluate import run_config, run_objective
     from multissl.export import load_encoder
-    from omegaconf import OmegaConf
+    cfg = run_config(run)
     enc = load_encoder(run)
-    cfg = OmegaConf.load(run / "config.yaml") if (run / "config.yaml").exists() else None
-    enc.domain.data = OmegaConf.to_container(cfg.data) if cfg is not None else {}
-    train = monitor.subset(enc.domain.dataset("train"), cfg.trainer.eval_samples if cfg is not None else None)
+    enc.domain.data = cfg.get("data") or {}
+    train = monitor.subset(enc.domain.dataset("train"), (cfg.get("trainer") or {}).get("eval_samples"))
     rep = monitor.embed_all(enc.encoder, eval_loader(train, enc.domain), "cpu", enc.domain)[0]
     out = {"representation": spectral.singular_values(rep)}
     objective = run_objective(run, enc.domain, enc.encoder)

@@ -1,7 +1,9 @@
 """The run's metrics: one JSON object per row in metrics.jsonl and the same scalars as TensorBoard events,
 written by the main process only. A resumed run first cuts metrics.jsonl back to its checkpoint's step, so
-the file reads as if the run had never stopped."""
+the file reads as if the run had never stopped; a fresh run starts it empty. A line that a crash tore is dropped,
+and said, wherever the file is read."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +13,27 @@ from omegaconf import OmegaConf
 from multissl import dist
 
 
+def read_rows(path: Path, say: bool = True) -> list[dict]:
+    """The rows of a metrics.jsonl; lines that are not whole JSON objects (torn by a crash mid-write) are dropped,
+    and `say` tells how many."""
+    rows, torn = [], []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+        else:
+            torn.append(i)
+    if torn and say:
+        print(f"multissl: {path}: dropped {len(torn)} line(s) that are not whole rows (line {', '.join(map(str, torn[:5]))}"
+              f"{' …' if len(torn) > 5 else ''}; a crash mid-write tears the last line)", file=sys.stderr)
+    return rows
+
+
 class RunLog:
     def __init__(self, folder: Path, cfg, resumed_step: int | None, main: bool):
         self.folder, self.main, self.writer = Path(folder), main, None
@@ -18,10 +41,14 @@ class RunLog:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        rows = read_rows(self.path) if self.path.exists() else []
         if resumed_step is not None:  # drop rows logged after the checkpoint we resume from
             print(f"multissl: resuming {self.folder} from step {resumed_step}", file=sys.stderr)
-            rows = self.path.read_text().splitlines() if self.path.exists() else []
-            self.path.write_text("".join(r + "\n" for r in rows if r and json.loads(r)["step"] <= resumed_step))
+        keep = [r for r in rows if resumed_step is not None and r["step"] <= resumed_step]
+        if self.path.exists():  # rewritten whole, then renamed: a crash here keeps the old file
+            tmp = self.path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            os.replace(tmp, self.path)
         from torch.utils.tensorboard import SummaryWriter
         self.writer = SummaryWriter(str(self.folder / "tb"))
 

@@ -2,11 +2,15 @@
 queue. They use only what README's "Adding an objective or a domain" describes, so they also show that the
 contracts carry sequences and objective state. Importable as `toys` (tests/conftest.py puts tests/ on the
 path; subprocess workers do the same), so a config can name them: `_target_: toys.QueueContrast`."""
+import os
+import signal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.dist import all_gather, gather, local_slice
+from multissl.dist import all_gather, gather, local_slice, rank
+from multissl.errors import UserError
 from multissl.domains.masking import random_mask
 from multissl.domains.patches import PatchEmbed, masked_mse
 from multissl.encoder import encode_views
@@ -152,6 +156,22 @@ class QueueContrast(nn.Module):
         self.queue[idx], self.queue_y[idx] = z, y
         self.ptr.copy_((self.ptr + len(z)) % len(self.queue))
         self.updates += 1
+
+
+class Faulty(QueueContrast):
+    """QueueContrast with a fault on one process at one step: `fault="sigterm"` signals that process (a scheduler
+    preempting one node), `fault="error"` raises a UserError there (a bad sample on one process). rank=-1: none."""
+
+    def __init__(self, encoder, domain, at: int = 1, rank: int = 1, fault: str = "sigterm", **kwargs):
+        super().__init__(encoder, domain, **kwargs)
+        self.at, self.on, self.fault = at, rank, fault
+
+    def forward(self, encoder, batch, sched):
+        if sched["step"] == self.at and rank() == self.on:
+            if self.fault == "error":
+                raise UserError(f"a bad sample on process {self.on} at step {self.at}")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().forward(encoder, batch, sched)
 
 
 class Incomplete:

@@ -28,6 +28,8 @@ NDIM = {"vector": 1, "hw": 2, "hwc": 3, "chw": 3, "khwc": 4}
 FORMAT_HELP = "the format needs obs, action, reward, terminated, truncated (README: RL)"
 DEFAULT_BUFFER = {"env": "CartPole-v1", "steps": 10000, "seed": 0, "size": [48, 72], "grayscale": True,
                   "frame_stack": 3, "frame_skip": 1}  # multissl.collect settings, as in configs/domain/rl.yaml
+NUMBERS = "biuf"  # numpy dtype kinds that are numbers: bool, integers, floats (no complex, dates or strings)
+MAX_ACTIONS = 1 << 16  # discrete action ids index an embedding table: a larger id is a label, not an action id
 FORMAT = 3  # of the cached default buffer: bump when collection changes, so an old cache is not reused
 
 
@@ -63,17 +65,19 @@ def episode_bounds(terminated: np.ndarray, truncated: np.ndarray, episode: np.nd
     return seg, firsts[seg], lasts[seg]
 
 
+def action_space(action: np.ndarray) -> tuple[str, int]:
+    """("discrete", n) for integer actions [N] (ids 0..n-1), else ("continuous", d): d numbers per step."""
+    if np.issubdtype(action.dtype, np.integer) and action.ndim == 1:
+        return "discrete", int(action.max()) + 1
+    return "continuous", int(np.prod(action.shape[1:]))
+
+
 def read_buffer(path: Path) -> dict:
-    """A .npz replay buffer -> dict of numpy arrays, every array checked for presence and length."""
+    """A .npz replay buffer -> dict of numpy arrays, every array checked for presence, length, dtype and range."""
     if path.suffix.lower() != ".npz":
         raise UserError(f"{path} is not a replay buffer (.npz with {', '.join(REQUIRED)}); write one with "
                         f"numpy.savez or python -m multissl.collect")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            buf = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise UserError(f"cannot read replay buffer {path}: {reason(e)}; write it again with numpy.savez (plain "
-                        f"arrays, no Python objects)") from None
+    buf = load_arrays(path)
     missing = [k for k in REQUIRED if k not in buf]
     if missing:
         raise UserError(f"replay buffer {path} has no {missing[0]!r} array (it has: {', '.join(sorted(buf)) or 'none'})"
@@ -86,15 +90,24 @@ def read_buffer(path: Path) -> dict:
             got = len(buf[k]) if buf[k].ndim else "no"
             raise UserError(f"replay buffer {path}: {k!r} has {got} steps but 'obs' has {n}; every array needs one "
                             f"entry per step")
+    where = f"replay buffer {path}"
     for k in ("terminated", "truncated"):
-        v = buf[k]
-        if v.dtype != bool and not np.isin(v, (0, 1)).all():
-            raise UserError(f"replay buffer {path}: {k!r} must be booleans (or 0/1), one per step; it holds "
-                            f"{v[~np.isin(v, (0, 1))].flat[0]!r}")
+        v = one_per_step(buf[k], k, where)
+        if v.dtype != bool and not (v.dtype.kind in NUMBERS and np.isin(v, (0, 1)).all()):
+            bad = v[~np.isin(v, (0, 1))] if v.dtype.kind in NUMBERS else v
+            raise UserError(f"{where}: {k!r} must be booleans (or 0/1), one per step; it holds {holds(bad)}: save it "
+                            f"as a bool array (True where the episode ended after that step)")
         buf[k] = v.astype(bool)
+    check_actions(buf["action"], where)
+    check_numbers(one_per_step(buf["reward"], "reward", where), "reward", where, "rewards")
+    if "episode" in buf:
+        buf["episode"] = episode_ids(one_per_step(buf["episode"], "episode", where), where)
     if not np.issubdtype(buf["obs"].dtype, np.number):
         raise UserError(f"replay buffer {path}: obs has dtype {buf['obs'].dtype}; observations must be numbers "
                         f"(uint8 frames or float vectors)")
+    if "state" in buf and buf["state"].dtype.kind not in NUMBERS:
+        raise UserError(f"{where}: 'state' holds {holds(buf['state'])}; the true state must be numbers (float "
+                        f"vectors, one per step): convert it, or leave it out (it is only used for evaluation)")
     for k in ("obs", "state"):
         if k in buf and np.issubdtype(buf[k].dtype, np.floating) and not np.isfinite(buf[k]).all():
             bad = int(np.flatnonzero(~np.isfinite(buf[k]).reshape(n, -1).all(1))[0])
@@ -103,6 +116,83 @@ def read_buffer(path: Path) -> dict:
     if "state" in buf:
         buf["state"] = buf["state"].reshape(n, -1).astype(np.float32)
     return buf
+
+
+def load_arrays(path: Path) -> dict:
+    """Every array of the .npz, none as a pickle: an object array is refused by name, since unpickling a file
+    written by someone else can run their code."""
+    buf = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for k in z.files:
+                try:
+                    buf[k] = z[k]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise UserError(f"cannot read replay buffer {path}: {k!r} holds Python objects (an object "
+                                    f"array, which only loads as a pickle); write it again with numpy.savez as a "
+                                    f"plain array of numbers (no Python objects)") from None
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot read replay buffer {path}: {reason(e)}; write it again with numpy.savez (plain "
+                        f"arrays, no Python objects)") from None
+    return buf
+
+
+def holds(v: np.ndarray) -> str:
+    """What an array holds, for a message: its dtype and first value."""
+    return f"{v.dtype} values such as {v.flat[0].item()!r}" if v.size else f"no values ({v.dtype})"
+
+
+def one_per_step(v: np.ndarray, key: str, where: str) -> np.ndarray:
+    """[N] or [N 1 ..] -> [N]; more than one value per step is a UserError."""
+    if v.size != len(v):
+        raise UserError(f"{where}: {key!r} is shaped {list(v.shape)}; it needs one value per step, shaped "
+                        f"[{len(v)}]")
+    return v.reshape(len(v))
+
+
+def check_numbers(v: np.ndarray, key: str, where: str, what: str, fix: str = "convert them to a numeric array"):
+    """Numbers, all finite: a string or NaN would surface later as a raw error deep in training."""
+    if v.dtype.kind not in NUMBERS:
+        raise UserError(f"{where}: {key!r} holds {holds(v)}; {what} must be numbers: {fix}")
+    if v.dtype.kind == "f" and not np.isfinite(v).all():
+        step = int(np.flatnonzero(~np.isfinite(v.reshape(len(v), -1)).all(1))[0])
+        raise UserError(f"{where}: {key!r} holds NaN or Inf (first at step {step}); {what} must be finite numbers: "
+                        f"clean those steps or drop them from the buffer")
+
+
+def check_actions(action: np.ndarray, where: str):
+    """Actions as the rl domain trains on them (`action_space`): integer ids [N] index an embedding, so they
+    are 0..MAX_ACTIONS-1; anything else is a vector of finite numbers per step."""
+    check_numbers(action, "action", where, "actions", "integer ids 0..n-1 for discrete actions (from labels: "
+                  "numpy.unique(action, return_inverse=True)[1]) or floats for continuous ones")
+    kind, size = action_space(action)
+    if kind == "discrete" and action.min() < 0:
+        step = int(np.flatnonzero(action < 0)[0])
+        raise UserError(f"{where}: 'action' holds integer action ids and {action[step]} (step {step}) is negative; "
+                        f"discrete actions are ids 0..n-1: shift them (action - action.min()), or store continuous "
+                        f"actions as floats")
+    if kind == "discrete" and size > MAX_ACTIONS:
+        raise UserError(f"{where}: 'action' holds integer action ids up to {size - 1}; discrete actions are ids "
+                        f"0..n-1 with n at most {MAX_ACTIONS}: renumber them (numpy.unique(action, "
+                        f"return_inverse=True)[1]), or store continuous actions as floats")
+    if kind == "continuous" and size == 0:
+        raise UserError(f"{where}: 'action' is shaped {list(action.shape)}, no value per step; store one action "
+                        f"per step, shaped [N] (ids or numbers) or [N, d] (vectors)")
+
+
+def episode_ids(v: np.ndarray, where: str) -> np.ndarray:
+    """Integer episode ids [N]; whole-number floats (ids that went through a float column) are taken as ids."""
+    whole = v.dtype.kind == "f" and np.isfinite(v).all() and (v == np.round(v)).all()
+    if v.dtype.kind not in "biu" and not whole:
+        bad = v[~np.isfinite(v) | (v != np.round(v))] if v.dtype.kind == "f" else v
+        raise UserError(f"{where}: 'episode' holds {holds(bad)}; episode ids must be integers, one per step (the "
+                        f"same id for every step of an episode): number the episodes, or leave 'episode' out and "
+                        f"let terminated/truncated mark the ends")
+    return v.astype(np.int64) if whole else v
 
 
 class Steps(torch.utils.data.Dataset):
@@ -135,6 +225,7 @@ def default_buffer(settings: dict, cache_dir: str | None = None) -> dict:
             return read_buffer(path)
         except UserError as e:
             print(f"multissl: warning: collecting the default buffer again: {e}", file=sys.stderr)
+            path.unlink(missing_ok=True)
     print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
           f"{path}", file=sys.stderr)
     collect(env, steps, out=path, seed=seed, **settings)

@@ -29,7 +29,8 @@ from ..files import locate
 from ..masking import random_mask
 from ..patches import PatchEmbed, masked_mse, patchify
 from ..probes import state_r2
-from .buffer import DEFAULT_BUFFER, LAYOUTS, NDIM, Steps, default_buffer, detect_layout, episode_bounds, read_buffer
+from .buffer import (DEFAULT_BUFFER, LAYOUTS, NDIM, Steps, action_space, default_buffer, detect_layout, episode_bounds,
+                     read_buffer)
 
 
 # ---- views -------------------------------------------------------------------------------------------------
@@ -245,9 +246,7 @@ class RLDomain:
     def actions(self) -> tuple[str, int]:
         """("discrete", n) for integer actions (ids 0..n-1), else ("continuous", d)."""
         if self._actions is None:
-            a = self._buf["action"]
-            discrete = np.issubdtype(a.dtype, np.integer) and a.ndim == 1
-            self._actions = ("discrete", int(a.max()) + 1) if discrete else ("continuous", int(np.prod(a.shape[1:])))
+            self._actions = action_space(self._buf["action"])  # what read_buffer checked the actions against
         return self._actions
 
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_future: int = 0) -> list[torch.Tensor]:

@@ -12,16 +12,23 @@ from multissl.data import sample_views
 from multissl.errors import UserError
 
 from ..features import FIRST_CATEGORY, MISSING, FeatureTokenizer
-from ..files import locate
+from ..files import locate, say_unseen
 from ..masking import random_mask
 from ..probes import downstream_scores
 from .losses import vime_loss
-from .table import (CATEGORICAL, EMBED_FIX, NUMERIC, TABLES, TRAIN_FIX, Rows, class_ids, column_list, encode,
-                    fit_feature, hf_frames, infer_kind, is_categorical, numbers, read_table, sklearn_table,
+from .table import (CATEGORICAL, EMBED_FIX, NUMERIC, TABLES, TRAIN_FIX, Rows, category_strings, class_ids, column_list,
+                    encode, fit_feature, hf_frames, infer_kind, is_categorical, numbers, read_table, sklearn_table,
                     split_rows, vocabulary)
 from .views import apply_views, draw_view, marginal_draws
 
 HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's native categorical limit (ids < max_bins)
+
+
+def names(columns, shown: int = 10, width: int = 60) -> str:
+    """Column names for a one-line message: the first `shown`, each cut to `width` characters (a header read
+    with the wrong delimiter is one long name), then how many there are."""
+    cut = [repr(c) if len(c) <= width else repr(c[:width]) + "..." for c in map(str, list(columns)[:shown])]
+    return ", ".join(cut) + (f", ... ({len(columns)} in all)" if len(columns) > shown else "")
 
 
 class TabularDomain:
@@ -90,25 +97,33 @@ class TabularDomain:
             frames = {"train": whole.iloc[tr].reset_index(drop=True), "test": whole.iloc[te].reset_index(drop=True)}
         if self.features is None:
             self.features = self._fit_schema(frames["train"])
-        return {k: self._rows(df) for k, df in frames.items()}
+        return {k: self._rows(df, k) for k, df in frames.items()}
 
     def _fit_schema(self, train: pd.DataFrame) -> list[dict]:
         """Feature kinds (inferred or data.numeric / data.categorical) and statistics, training split only."""
         drop = {*column_list(self.data.get("drop")), self.target_name}
         forced = {**{c: NUMERIC for c in column_list(self.data.get("numeric"))},
                   **{c: CATEGORICAL for c in column_list(self.data.get("categorical"))}}
-        features = []
-        for c in train.columns:
-            if c not in drop:
-                kind = infer_kind(train[c], c, forced.get(c), self.max_int_categories)
-                features.append(fit_feature(train[c], c, kind))
-        if not features:
-            raise UserError("no feature columns are left after data.target and data.drop; keep at least one")
-        return features
+        kept = [c for c in train.columns if c not in drop]
+        if len(kept) < 2:
+            # SCARF and VIME predict features from the other features: with one there is no other, views of a
+            # row are draws of unrelated rows and masking hides nothing, so the encoder learns nothing
+            where = self.data.get("path") or self.data.get("name") or TABLES[0]
+            dropped = column_list(self.data.get("drop"))
+            raise UserError(f"table {where} has {len(kept)} feature column{'' if len(kept) == 1 else 's'} "
+                            f"({names(kept) or 'none'}) once data.target and data.drop are left out "
+                            f"(its columns: {names(train.columns)}); self-supervision on a table "
+                            f"predicts features from the others and needs at least 2: if the file has more, check "
+                            f"its delimiter (, ; tab |) and quoting, else add columns"
+                            + (f" or take some out of data.drop=[{','.join(dropped)}]" if dropped else ""))
+        return [fit_feature(train[c], c, infer_kind(train[c], c, forced.get(c), self.max_int_categories))
+                for c in kept]
 
-    def _rows(self, df: pd.DataFrame) -> Rows:
+    def _rows(self, df: pd.DataFrame, split: str = "train") -> Rows:
         """A split's encoded rows and labels (a split without the target column is unlabelled)."""
         n, t = len(df), self.target_name if self.target_name in df.columns else None
+        if t and self.classes and split != "train":
+            say_unseen(category_strings(df[t]), set(self.classes), f"the {split} split")
         y = class_ids(df[t], self.classes) if t and self.classes else np.full(n, -1, np.int64)
         fix = "clean the target column or point data.target at another one"
         reg = numbers(df[t], t, fix) if t and not self.classes else np.full(n, np.nan)

@@ -4,6 +4,10 @@ each column's kind, fitting its statistics on the training split, and encoding D
 An encoded row holds, per feature: numeric = (value - mean) / std with NaN for missing; categorical =
 the category id as a float, 0 = unknown (reserved: a category never seen in training), 1 = missing,
 2.. = the training vocabulary (sorted strings)."""
+import csv
+import io
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,13 @@ from ..files import hf_splits
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 TABLES = ("breast_cancer", "wine", "iris")  # scikit-learn's bundled tables (load_<name>), no download
-TABLE_EXT = (".csv", ".parquet", ".pq")
+TEXT_DELIMITER = {".csv": ",", ".tsv": "\t"}  # text tables and the delimiter their extension promises
+TABLE_EXT = (*TEXT_DELIMITER, ".parquet", ".pq")
+DELIMITERS = {",": "','", ";": "';'", "\t": "tabs", "|": "'|'"}  # what a text table may be split on, as said
+SNIFF_BYTES = 1 << 16  # enough rows to compare, bounded however large the file
+SNIFF_AGREEMENT = 0.9  # share of rows with the header's field count: a few ragged rows do not hide a delimiter
+DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+DECIMAL_POINT = re.compile(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?")
 MIN_STD = 1e-6  # a constant column standardizes to 0 instead of dividing by zero
 TRAIN_FIX = "declare it data.categorical=[{c}], drop it with data.drop=[{c}], or blank those cells"
 EMBED_FIX = "the encoder was trained with it numeric: convert those values or set them to NaN (missing)"
@@ -25,20 +35,30 @@ EMBED_FIX = "the encoder was trained with it numeric: convert those values or se
 
 # ---- reading ----------------------------------------------------------------------------------------
 def read_table(path: Path) -> pd.DataFrame:
-    """A .csv or .parquet file -> DataFrame with string column names; anything else, or a file that
-    does not parse as a table, is a one-line UserError naming the file."""
-    if path.suffix.lower() not in TABLE_EXT:
+    """A .csv / .tsv or .parquet file -> DataFrame with string column names; anything else, or a file that
+    does not parse as a table, is a one-line UserError naming the file. Text tables are read with the
+    delimiter `text_format` finds, said on stderr when it is not the extension's."""
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_EXT:
         raise UserError(f"{path} is not a table file (readable: {' '.join(TABLE_EXT)}); export it as CSV or "
                         f"parquet, or point data.path at a saved HF dataset folder")
-    if path.suffix.lower() == ".csv" and is_binary(path):
+    text = suffix in TEXT_DELIMITER
+    if text and is_binary(path):
         raise UserError(f"{path} is binary, not a CSV text table; export the data as CSV or parquet")
     try:  # low_memory=False: types inferred from the whole column, not per chunk
-        df = pd.read_csv(path, low_memory=False) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        if text:
+            sep, decimal, skip = text_format(path)
+            df = pd.read_csv(path, low_memory=False, sep=sep, decimal=decimal, skiprows=skip)
+        else:
+            df = pd.read_parquet(path)
     except Exception as e:
         raise UserError(f"cannot read table {path}: {reason(e)}; fix the file or export it again as CSV or parquet") \
             from None
     if df.empty:
         raise UserError(f"table {path} has no rows or no columns; point data.path at a table with data")
+    if text and (sep, decimal) != (TEXT_DELIMITER[suffix], "."):
+        print(f"multissl: data: {path}: columns separated by {DELIMITERS[sep]}"
+              + (", decimal commas" if decimal == "," else ""), file=sys.stderr)
     df.columns = [str(c) for c in df.columns]
     return df
 
@@ -47,6 +67,60 @@ def is_binary(path: Path) -> bool:
     """NUL bytes in the first 8 KiB: no text table has them, and pandas would parse them into junk."""
     with path.open("rb") as f:
         return b"\x00" in f.read(8192)
+
+
+def text_format(path: Path) -> tuple[str, str, int]:
+    """(delimiter, decimal mark, lines to skip) of a text table, from its first SNIFF_BYTES. Spreadsheets
+    write an explicit first line "sep=;" that wins; else `sniff_delimiter`, the extension's delimiter first."""
+    with path.open("rb") as f:
+        raw = f.read(SNIFF_BYTES + 1)
+    complete = len(raw) <= SNIFF_BYTES
+    sample = raw[:SNIFF_BYTES].decode("utf-8-sig", errors="replace")  # a cut multi-byte character is one junk cell
+    first = sample.split("\n", 1)[0].rstrip("\r")
+    if first.lower().startswith("sep=") and first[4:] in DELIMITERS:
+        sep, skip, sample = first[4:], 1, sample.split("\n", 1)[-1]
+    else:
+        sep, skip = sniff_delimiter(sample, complete, TEXT_DELIMITER[path.suffix.lower()]), 0
+    return sep, decimal_mark(sample, sep, complete), skip
+
+
+def records(sample: str, sep: str, complete: bool) -> list[list[str]]:
+    """The sample's non-blank records split on `sep`, quotes honoured (a quoted cell may hold the delimiter or
+    a line break); the last record is left out when the sample cut it. [] when the sample does not parse."""
+    try:
+        rows = [r for r in csv.reader(io.StringIO(sample), delimiter=sep) if r]
+    except csv.Error:  # e.g. a cell longer than the csv module's field limit: not this delimiter's table
+        return []
+    return rows if complete else rows[:-1]
+
+
+def sniff_delimiter(sample: str, complete: bool, default: str = ",") -> str:
+    """The delimiter among DELIMITERS that splits the header into two or more fields and at least
+    SNIFF_AGREEMENT of the sampled rows into as many: `default` when it does (so a table that always read
+    keeps reading the same way), else the one that does for the most rows, then with the most fields, then
+    in DELIMITERS' order. None does (a one-column table, or no rows to compare): `default`, so a one-column
+    file stays one column rather than being cut on a character its values happen to hold."""
+    fits = {}
+    for sep in DELIMITERS:
+        rows = records(sample, sep, complete)
+        if len(rows) < 2 or len(rows[0]) < 2:
+            continue
+        agree = sum(len(r) == len(rows[0]) for r in rows[1:]) / (len(rows) - 1)
+        if agree >= SNIFF_AGREEMENT:
+            fits[sep] = (agree, len(rows[0]))
+    if default in fits or not fits:
+        return default
+    return max(fits, key=fits.get)  # max keeps the first of equals: DELIMITERS' order
+
+
+def decimal_mark(sample: str, sep: str, complete: bool) -> str:
+    """"," when a table not separated by commas writes numbers with decimal commas (1,5) and never with a
+    decimal point: a European spreadsheet export, whose numbers would otherwise read as text categories."""
+    if sep == ",":
+        return "."
+    cells = [c.strip() for r in records(sample, sep, complete)[1:] for c in r]
+    commas = any(DECIMAL_COMMA.fullmatch(c) for c in cells)
+    return "," if commas and not any(DECIMAL_POINT.fullmatch(c) for c in cells) else "."
 
 
 def sklearn_table(name: str) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from torch import nn
 from multissl.errors import UserError
 
 from ..cache import default_cache_dir
+from ..files import say_unseen
 from ..patches import positions
 from ..tabular.table import split_rows
 from . import corpus
@@ -116,6 +117,8 @@ class TextDomain:
         for split, (texts, labels) in raw.items():
             x, n_cut = self.vocab.encode(texts, self.max_length)
             keep = [i for i, v in enumerate(x) if v.shape[1] > 0]
+            if labels and split != "train":
+                say_unseen([labels[i] for i in keep], index, f"the {split} split")
             y = [index.get(labels[i], -1) if labels else -1 for i in keep]
             out[split] = Texts([texts[i] for i in keep], [x[i] for i in keep], y)
             cut, dropped, total = cut + n_cut, dropped + len(x) - len(keep), total + len(x)

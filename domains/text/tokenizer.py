@@ -4,12 +4,13 @@ by a hash of the texts and the settings, or a user's own tokenizer.json. A token
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import torch
 
 from multissl.errors import UserError, reason
+
+from ..cache import publish
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # loader workers fork after encoding: no Rust threads then
 
@@ -45,8 +46,8 @@ def build(kind: str, vocab_size: int, lowercase: bool, texts: list[str]):
 
 
 def cached(kind: str, vocab_size: int, lowercase: bool, texts: list[str], cache_dir: Path) -> str:
-    """The JSON of the tokenizer trained on texts with these settings: read from the cache, or trained once and
-    written there atomically."""
+    """The JSON of the tokenizer trained on texts with these settings: read from the cache, or trained and published
+    there (`publish`: when several processes train it at once, every one reads the first published)."""
     if kind not in KINDS:
         raise UserError(f"domain.tokenizer={kind!r} is not one of {', '.join(KINDS)}; or give your own with "
                         f"domain.tokenizer_path=<tokenizer.json>")
@@ -59,11 +60,8 @@ def cached(kind: str, vocab_size: int, lowercase: bool, texts: list[str], cache_
     if path.exists():
         return path.read_text(encoding="utf-8")
     js = build(kind, vocab_size, lowercase, texts).to_str()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(js, encoding="utf-8")
-    os.replace(tmp, path)
-    return js
+    publish(lambda f: f.write(js.encode("utf-8")), path)
+    return path.read_text(encoding="utf-8")  # the one published first: two trainings need not give the same ids
 
 
 def read_file(path: str) -> str:

@@ -11,7 +11,7 @@ import torch
 
 from multissl.errors import UserError, reason
 
-from ..files import hf_splits, labelled, locate, split_folders
+from ..files import hf_splits, labelled, locate, say_unseen, split_folders
 from ..image import resize_uint8
 from .decode import backend, gif_probe, gif_read
 
@@ -188,6 +188,8 @@ def encode_labels(values, n: int, classes: list[str] | None, where: str) -> tupl
     if values.dtype.kind not in "US":
         raise UserError(f"{where}: labels hold {values.dtype}; save integer class ids or strings")
     names = values.astype(str).tolist()
+    if classes:
+        say_unseen(names, set(classes), where)
     classes = classes or sorted(set(names))
     index = {c: k for k, c in enumerate(classes)}
     return [index.get(s, -1) for s in names], classes

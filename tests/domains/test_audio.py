@@ -145,6 +145,64 @@ def test_hf_audio_dataset(tmp_path):
     assert tr[1]["y"] == 1 and abs(len(tr[0]["x"]) - 0.7 * RATE) <= 2  # resampled from 8 kHz
 
 
+def _saved_clips(path, n_train=6, n_test=2):
+    """An HF audio dataset saved to disk: WAV bytes per row (labels 0/1 alternating)."""
+    import io
+
+    from datasets import Audio, ClassLabel, Dataset, DatasetDict
+
+    def wav(i):
+        buf = io.BytesIO()
+        sf.write(buf, tone(300.0 * (1 + i), 0.5, RATE), RATE, format="WAV")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    def table(n, offset):
+        ds = Dataset.from_dict({"audio": [wav(offset + i) for i in range(n)], "label": [i % 2 for i in range(n)]})
+        return ds.cast_column("audio", Audio(decode=False)).cast_column("label", ClassLabel(names=["a", "b"]))
+
+    DatasetDict({"train": table(n_train, 0), "test": table(n_test, n_train)}).save_to_disk(str(path))
+    return path
+
+
+def test_hf_audio_rows_are_decoded_per_item(tmp_path, monkeypatch):
+    """Loading reads the statistics' clips (training rows only) and the label column; a domain from state reads
+    none; an item decodes its row alone; the split holds no waveform and pickles as a reference."""
+    import pickle
+    path = _saved_clips(tmp_path / "hf")
+    reads = []
+    real = sf.read
+    monkeypatch.setattr(sf, "read", lambda *a, **k: reads.append(1) or real(*a, **k))
+    d = domain(path)
+    tr = d.dataset("train")
+    d.dataset("test")
+    assert len(reads) == 6 and d.num_classes == 2 and tr.labels == [0, 1, 0, 1, 0, 1]
+    reads.clear()
+    e = AudioDomain(data={"path": str(path)}, state=d.state())
+    tr2, te2 = e.dataset("train"), e.dataset("test")
+    assert reads == [] and e.num_classes == 2 and len(tr2) == 6 and len(te2) == 2
+    w = tr2[4]["x"]
+    assert len(reads) == 1 and w.dtype == torch.float32 and abs(len(w) - 0.5 * RATE) <= 2
+    assert torch.equal(w, tr[4]["x"])
+    held = [*vars(tr2).values(), *vars(tr2.read).values()]
+    assert isinstance(tr2.files, range) and not any(torch.is_tensor(v) or isinstance(v, np.ndarray) for v in held)
+    blob = pickle.dumps(tr2)
+    assert len(blob) < sum(f.stat().st_size for f in path.rglob("*.arrow")) / 10
+    assert torch.equal(pickle.loads(blob)[4]["x"], w)
+
+
+def test_hf_audio_unreadable_row_is_named_or_skipped(tmp_path):
+    from datasets import Audio, Dataset, load_from_disk
+    good = _saved_clips(tmp_path / "ok", n_train=1, n_test=1)
+    clip = load_from_disk(str(good))["train"].cast_column("audio", Audio(decode=False))[0]["audio"]
+    ds = Dataset.from_dict({"audio": [clip, {"bytes": b"not audio", "path": None}, clip]})
+    ds.cast_column("audio", Audio(decode=False)).save_to_disk(str(tmp_path / "hf"))
+    state = {"mean": [0.0] * 40, "std": [1.0] * 40}
+    with pytest.raises(UserError, match="row 1 of HF dataset"):
+        AudioDomain(data={"path": str(tmp_path / "hf")}, state=state).dataset("train")[1]
+    skip = AudioDomain(data={"path": str(tmp_path / "hf"), "skip_bad": True}, state=state).dataset("train")
+    assert skip[1]["skipped"] == 1 and len(skip[1]["x"]) > 0
+
+
 # ---- features -----------------------------------------------------------------------------------
 
 def test_features_shape_and_normalization_statistics(folder):

@@ -15,10 +15,30 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "h" / ".cache" / "multissl"
 
 
-def test_save_npz_is_atomic_and_leaves_no_temporary(tmp_path):
+def test_save_npz_publishes_once_and_leaves_no_temporary(tmp_path):
+    """Processes that generate the same default at once all read the one published first (a second generation need
+    not give the same bytes); nothing half-written or temporary stays behind."""
     path = tmp_path / "sub" / "a.npz"
     save_npz(path, {"x": np.arange(3)})
-    save_npz(path, {"x": np.arange(4)})  # replaces the file whole
+    save_npz(path, {"x": np.arange(4)})  # a second writer of the same name: the first one's file stays
     with np.load(path) as z:
-        assert z["x"].tolist() == [0, 1, 2, 3]
+        assert z["x"].tolist() == [0, 1, 2]
     assert [p.name for p in path.parent.iterdir()] == ["a.npz"]
+
+
+def test_a_tokenizer_trained_twice_at_once_is_the_first_published_for_both(tmp_path, monkeypatch):
+    """Two trainings of a tokenizer on the same texts need not give the same ids: a process that trained one after
+    another process published it uses the published one."""
+    from multissl.domains.text import tokenizer
+    texts = ["a first text", "and a second one", "the third"] * 20
+    first = tokenizer.cached("wordpiece", 64, True, texts, tmp_path)
+    (path,) = (tmp_path / "text").glob("tokenizer-*.json")
+    path.unlink()
+    real = tokenizer.build
+
+    def published_meanwhile(*args):  # another process publishes while this one trains
+        path.write_text(first, encoding="utf-8")
+        return real("bpe", *args[1:])  # whose result differs
+    monkeypatch.setattr(tokenizer, "build", published_meanwhile)
+    assert tokenizer.cached("wordpiece", 64, True, texts, tmp_path) == first
+    assert [p.name for p in path.parent.iterdir()] == [path.name]

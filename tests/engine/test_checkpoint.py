@@ -23,19 +23,19 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     real_save, targets = torch.save, []
 
-    def dying_save(obj, f, *a, **k):  # writes half a file, then the process "dies"
-        targets.append(f)
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04 partial")
-        raise RuntimeError("killed mid-write")
+    def dying_save(obj, f, *a, **k):  # writes half a file, then fails
+        targets.append(f.name)
+        f.write(b"PK\x03\x04 partial")
+        raise RuntimeError("failed mid-write")
 
     monkeypatch.setattr(torch, "save", dying_save)
-    with pytest.raises(RuntimeError, match="killed"):
+    with pytest.raises(UserError, match=rf"cannot write checkpoint step_00000002.pt in {folder}: failed mid-write; "
+                                        r"the previous checkpoint is kept"):
         checkpoint.save(folder, 2, state(2))
     monkeypatch.setattr(torch, "save", real_save)
 
     assert targets and os.path.basename(targets[0]) != "step_00000002.pt"
-    assert not (folder / "step_00000002.pt").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["step_00000001.pt"]  # no temporary file left
     assert checkpoint.latest(folder) == first
     loaded = checkpoint.load(first)
     assert loaded["step"] == 1 and torch.equal(loaded["model"]["w"], torch.full((3, 2), 1.0))

@@ -2,7 +2,7 @@
 
 - per pair, in process: one training step on a tiny batch; the loss and every logged scalar are finite and
   every trainable parameter of the encoder and the objective's heads gets a finite, non-zero gradient
-  (teachers excluded: they have no gradient by design);
+  (teachers excluded: they have no gradient by design); and one bf16 step, with a finite loss and gradients;
 - per domain: the draws of a step are a function of (seed, position) only, and a rebuilt model takes the
   bit-identical first step;
 - a full run() (train, evaluate, checkpoint, export, reload, hand-computed preprocessing) once per domain and
@@ -25,6 +25,7 @@ from multissl.contracts import Domain, Objective, check, optional
 from multissl.data import Collate, Views, make_views, objective_loader
 from multissl.errors import UserError
 from multissl.monitor import branch_ranks, subset
+from multissl.precision import Precision
 from multissl.schedules import step_values
 from multissl.train import SSLModel, build_domain, build_models, run
 
@@ -58,9 +59,9 @@ def domains(mixed_table):
     return get
 
 
-def first_step(cfg, domain, seed: int = 0):
-    """A fresh encoder + objective (seeded), one batch of the training loader, forward and backward as the
-    engine does; returns (model, loss, logs, sched)."""
+def first_step(cfg, domain, seed: int = 0, precision: str = "no"):
+    """A fresh encoder + objective (seeded), one batch of the training loader, forward (under the engine's autocast
+    for `precision`) and backward as the engine does; returns (model, loss, logs, sched)."""
     set_seed(seed)
     encoder, objective = build_models(cfg, domain)
     model = SSLModel(encoder, objective).train()
@@ -68,7 +69,8 @@ def first_step(cfg, domain, seed: int = 0):
     batch = make_views(domain, next(iter(loader)))
     batch.pop("skipped")
     sched = step_values(0, 10, cfg.optim, cfg.ema, 1e-3)
-    loss, logs = model(batch, sched)
+    with Precision(precision, "cpu").autocast():
+        loss, logs = model(batch, sched)
     loss.backward()
     return model, loss, logs, sched
 
@@ -91,6 +93,10 @@ def test_one_step_trains_every_parameter(domains, mixed_table, domain, objective
     assert all(math.isfinite(v) for v in scalars.values()), scalars
     assert_every_parameter_learns(model)
     optional(model.objective, Objective, "after_step")(model.encoder, sched)  # runs; teachers move there
+    model, loss, logs, _ = first_step(cfg, domains(domain), precision="bf16")  # mixed precision, as the engine runs it
+    assert torch.isfinite(loss) and all(math.isfinite(float(v)) for k, v in logs.items() if k != "rep")
+    bad = [k for k, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad and any(p.grad is not None for p in model.parameters()), bad
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

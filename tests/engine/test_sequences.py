@@ -119,6 +119,7 @@ def test_a_variable_length_run_exports_an_encoder_that_embeds_a_list(tiny):
     folder = run(toy_config(tiny, "mae", "trainer.max_steps=2"))
     final = tiny.metrics(folder)[-1]
     assert math.isfinite(final["knn_acc"]) and final["step"] == 2
+    multissl.register(toys.ToySequences)  # a user's own domain: files may build it once registered
     enc = multissl.load_encoder(folder)
     raw = [[[0.1, 0.2, 0.3]] * 5, [[0.0, 1.0, 0.5]] * 9]  # plain Python lists, two lengths
     got = enc.embed(raw)

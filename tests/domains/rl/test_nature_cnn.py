@@ -16,10 +16,11 @@ def test_nature_cnn_trains_on_frame_stacks_and_refuses_what_it_cannot_read(tiny,
     vectors = write_buffer(tmp_path / "v.npz", np.zeros((20, 4), np.float32), ends=[9])
     with pytest.raises(UserError, match="encoder=nature_cnn reads frames.*use encoder=mlp"):
         run(tiny.config("domain=rl", "encoder=nature_cnn", f"data.path={vectors}", "trainer.max_steps=1",
-                        tiny_encoder=False))
+                        tiny_encoder=False, name="refused1"))
     small = write_buffer(tmp_path / "t.npz", frames(20, (4, 20, 24)), ends=[9])
     with pytest.raises(UserError, match="at least 36x36"):
         run(tiny.config("domain=rl", "encoder=nature_cnn", f"data.path={small}", "trainer.max_steps=1",
-                        tiny_encoder=False))
+                        tiny_encoder=False, name="refused2"))
     with pytest.raises(UserError, match="objective=mae masks tokens but encoder=nature_cnn"):
-        run(tiny.config("domain=rl", "encoder=nature_cnn", "objective=mae", "trainer.max_steps=1", tiny_encoder=False))
+        run(tiny.config("domain=rl", "encoder=nature_cnn", "objective=mae", "trainer.max_steps=1", tiny_encoder=False,
+                        name="refused3"))

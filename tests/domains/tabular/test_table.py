@@ -168,6 +168,21 @@ def test_nonexistent_target_is_user_error_listing_the_columns(tmp_path, csv, dom
     one_line(e)
 
 
+@pytest.mark.parametrize("content, data, found", [
+    ("price\n" + "".join(f"{i}.5\n" for i in range(20)), {}, r"1 feature column \('price'\).*\(its columns: 'price'\)"),
+    ("a;b;c\n1;2;3\n4;5;6;7\n8\n", {}, r"1 feature column \('a;b;c'\).*\(its columns: 'a;b;c'\)"),  # nothing fits
+    ("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)), {"target": "y"}, r"1 feature column \('x'\).*'x', 'y'"),
+    ("x,y,id\n" + "".join(f"{i},{i % 2},{i}\n" for i in range(20)), {"target": "y", "drop": ["x", "id"]},
+     r"0 feature columns \(none\).*take some out of data.drop=\[x,id\]"),
+], ids=["one-column", "ragged-semicolons", "target-second", "all-dropped"])
+def test_fewer_than_two_features_is_user_error_naming_table_columns_and_fix(tmp_path, content, data, found, domain,
+                                                                            one_line):
+    (tmp_path / "t.csv").write_text(content)
+    with pytest.raises(UserError, match=rf"table .*t\.csv has {found}") as e:
+        domain(tmp_path / "t.csv", data=data)
+    assert "needs at least 2" in one_line(e) and "check its delimiter" in one_line(e)
+
+
 @pytest.mark.parametrize("key", ["drop", "numeric", "categorical"])
 def test_unknown_override_column_is_user_error(tmp_path, key, csv, domain, mixed_table):
     with pytest.raises(UserError, match=f"data.{key} names 'nope', which is not a column"):

@@ -1,53 +1,22 @@
-"""Image domain: uint8 images [c h w] -> patch tokens. Default data: scikit-learn's bundled digits."""
+"""ImageDomain: uint8 images [c h w] -> patch tokens. Default data: scikit-learn's bundled digits; a user's image
+folder or HF dataset through `sources`, at the size and channels chosen there (or set)."""
 import sys
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from multissl.data import sample_views
 from multissl.errors import UserError
 
-from . import augment as A
-from .files import Files, class_count, hf_splits, labelled, locate, split_folders
-from .masking import random_mask
-from .patches import PatchEmbed, masked_mse, patchify
-
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class TensorImages(torch.utils.data.Dataset):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y  # uint8 [n c h w], int64 [n] (-1 = unlabeled)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "y": int(self.y[i])}
-
-
-def read_image(path, channels: int, size: int) -> torch.Tensor:
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            x = _pil_to_tensor(im, channels)
-    except Exception as e:
-        raise UserError(f"cannot read image {path}: {e.__class__.__name__}; remove or fix the file "
-                        f"(or set data.skip_bad=true to skip unreadable samples)") from None
-    return resize_uint8(x, size)
-
-
-def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Shorter side to `size`, then centre crop: every sample gets the same [c size size]."""
-    if x.shape[-2:] == (size, size):
-        return x
-    import torchvision.transforms.v2.functional as TF
-    x = TF.resize(x, size, antialias=True)
-    return TF.center_crop(x, [size, size])
+from .. import augment as A
+from ..files import Files, class_count, hf_splits, labelled, locate, split_folders
+from ..masking import random_mask
+from ..patches import PatchEmbed, masked_mse, patchify
+from ..rows import Rows, label_column, row_split
+from .sources import IMAGE_EXT, channel_stats, choose_size, digits_split, read_image, survey
 
 
 def auto_patch(size: int, max_side: int = 8) -> int:
@@ -57,18 +26,6 @@ def auto_patch(size: int, max_side: int = 8) -> int:
     if size <= max_side:
         return 2 if size % 2 == 0 and size > 2 else 1
     return next(p for p in range(2, size + 1) if size % p == 0 and size // p <= max_side)
-
-
-def digits_split():
-    """sklearn's 1797 8x8 digits as uint8 images; a fixed 80/20 split (seeded, not the run seed)."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.from_numpy((d.images * (255 / 16)).round().astype(np.uint8))[:, None]  # [n 1 8 8]
-    y = torch.from_numpy(d.target).long()
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    n_test = len(x) // 5
-    return {"train": TensorImages(x[perm[n_test:]], y[perm[n_test:]]),
-            "test": TensorImages(x[perm[:n_test]], y[perm[:n_test]])}
 
 
 class ImageDomain:
@@ -115,11 +72,10 @@ class ImageDomain:
         path = self.data.get("path")
         if not path:
             splits = digits_split()
+            self.channels, self.image_size = splits["train"].x.shape[1], splits["train"].x.shape[-1]  # 1, 8
         else:
             kind, where = locate(path, "an image folder or a saved HF dataset")
             splits = self._folder(where) if kind == "folder" else self._hf(where, from_disk=kind == "saved")
-        first = splits["train"][0]["x"]
-        self.channels, self.image_size = first.shape[0], first.shape[-1]
         self.num_classes = class_count(splits["train"])
         if self.patch is None:
             self.patch = auto_patch(self.image_size)
@@ -129,56 +85,48 @@ class ImageDomain:
                   f"{side} x {side} = {side * side} tokens (set domain.patch_size to choose{hint})", file=sys.stderr)
         return splits
 
+    def _choose(self, count: int, source):
+        """Unset image_size / channels from the headers of a sample of the training images (sources.choose_size);
+        a domain built with `state=` has both and reads no header."""
+        if self.image_size is None or self.channels is None:
+            found = survey(count, source, bool(self.data.get("skip_bad", False)))
+            self.image_size, self.channels, line = choose_size(found, self.image_size, self.channels, count)
+            print(line, file=sys.stderr)
+
     def _folder(self, root: Path):
         skip_bad = bool(self.data.get("skip_bad", False))
-        out = {}
+        found = {}
         for split, d in split_folders(root).items():
-            files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXT)
-            if not files:
+            found[split] = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXT)
+            if not found[split]:
                 raise UserError(f"no images ({', '.join(sorted(IMAGE_EXT))}) under {d}; "
                                 f"put image files (optionally in class subfolders) there")
-            labels, classes = labelled(files, d, out["train"].classes if out else None)
-            if self.channels is None or self.image_size is None:
-                from PIL import Image
-                try:
-                    with Image.open(files[0]) as im:
-                        self._size_from(im)
-                except Exception:
-                    raise UserError(f"cannot read image {files[0]}; remove or fix the file") from None
-            out[split] = Files(files, labels, classes,
-                               partial(read_image, channels=self.channels, size=self.image_size), skip_bad)
+        train = found["train"]
+        self._choose(len(train), lambda i: (train[i], str(train[i])))
+        read, out = partial(read_image, channels=self.channels, size=self.image_size), {}
+        for split, d in split_folders(root).items():
+            labels, classes = labelled(found[split], d, out["train"].classes if out else None)
+            out[split] = Files(found[split], labels, classes, read, skip_bad)
         return out
 
     def _hf(self, path, from_disk: bool):
+        """The Image column of an HF dataset, each row decoded when its item is asked for (rows.Rows)."""
         splits = hf_splits(str(path), from_disk)
         import datasets
         feats = splits["train"].features
-        img_col = next((k for k, v in feats.items() if isinstance(v, datasets.Image)), None)
-        if img_col is None:
+        col = next((k for k, v in feats.items() if isinstance(v, datasets.Image)), None)
+        if col is None:
             raise UserError(f"HF dataset at {path} has no Image column (columns: {list(feats)})")
-        lab_col = next((k for k, v in feats.items() if isinstance(v, datasets.ClassLabel)),
-                       "label" if "label" in feats else None)
-        if self.channels is None or self.image_size is None:
-            self._size_from(splits["train"][0][img_col])
-
-        def to_tensors(ds):
-            x = torch.stack([resize_uint8(_pil_to_tensor(r[img_col], self.channels), self.image_size) for r in ds])
-            y = torch.tensor(ds[lab_col]) if lab_col else torch.full((len(x),), -1)
-            return TensorImages(x, y.long())
-
-        return {k: to_tensors(ds) for k, ds in splits.items()}
-
-    def _size_from(self, im):
-        """Unset channels / image_size come from the first training image (single-band modes -> 1)."""
-        self.channels = self.channels or (1 if im.mode in ("L", "1", "I", "I;16", "F") else 3)
-        self.image_size = self.image_size or min(im.size)
+        lab, skip_bad = label_column(feats), bool(self.data.get("skip_bad", False))
+        stored = datasets.Image(decode=False)  # the file each row stores, decoded by read_image
+        train = Rows(splits["train"], col, stored, str(path))  # the stored files, for the headers
+        self._choose(len(train), lambda i: (train.source(i), train.name(i)))
+        read = partial(read_image, channels=self.channels, size=self.image_size)
+        return {k: row_split(ds, col, stored, str(path), read, lab, skip_bad) for k, ds in splits.items()}
 
     def _fit_stats(self, ds):
-        n = min(len(ds), 2048)
-        idx = torch.linspace(0, len(ds) - 1, n).long().tolist()
-        x = torch.stack([ds[i]["x"] for i in idx]).float() / 255  # [n c h w]
-        self.mean = x.mean((0, 2, 3)).tolist()
-        self.std = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
+        """Per-channel mean and std of the training pixels, one image at a time (sources.channel_stats)."""
+        self.mean, self.std = channel_stats(ds)
 
     def state(self) -> dict:
         """What export saves so `embed(raw)` preprocesses exactly as training did."""
@@ -297,31 +245,3 @@ class ImageDomain:
 
     def reconstruction_loss(self, pred, target, masked):
         return masked_mse(pred, target, masked)
-
-
-def _pil_to_tensor(im, channels):
-    im = im.convert("L" if channels == 1 else "RGB")
-    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
-    return x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-
-
-class ResNet(nn.Module):
-    """torchvision ResNet-18 adapted for small images (3x3 stem, no max-pool, as in SimCLR's CIFAR
-    variant). Not a token model: masked objectives refuse it."""
-    supports_masking = False
-    domains = ("image",)  # a 2-D CNN over [c h w] images
-
-    def __init__(self, domain, depth: int = 18):
-        super().__init__()
-        net = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
-               50: torchvision.models.resnet50}[depth](weights=None)
-        net.conv1 = nn.Conv2d(domain.channels, 64, 3, 1, 1, bias=False)
-        net.maxpool = nn.Identity()
-        self.dim = net.fc.in_features
-        net.fc = nn.Identity()
-        self.net = net
-
-    def forward(self, x, keep=None, pad=None):
-        if keep is not None or pad is not None:
-            raise UserError("encoder=resnet18 has no tokens to mask or pad; use encoder=transformer")
-        return None, self.net(x)

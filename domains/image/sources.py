@@ -1,0 +1,185 @@
+"""Where images come from, as {split: dataset of {"x": uint8 [c s s], "y": class id or -1}}: the embedded digits,
+a folder of image files, or the Image column of an HF dataset (saved, or in the local cache). Nothing is decoded at
+load: a file or row is read when its item is asked for, the automatic size reads only the headers of a sample, and
+the normalisation statistics take one image at a time. Every file becomes the run's channels and size whatever its
+mode, EXIF orientation or format (`decode`)."""
+import statistics
+
+import numpy as np
+import torch
+
+from multissl.errors import UserError, reason
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SINGLE_BAND = {"1", "L", "LA", "La", "I", "F"}  # and every "I;16..." mode; LA: gray with alpha
+MAX_AUTO_SIZE = 224  # the standard ImageNet-sized input; see choose_size
+SURVEY = 64  # files whose headers choose the automatic size and channels
+STATS_SAMPLES = 2048  # images the normalisation statistics are taken from
+SKIP = "(or set data.skip_bad=true to skip unreadable samples)"
+
+
+class TensorImages(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y  # uint8 [n c h w], int64 [n] (-1 = unlabeled)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": int(self.y[i])}
+
+
+def digits_split():
+    """sklearn's 1797 8x8 digits as uint8 images; a fixed 80/20 split (seeded, not the run seed)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.from_numpy((d.images * (255 / 16)).round().astype(np.uint8))[:, None]  # [n 1 8 8]
+    y = torch.from_numpy(d.target).long()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_test = len(x) // 5
+    return {"train": TensorImages(x[perm[n_test:]], y[perm[n_test:]]),
+            "test": TensorImages(x[perm[:n_test]], y[perm[:n_test]])}
+
+
+# ---- reading one image --------------------------------------------------------------------------------------
+
+def read_image(path, channels: int, size: int, name: str | None = None) -> torch.Tensor:
+    """A file (a path, or a file-like such as an HF row's bytes; `name` names it in errors) -> uint8
+    [channels size size]: decoded (`decode`), its shorter side resized to `size` with antialiasing, centre-cropped."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            x = decode(im, channels, size)
+    except Exception as e:
+        raise UserError(f"cannot read image {name or path}: {e.__class__.__name__}: {reason(e, 100)}; remove or fix "
+                        f"the file {SKIP}") from None
+    return resize_uint8(x, size)
+
+
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Shorter side to `size`, then centre crop: every sample gets the same [c size size]."""
+    if x.shape[-2:] == (size, size):
+        return x
+    import torchvision.transforms.v2.functional as TF
+    x = TF.resize(x, size, antialias=True)
+    return TF.center_crop(x, [size, size])
+
+
+def decode(im, channels: int, size: int | None = None) -> torch.Tensor:
+    """An opened PIL image (its first frame, for animations) -> uint8 [channels h w], upright.
+
+    A JPEG at least twice `size` on both sides is decoded at 1/2, 1/4 or 1/8 scale (`Image.draft`, libjpeg's scaled
+    decoding), never below `size`, so a phone photo costs a fraction of its full decode; the resize to `size` follows
+    as for any file. The EXIF orientation is applied. Colour and bit depth:
+      - transparency (RGBA, LA, P or RGB with a transparent colour, ...) is composited over white, what a viewer shows
+        on a page: transparent pixels store arbitrary colours, and a fixed background gives them one meaning;
+      - 16-bit images ("I;16") scale their full range 0..65535 to 0..255; 32-bit integer and float images ("I",
+        "F") scale the range their values fit: [0, 1] floats, 0..255, 0..65535, else their own min..max;
+      - palette, CMYK, YCbCr and 1-bit images convert to RGB (or to luma, ITU-R 601, for one channel); a single band
+        becomes three equal channels when the run is RGB."""
+    from PIL import Image, ImageOps
+    if size:
+        im.draft(None, (size, size))  # JPEG only; other formats ignore it
+    ImageOps.exif_transpose(im, in_place=True)
+    mode = im.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        a = _to_8bit(np.asarray(im), mode)[None]  # [1 h w]
+    else:
+        if im.has_transparency_data:
+            rgba = im.convert("RGBA")
+            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        im = im.convert("L" if channels == 1 else "RGB")
+        a = np.asarray(im, dtype=np.uint8)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # [c h w]
+    x = torch.from_numpy(np.array(a, order="C"))  # a copy: PIL's arrays are read-only
+    return x.expand(channels, -1, -1).contiguous() if x.shape[0] != channels else x
+
+
+def _to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
+    """A high-depth single band [h w] -> uint8 0..255 (see decode for the ranges)."""
+    a = a.astype(np.float32)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        lo, top = 0.0, 65535.0
+    elif lo >= 0 and hi <= (1 if mode == "F" else 255):
+        lo, top = 0.0, 1.0 if mode == "F" else 255.0
+    elif lo >= 0 and hi <= 65535:
+        lo, top = 0.0, 65535.0
+    else:
+        top = hi if hi > lo else lo + 1
+    return np.clip(np.rint((a - lo) * (255 / (top - lo))), 0, 255).astype(np.uint8)
+
+
+# ---- the automatic size and channels ------------------------------------------------------------------------
+
+def spread(n: int, k: int) -> list[int]:
+    """Up to k indices evenly spread over range(n), first and last included."""
+    return torch.linspace(0, n - 1, min(n, k)).long().tolist() if n else []
+
+
+def survey(count: int, source, skip_bad: bool, k: int | None = None) -> list[tuple[str, int]]:
+    """(mode, shorter side) of up to k (default SURVEY) images evenly spread over `count`, from their headers: PIL's
+    Image.open reads the header and decodes nothing. `source(i)` -> (what Image.open reads, its name for errors). An
+    unreadable file is an error naming it, or with skip_bad left out."""
+    from PIL import Image
+    found, k = [], k or SURVEY
+    for i in spread(count, k):
+        src, name = source(i)
+        try:
+            with Image.open(src) as im:
+                found.append((im.mode, min(im.size)))
+        except Exception as e:
+            if not skip_bad:
+                raise UserError(f"cannot read image {name}: {e.__class__.__name__}: {reason(e, 100)}; remove or fix "
+                                f"the file {SKIP}") from None
+    if not found:
+        raise UserError(f"none of the {len(spread(count, k))} sampled images is readable (e.g. {source(0)[1]}); "
+                        f"fix the files or point data.path at readable images")
+    return found
+
+
+def is_single_band(mode: str) -> bool:
+    return mode in SINGLE_BAND or mode.startswith("I;16")
+
+
+def choose_size(found: list[tuple[str, int]], image_size: int | None, channels: int | None, total: int):
+    """(image_size, channels, one line saying how) for the unset ones, from `survey`'s sample.
+
+    Size: the median shorter side of the sample, capped at MAX_AUTO_SIZE. The median, so a few thumbnails, panoramas
+    or one odd file that sorts first do not set the size of a whole folder; the lower median, so an even sample
+    downsizes rather than enlarges. The cap, because compute and memory per sample grow with the
+    square of the side while SSL recipes train at 224 px and below (phone photos would otherwise give 3024 px inputs
+    and a 378 px patch), and the default encoder and `auto_patch` were tuned for up to 8 x 8 tokens (224 -> 28 px
+    patches). Channels: 1 only when every sampled image is single-band (one stray gray file among photos must not
+    make a folder gray), else 3."""
+    how = []
+    if image_size is None:
+        median = statistics.median_low(side for _, side in found)
+        image_size = min(median, MAX_AUTO_SIZE)
+        capped = f", capped at {MAX_AUTO_SIZE}" if median > MAX_AUTO_SIZE else ""
+        how.append(f"domain.image_size={image_size} (their median shorter side, {median} px{capped})")
+    if channels is None:
+        gray = all(is_single_band(mode) for mode, _ in found)
+        channels = 1 if gray else 3
+        how.append(f"domain.channels={channels} ({'all' if gray else 'not all'} single-band)")
+    line = (f"multissl: from the headers of {len(found)} of the {total} training images: {', '.join(how)}; set "
+            f"domain.image_size= and domain.channels= to choose")
+    return image_size, channels, line
+
+
+# ---- normalisation statistics -------------------------------------------------------------------------------
+
+def channel_stats(ds, k: int | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (unbiased, as torch.std) of the pixels in [0, 1] of up to k (default STATS_SAMPLES)
+    training images evenly spread over ds, taken one image at a time: float64 sums and sums of squares, so memory
+    holds one image whatever the number or size of the images."""
+    total = sq = None
+    n = 0
+    for i in spread(len(ds), k or STATS_SAMPLES):
+        x = ds[i]["x"].double().div_(255).flatten(1)  # [c h*w]
+        total = x.sum(1) if total is None else total + x.sum(1)
+        sq = x.square().sum(1) if sq is None else sq + x.square().sum(1)
+        n += x.shape[1]
+    mean = total / n
+    var = ((sq - n * mean.square()) / max(n - 1, 1)).clamp_min(0)
+    return mean.tolist(), var.sqrt().clamp_min(1e-3).tolist()

@@ -1,0 +1,150 @@
+"""Building a run from its config: the domain with its data loaded — the same on every process — then the encoder and
+the objective. Incompatible choices are refused from the classes' declarations before any data is loaded.
+
+What a domain derives from its data (a tokenizer, normalisation statistics, an automatic size or patch: its
+`state()`) is derived once, by the main process, and every other process builds its domain from that state: two
+trainings of a tokenizer on the same texts need not give the same ids, and on nodes without a shared filesystem
+every process would otherwise derive its own. Default data a domain generates (spoken words, a replay buffer) is
+generated once per machine, by its first process, into that machine's cache. Then every process checks that it
+loaded the data the main process loaded."""
+import contextlib
+import hashlib
+import io
+import json
+import os
+import sys
+
+import torch
+from accelerate.utils import broadcast_object_list, gather_object
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf, open_dict
+
+from multissl import dist, stop
+from multissl.cli import load_config
+from multissl.contracts import Domain, Encoder, Objective, check, fits, optional
+from multissl.errors import UserError
+
+
+def make(node, **kwargs):
+    """hydra's instantiate of a config the user composed (the command line, Python), with a UserError raised inside
+    the class (a bad option, an encoder that cannot read the data) passed on as it is instead of wrapped in Hydra's
+    InstantiationException and its traceback. Files written by others go through multissl.registry instead."""
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        raise
+
+
+def refuse_incompatible(cfg):
+    enc_cls, obj_cls, dom_cls = (get_class(cfg[g]._target_) for g in ("encoder", "objective", "domain"))
+    supported = optional(enc_cls, Encoder, "domains")
+    if supported is not None and dom_cls.name not in supported:
+        raise UserError(f"encoder={cfg.meta.encoder} works with domain={' or domain='.join(supported)}, not "
+                        f"domain={dom_cls.name}; use encoder=transformer")
+    if optional(obj_cls, Objective, "needs_token_encoder") and not optional(enc_cls, Encoder, "supports_masking"):
+        raise UserError(f"objective={cfg.meta.objective} masks tokens but encoder={cfg.meta.encoder} has none; "
+                        f"use encoder=transformer")
+    why = fits(dom_cls, obj_cls)
+    if why:
+        raise UserError(f"objective={cfg.meta.objective} cannot train on domain={cfg.meta.domain}: {why}")
+    if optional(dom_cls, Domain, "variable_length") and not optional(enc_cls, Encoder, "supports_padding"):
+        raise UserError(f"domain={cfg.meta.domain} has samples of different lengths but encoder={cfg.meta.encoder} "
+                        f"needs a fixed size; use encoder=transformer")
+
+
+def build_domain(cfg, state: dict | None = None):
+    """The domain with its data loaded, identical on every process (see the module's docstring). `state`: a resumed
+    run's saved domain state, which every process then uses instead of deriving one."""
+    refuse_incompatible(cfg)
+
+    def load(s):
+        domain = make(cfg.domain, data=OmegaConf.to_container(cfg.data), **({} if s is None else {"state": s}))
+        check(domain, Domain, "domain")
+        train = domain.dataset("train")
+        if train is None or len(train) == 0:
+            raise UserError("the training set is empty; check data.path (it needs at least one sample)")
+        return domain
+
+    if dist.world_size() == 1:
+        return load(state)
+    first_here = int(os.environ.get("LOCAL_RANK", 0)) == 0
+    release, wait = stop.main_first()  # the others wait, without the process group's timeout, while the main
+    domain = load(state) if dist.rank() == 0 else None  # process prepares the data (a tokenizer on a big corpus)
+    release() if domain is not None else wait()
+    box = [None if domain is None else domain.state()]
+    broadcast_object_list(box)
+    with contextlib.redirect_stderr(io.StringIO()):  # what the data says, the main process has said
+        if domain is None and first_here:  # another machine's first process: its default data into its cache
+            domain = load(box[0])
+        torch.distributed.barrier()
+        if domain is None:  # then the machine's other processes, from that cache
+            domain = load(box[0])
+    same_data(domain)
+    return domain
+
+
+def fingerprint(domain) -> dict:
+    """What every process must agree on: the domain's state (exactly), the split sizes, and a summary of three
+    un-augmented samples (their size and float64 sums, compared with a tolerance: machines may round differently)."""
+    train, test = domain.dataset("train"), domain.dataset("test")
+    picks = sorted({0, len(train) // 2, len(train) - 1})
+    sums = []
+    for i in picks:
+        x = domain.eval_input(train[i]["x"])
+        x = x[0] if isinstance(x, tuple) else x
+        x = torch.as_tensor(x).double()
+        sums.append([float(x.numel()), float(x.nan_to_num().sum()), float(x.nan_to_num().square().sum())])
+    state = json.dumps(domain.state(), sort_keys=True, default=str)
+    return {"state": hashlib.sha256(state.encode()).hexdigest(), "sizes": [len(train), len(test) if test else 0],
+            "samples": sums}
+
+
+def same_data(domain):
+    """Every process loaded what the main process loaded; else one line naming the first process that did not."""
+    prints = gather_object([fingerprint(domain)])
+    main = prints[0]
+    for r, p in enumerate(prints[1:], 1):
+        what = ("a different domain state (it derived its own instead of the main process's)" if p["state"] != main["state"]
+                else f"{p['sizes']} training/held-out samples against the main process's {main['sizes']}"
+                if p["sizes"] != main["sizes"] else
+                "other samples" if not torch.allclose(torch.tensor(p["samples"]), torch.tensor(main["samples"]),
+                                                      rtol=1e-4, atol=1e-6) else None)
+        if what:
+            raise UserError(f"process {r} loaded other data than process 0: {what}; every process must read the "
+                            f"same data.path — on several machines, the same files at the same path")
+
+
+def build_models(cfg, domain):
+    """Encoder and objective (heads, teacher, state) for a domain whose data is loaded."""
+    encoder = make(cfg.encoder, domain=domain)
+    check(encoder, Encoder, "encoder")
+    return encoder, make(cfg.objective, encoder=encoder, domain=domain)
+
+
+def domain_encoder(cfg, domain):
+    """cfg with the domain's `default_encoder` for its loaded data (e.g. nature_cnn for RL frames) when the command
+    chose no encoder (no encoder= and no encoder.* key) and the objective can use it; else cfg unchanged."""
+    name, args = optional(domain, Domain, "default_encoder"), list(cfg.meta.get("overrides", []))
+    keys = [a.lstrip("+~").split("=", 1)[0] for a in args]
+    if name is None or name == cfg.meta.encoder or any(k == "encoder" or k.startswith("encoder.") for k in keys):
+        return cfg
+    new = load_config([*args, f"encoder={name}"])
+    if (optional(get_class(cfg.objective._target_), Objective, "needs_token_encoder")
+            and not optional(get_class(new.encoder._target_), Encoder, "supports_masking")):
+        return cfg  # a masked objective keeps the token encoder
+    cfg = cfg.copy()
+    with open_dict(cfg):  # the encoder option and the engine defaults it sets (nature_cnn: optim.base_lr)
+        cfg.encoder, cfg.optim, cfg.meta.encoder = new.encoder, new.optim, name
+    if dist.rank() == 0:
+        print(f"multissl: encoder={name}, domain={cfg.meta.domain}'s choice for this data (name encoder= to choose "
+              f"another)", file=sys.stderr)
+    return cfg
+
+
+def build(cfg):
+    """Domain (data loaded), its splits, encoder, objective — all from the config registry."""
+    domain = build_domain(cfg)
+    return domain, domain.dataset("train"), domain.dataset("test"), *build_models(domain_encoder(cfg, domain), domain)
