@@ -46,7 +46,9 @@ class Domain(Protocol):
         """A raw batch as the user stores it -> model input (a variable-length domain returns (x, pad))."""
 
     def state(self) -> dict:
-        """JSON-able preprocessing state that export saves, so `embed(raw)` preprocesses as training did."""
+        """JSON-able state: everything the domain derives from its data (a tokenizer, statistics, an automatic size).
+        Export and checkpoints save it; the constructor takes it back as `state=` and then derives none of it again —
+        how every process but the main one, a resumed run and `load_encoder` build the domain."""
 
 
 @runtime_checkable
@@ -110,9 +112,6 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                           "the end), which reach the batch as they are"),
         "actions": (None, "(\"discrete\", n) or (\"continuous\", d): the data's actions, for objectives that condition "
                           "on them"),
-        "restore": (_no_op, "restore(state): what must not change under a run, from the `state()` saved in a resumed "
-                            "run's checkpoint, before the models are built (text: the tokenizer, whose ids decide the "
-                            "token embedding); default: nothing (the data's own statistics are recomputed)"),
         "headline": (("knn_acc", True, True), "(metric, higher is better, is a proportion of held-out samples): "
                                               "what the end-of-run line compares with the untrained encoder"),
     },

@@ -298,7 +298,12 @@ def execute(cfg) -> int:
     except Exception as e:
         if getattr(e, "shown_elsewhere", None):
             return e.shown_elsewhere
-        raise
+        if "timed out" not in str(e).lower():
+            raise
+        print(f"multissl: error: another process did not answer within trainer.timeout_s={cfg.trainer.timeout_s} s "
+              f"(it hangs, or its machine is gone; its own output says why); this run stops — relaunch to resume, "
+              f"and raise trainer.timeout_s if it was only slow", file=sys.stderr)
+        return 1
     finally:
         PartialState().destroy_process_group()
 

@@ -4,6 +4,7 @@ contracts carry sequences and objective state. Importable as `toys` (tests/conft
 path; subprocess workers do the same), so a config can name them: `_target_: toys.QueueContrast`."""
 import os
 import signal
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -160,7 +161,8 @@ class QueueContrast(nn.Module):
 
 class Faulty(QueueContrast):
     """QueueContrast with a fault on one process at one step: `fault="sigterm"` signals that process (a scheduler
-    preempting one node), `fault="error"` raises a UserError there (a bad sample on one process). rank=-1: none."""
+    preempting one node), `fault="error"` raises a UserError there (a bad sample on one process), `fault="hang"`
+    blocks it (a process stuck on a dead filesystem). rank=-1: none."""
 
     def __init__(self, encoder, domain, at: int = 1, rank: int = 1, fault: str = "sigterm", **kwargs):
         super().__init__(encoder, domain, **kwargs)
@@ -170,6 +172,8 @@ class Faulty(QueueContrast):
         if sched["step"] == self.at and rank() == self.on:
             if self.fault == "error":
                 raise UserError(f"a bad sample on process {self.on} at step {self.at}")
+            if self.fault == "hang":
+                threading.Event().wait()
             os.kill(os.getpid(), signal.SIGTERM)
         return super().forward(encoder, batch, sched)
 

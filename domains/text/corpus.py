@@ -1,7 +1,8 @@
 """Where text comes from, as {split: (texts, labels or None)}: the embedded chatterbot corpus; a .txt file (one
 sample per line); a folder of .txt files (one sample per file, class subfolders label them, train/ and test/
-honoured); a .csv / .parquet / .jsonl table (data.text_column, data.target); an HF dataset (a saved folder or
-hf:<name>) with a string column. Empty samples are skipped and counted; unreadable input is a one-line UserError."""
+honoured); a .csv / .tsv / .parquet / .jsonl table (data.text_column, data.target; a text table's delimiter sniffed
+as for tables: , ; tab |); an HF dataset (a saved folder or hf:<name>) with a string column. Empty samples are
+skipped and counted; unreadable input is a one-line UserError."""
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from multissl.errors import UserError, reason
 
 from ..files import hf_splits, locate, split_folders
 
-TABLES = (".csv", ".parquet", ".jsonl", ".json")
+TABLES = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
 
 
 def chatterbot() -> dict:
@@ -113,8 +114,10 @@ def table(path: Path, column: str, target: str | None) -> tuple[dict, int]:
     import pandas as pd
     utf8(path) if path.suffix.lower() != ".parquet" else None  # a clear error for non-UTF-8 text files
     try:
-        if path.suffix.lower() == ".csv":
-            df = pd.read_csv(path, low_memory=False)
+        if path.suffix.lower() in (".csv", ".tsv"):  # the delimiter sniffed as for tables (; tab | too)
+            from ..tabular.table import text_format
+            sep, _, skip = text_format(path)
+            df = pd.read_csv(path, low_memory=False, sep=sep, skiprows=skip)
         elif path.suffix.lower() == ".parquet":
             df = pd.read_parquet(path)
         else:

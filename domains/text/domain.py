@@ -139,15 +139,12 @@ class TextDomain:
         return {"tokenizer": self.vocab.json, "classes": self.classes, "max_length": self.max_length}
 
     def load_state(self, s: dict):
-        """A saved tokenizer replaces the one built here; loaded data is re-encoded with it. Also `restore`: a resumed
-        run keeps its checkpoint's tokenizer, so its ids never change."""
+        """A saved tokenizer replaces the one built here; loaded data is re-encoded with it."""
         changed = self.vocab is None or self.vocab.json != s["tokenizer"]
         self.vocab, self.classes, self.max_length = Vocab(s["tokenizer"]), s["classes"], s["max_length"]
         if changed and self._splits is not None:
             for split, ds in self._encode(self._raw).items():
                 vars(self._splits[split]).update(vars(ds))  # in place: the engine holds these datasets
-
-    restore = load_state
 
     # ---- views ------------------------------------------------------------------------------------------
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> list[torch.Tensor]:

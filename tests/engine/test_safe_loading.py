@@ -180,3 +180,16 @@ def test_hf_names_load_from_the_local_cache_only(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(UserError, match=r"reads only the local cache: fill it once"):
         hf_splits("someone/not-cached", from_disk=False)
+
+
+def test_relaunching_into_a_run_folder_with_planted_targets_builds_nothing_from_it(tiny, tmp_path):
+    """Resume reads a run folder's checkpoint (weights only) and its config.yaml's choices as data: the classes come
+    from the command line, never from the folder."""
+    marker, found = payloads(tmp_path)
+    folder = tiny.root / "run"
+    folder.mkdir()
+    planted = {"meta": {"domain": "image", "objective": "simclr"}, "domain": found["subprocess.run"],
+               "objective": found["os.system"], "encoder": found["builtins.exec"]}
+    (folder / "config.yaml").write_text(yaml.safe_dump(planted))
+    tiny.run("trainer.max_steps=1")
+    assert not marker.exists()

@@ -1,6 +1,6 @@
 """Processes stop together and hold one state (multissl.stop, multissl.build): a SIGTERM to one process of two stops
 both at the same step with a checkpoint, and the relaunch resumes exactly; a UserError on one process ends both at
-once with its message shown once; two "nodes" on one machine, each with its own empty cache and no shared run folder,
+once with its message shown once; a hung process ends the run after trainer.timeout_s; two "nodes" on one machine, each with its own empty cache and no shared run folder,
 train on the main process's tokenizer, match one process and resume from the main node's checkpoint.
 The processes run tests/engine/fault_worker.py (tests/toys.py's Faulty objective: a fault on one process)."""
 import json
@@ -84,6 +84,14 @@ def test_a_user_error_on_one_process_ends_both_at_once_with_its_message_shown_on
     assert all(seconds < 60 for _, _, seconds in out)
     assert message in out[1][1] and message not in out[0][1]
     assert "Traceback" not in out[0][1] + out[1][1]
+
+
+def test_a_hung_process_ends_the_run_after_trainer_timeout_s(tmp_path):
+    out = launch([tmp_path] * 2, "run", "hang", "1", "trainer.timeout_s=5", cache=lambda r: tmp_path / "cache",
+                 timeout=120)
+    assert [s for s, _, _ in out] == [1, 1] and all(seconds < 60 for _, _, seconds in out), out[0][1][-2000:]
+    assert "another process did not answer within trainer.timeout_s=5 s" in out[0][1]
+    assert "Traceback" not in out[0][1] + out[1][1] and "multissl: error" not in out[1][1]
 
 
 def test_two_nodes_with_their_own_caches_and_no_shared_folder_match_one_process_and_resume(tmp_path):

@@ -56,11 +56,13 @@ def test_a_folder_gives_one_sample_per_file_with_class_subfolders_and_its_own_sp
     assert "skipped 1 empty files" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".csv", ".csv;", ".tsv", ".parquet", ".jsonl"])
 def test_tables_read_the_text_column_and_the_target(tmp_path, suffix, capsys):
+    """A semicolon-separated .csv (a European spreadsheet's export) and a .tsv read their columns as a comma .csv."""
     df = pd.DataFrame({"body": WORDS + [None, ""], "topic": ["a", "b"] * 5, "n": range(10)})
-    f = tmp_path / f"t{suffix}"
-    {".csv": lambda: df.to_csv(f, index=False), ".parquet": lambda: df.to_parquet(f),
+    f = tmp_path / f"t{suffix.rstrip(';')}"
+    {".csv": lambda: df.to_csv(f, index=False), ".csv;": lambda: df.to_csv(f, index=False, sep=";"),
+     ".tsv": lambda: df.to_csv(f, index=False, sep="\t"), ".parquet": lambda: df.to_parquet(f),
      ".jsonl": lambda: df.to_json(f, orient="records", lines=True)}[suffix]()
     d = domain(tmp_path, f, text_column="body", target="topic")
     tr, te = d.dataset("train"), d.dataset("test")
