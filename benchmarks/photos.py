@@ -4,7 +4,7 @@ data.path=<folder> trainer.max_steps=<steps>` in a subprocess. Prints the run's 
 process of its tree: resource.getrusage(RUSAGE_CHILDREN).ru_maxrss), the peak summed over the tree (sampled; loader
 workers share pages with their parent, so this overcounts), and its wall time.
 
-    python benchmarks/photos.py                      # 200 photos, 3 steps
+    python benchmarks/photos.py                      # 300 photos (more than the default batch of 256), 3 steps
     python benchmarks/photos.py --n 50 --steps 2 -- data.num_workers=0 trainer.baseline=false
 """
 import argparse
@@ -92,7 +92,7 @@ def run(cmd: list[str], cwd: str) -> tuple[int, float, int | None, str]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=200, help="photos in the folder")
+    ap.add_argument("--n", type=int, default=300, help="photos in the folder (more than the batch: the defaults)")
     ap.add_argument("--steps", type=int, default=3, help="trainer.max_steps")
     ap.add_argument("overrides", nargs="*", help="training overrides (after --)")
     args = ap.parse_args(argv)

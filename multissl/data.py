@@ -151,12 +151,42 @@ def chunk_size(drawn: dict) -> int:
 
 @torch.no_grad()
 def apply_views(domain, drawn: dict) -> list[torch.Tensor]:
-    """The domain's batched `apply` of a batch of draws [b ...] -> its views (n_views x [b ...])."""
+    """The domain's batched `apply` of a batch of draws [b ...] -> its views (n_views x [b ...]). On a CPU, in chunks
+    written into one tensor per view shape, so views of one shape are consecutive slices of one storage and
+    `join` hands the encoder their batch without a copy."""
     b, k = len(next(iter(drawn.values()))), chunk_size(drawn)
     if k >= b:
         return list(domain.apply(drawn))
-    parts = [domain.apply({n: v[i:i + k] for n, v in drawn.items()}) for i in range(0, b, k)]
-    return [torch.cat(views) for views in zip(*parts)]
+    views = None
+    for i in range(0, b, k):
+        part = domain.apply({n: v[i:i + k] for n, v in drawn.items()})
+        if views is None:  # [v b ...] per shape, views in their order
+            shapes = list(dict.fromkeys(tuple(v.shape[1:]) for v in part))
+            count = {s: sum(tuple(v.shape[1:]) == s for v in part) for s in shapes}
+            store = {s: part[0].new_empty((count[s], b, *s), dtype=next(v for v in part if v.shape[1:] == s).dtype)
+                     for s in shapes}
+            slot, seen = [], {s: 0 for s in shapes}
+            for v in part:
+                s = tuple(v.shape[1:])
+                slot.append(store[s][seen[s]])
+                seen[s] += 1
+            views = slot
+        for out, v in zip(views, part):
+            out[i:i + len(v)] = v
+    return views
+
+
+def join(views: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat of tensors of one shape [b ...] along dim 0 — without a copy when they already are consecutive slices
+    of one contiguous storage (apply_views' views)."""
+    first = views[0]
+    step = first.numel()
+    chained = all(v.is_contiguous() and v.shape == first.shape and v.dtype == first.dtype and v.device == first.device
+                  and v.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+                  and v.storage_offset() == first.storage_offset() + i * step for i, v in enumerate(views))
+    if len(views) == 1 or not chained:
+        return torch.cat(views)
+    return first.as_strided((len(views) * first.shape[0], *first.shape[1:]), first.stride(), first.storage_offset())
 
 
 def make_views(domain, batch: dict) -> dict:
@@ -283,8 +313,23 @@ class EvalCollate:
         return x, pad, torch.tensor([y for _, y in items], dtype=torch.long)
 
 
-def eval_loader(base, domain, batch_size=512, workers=0):
-    return DataLoader(EvalInputs(base, domain), batch_size=batch_size, collate_fn=EvalCollate(domain),
+# Evaluation batches hold at most about this many bytes of model input (float32): 512 digits, about 100 images of
+# 224 px. A batch of 512 large samples costs gigabytes once preprocessed, for no gain in speed on a CPU.
+EVAL_BATCH_BYTES = 64 << 20
+
+
+def eval_batch_size(ds: Dataset, most: int = 512) -> int:
+    """Samples per evaluation batch: `most`, fewer when one sample's model input is large (EVAL_BATCH_BYTES)."""
+    if len(ds) == 0:
+        return most
+    x = ds[0][0]
+    size = sum(t.numel() for t in (x if isinstance(x, (list, tuple)) else [x]) if torch.is_tensor(t)) * 4
+    return max(1, min(most, EVAL_BATCH_BYTES // max(size, 1)))
+
+
+def eval_loader(base, domain, batch_size=None, workers=0):
+    inputs = EvalInputs(base, domain)
+    return DataLoader(inputs, batch_size=batch_size or eval_batch_size(inputs), collate_fn=EvalCollate(domain),
                       **(loader_options(workers) | {"persistent_workers": False}))
 
 

@@ -3,6 +3,7 @@ same embedder -> flattened -> MLP (MLPEncoder, for a fixed number of tokens, e.g
 import torch
 from torch import nn
 
+from multissl.data import join
 from multissl.errors import UserError
 from multissl.heads import mlp
 
@@ -117,7 +118,7 @@ def encode_views(encoder, views: list, pads: list | None = None) -> list[torch.T
         j = i
         while j + 1 < len(views) and views[j + 1].shape == views[i].shape:
             j += 1
-        x = torch.cat(views[i:j + 1])
+        x = join(views[i:j + 1])  # views of one batch's apply need no copy
         pooled = encoder(x)[1] if pads is None else encoder(x, pad=torch.cat(pads[i:j + 1]))[1]
         out += list(pooled.chunk(j + 1 - i))
         i = j + 1

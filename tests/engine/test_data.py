@@ -139,3 +139,33 @@ def test_local_views_are_asked_of_domains_that_offer_them(digits, capsys):
     views = item_views(asked, Views(asked.dataset("train"), asked, 0, 2, n_local=3)[0])
     assert [tuple(v.shape) for v in views] == [(1, 8, 8)] * 2 + [(1, 4, 4)] * 3
     assert len(item_views(digits, Views(digits.dataset("train"), digits, 0, 2)[0])) == 2
+
+
+def test_chunked_views_reach_the_encoder_without_a_copy():
+    """On a CPU, apply runs in chunks written into one tensor per view shape, so the encoder's batch of both global
+    views is those views' own storage (no second copy of the step's largest tensor), equal to torch.cat of them."""
+    from multissl.data import CPU_CHUNK_BYTES, apply_views, join
+
+    class Doubling:  # views 0, 1: [b 3 16 16] (x, 2x); view 2: [b 3 8 8]
+        def apply(self, d):
+            x = d["x"].float()
+            return [x, 2 * x, x[..., :8, :8]]
+    b = 3 * CPU_CHUNK_BYTES // (3 * 16 * 16) + 5  # several chunks
+    drawn = {"x": torch.arange(b * 3 * 16 * 16, dtype=torch.int32).view(b, 3, 16, 16) % 251}
+    views = apply_views(Doubling(), drawn)
+    want = Doubling().apply(drawn)
+    for v, w in zip(views, want, strict=True):
+        assert torch.equal(v, w)
+    joined = join(views[:2])
+    assert torch.equal(joined, torch.cat(want[:2])) and joined.data_ptr() == views[0].data_ptr()
+    assert torch.equal(join([want[0], want[1]]), torch.cat(want[:2]))  # separate tensors: concatenated
+
+
+def test_evaluation_batches_hold_a_bounded_number_of_bytes():
+    from multissl.data import EVAL_BATCH_BYTES, eval_batch_size
+
+    def items(shape):
+        return [(torch.zeros(shape, dtype=torch.uint8), -1)] * 3
+    assert eval_batch_size(items((1, 8, 8))) == 512  # digits: the usual batch
+    big = eval_batch_size(items((3, 224, 224)))
+    assert big == EVAL_BATCH_BYTES // (3 * 224 * 224 * 4) and 64 <= big < 512
