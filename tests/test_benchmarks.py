@@ -117,3 +117,13 @@ def test_buffer_suite_holds_out_whole_episodes_and_pairs_each_arm(tmp_path, caps
     assert len(tr["obs"]) + len(te["obs"]) == 400 and len(te["obs"]) > 0
     assert not set(tr["episode"]) & set(te["episode"])  # whole episodes held out
     assert tr["obs"].shape[1:] == (2, 48, 72, 3) and "state" in te
+
+
+@pytest.mark.slow
+def test_photos_benchmark_trains_on_phone_sized_jpegs_and_prints_peak_memory(tmp_path, monkeypatch, capsys):
+    import photos
+    monkeypatch.setenv("MULTISSL_CACHE", str(tmp_path / "cache"))
+    assert photos.main(["--n", "3", "--steps", "1", "--", *TINY_RUN[:3], "trainer.baseline=false"]) == 0
+    out = capsys.readouterr().out
+    assert "domain.image_size=224 (their median shorter side, 3000 px, capped at 224)" in out
+    assert "| 3 x 4000 x 3000 JPEG | 1 |" in out and "GiB" in out
