@@ -15,7 +15,7 @@ from torch import nn
 
 from multissl import registry
 from multissl.data import to_device
-from multissl.errors import UserError, disk_error, reason
+from multissl.errors import UserError, disk_error, needs_extras, reason
 
 FORMAT = "multissl-encoder/1"
 
@@ -41,7 +41,8 @@ class ExportedEncoder(nn.Module):
         moved to the encoder's device."""
         was = self.training
         self.eval()
-        x = self.domain.preprocess(raw)
+        with needs_extras(f"embedding with domain {self.domain.name}"):
+            x = self.domain.preprocess(raw)
         x, pad = x if isinstance(x, tuple) else (x, None)
         x, pad = to_device((x, pad), next(self.encoder.parameters()).device)
         out = (self.encoder(x) if pad is None else self.encoder(x, pad=pad))[1]
@@ -106,8 +107,9 @@ def load_encoder(path) -> ExportedEncoder:
             raise UserError(f"{source} has no {key} to build (a mapping with _target_); export it again")
     if not isinstance(meta.get("preprocess"), (dict, type(None))):
         raise UserError(f"{source}: preprocess must be a mapping; export it again")
-    domain = registry.build(meta["domain"], source, state=meta["preprocess"])
-    encoder = registry.build(meta["encoder"], source, domain=domain)
+    with needs_extras(f"the encoder in {p} (domain {meta['domain']['_target_']})"):
+        domain = registry.build(meta["domain"], source, state=meta["preprocess"])
+        encoder = registry.build(meta["encoder"], source, domain=domain)
     try:
         encoder.load_state_dict(load_file(str(p / "model.safetensors")))
     except Exception as e:

@@ -22,7 +22,7 @@ from multissl.build import build, build_domain, build_models, domain_encoder, ma
 from multissl.cli import load_config
 from multissl.contracts import Domain, Objective, optional
 from multissl.data import make_views, objective_loader, steps, to_device
-from multissl.errors import UserError, disk_error
+from multissl.errors import UserError, disk_error, needs_extras
 from multissl.export import save_encoder
 from multissl.optim import apply_schedule, build_optimizer
 from multissl.precision import Precision
@@ -149,7 +149,8 @@ def run(cfg) -> Path:
     AcceleratorState._reset_state()  # run() may be called again in one process (tests, notebooks, workers)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[
         InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.trainer.timeout_s))])
-    with Together():
+    with Together(), needs_extras(f"domain={cfg.meta.domain} (with encoder={cfg.meta.encoder}, "
+                                  f"objective={cfg.meta.objective})"):
         return train(cfg, accelerator)
 
 

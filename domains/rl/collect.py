@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multissl.errors import UserError, reason
+from multissl.errors import needs_extras, reason, UserError
 
 STATE_NAMES = {"CartPole": ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"],
                "MountainCar": ["position", "velocity"], "Acrobot": ["cos_theta1", "sin_theta1", "cos_theta2",
@@ -284,7 +284,8 @@ def main(argv=None):
         kw = parse(argv)
         if "out" not in kw:
             raise UserError("out=<file.npz> is required: where to write the buffer")
-        buf = collect(**kw)
+        with needs_extras("multissl.collect"):
+            buf = collect(**kw)
     except UserError as e:
         print(f"multissl: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -15,7 +15,7 @@ import torch
 from multissl.errors import UserError, require
 from multissl.export import load_encoder
 
-require("stable_baselines3", "multissl.sb3", "stable-baselines3")  # missing: one line saying how to install it
+require("stable_baselines3", "multissl.sb3")  # missing: one line saying how to install it
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
 
 

@@ -19,7 +19,7 @@ class BertEncoder(nn.Module):
     def __init__(self, domain, dim: int = 64, depth: int = 3, heads: int = 4, mlp_ratio: float = 2.0,
                  pool: str = "cls", dropout: float = 0.1, pretrained: str | None = None):
         super().__init__()
-        transformers = require("transformers", "encoder=bert", 'transformers (or pip install -e ".[text]")')
+        transformers = require("transformers", "encoder=bert")
         if pool not in ("cls", "mean"):
             raise UserError(f"encoder.pool must be cls or mean, got {pool!r}")
         self.pool, vocab = pool, domain.vocab
@@ -63,7 +63,7 @@ class BertEncoder(nn.Module):
     def save_pretrained(self, folder, domain):
         """The model and its tokenizer in transformers' format: AutoModel / AutoTokenizer.from_pretrained(folder)
         give the encoder's tokens (last_hidden_state[:, 0] is its CLS representation)."""
-        transformers = require("transformers", "save_pretrained", 'transformers (or pip install -e ".[text]")')
+        transformers = require("transformers", "save_pretrained")
         from tokenizers import Tokenizer, processors
         tok = Tokenizer.from_str(domain.vocab.json)
         cls = tok.id_to_token(self.cls_id)

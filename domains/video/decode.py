@@ -12,8 +12,8 @@ import torch
 from multissl.errors import UserError, reason
 
 BACKENDS = ("auto", "pyav", "torchcodec")
-NO_FFMPEG = "install FFmpeg's shared libraries (4 to 8), or use PyAV, which bundles them: pip install -e \".[video]\""
-NO_DECODER = ("reading video files needs PyAV, which is not installed; install it with: pip install -e \".[video]\" "
+NO_FFMPEG = "install FFmpeg's shared libraries (4 to 8), or use PyAV, which bundles them: pip install 'multissl[video]'"
+NO_DECODER = ("reading video files needs PyAV, which is not installed; install it with: pip install 'multissl[video]' "
               "(or install torchcodec with the system's FFmpeg libraries)")
 
 
@@ -70,7 +70,7 @@ def backend(name: str = "auto") -> PyAV | TorchCodec:
         if name == "auto":
             raise UserError(NO_DECODER) from None
         raise UserError("domain.decoder=torchcodec but torchcodec is not installed; pip install torchcodec (it needs "
-                        "the system's FFmpeg libraries), or use PyAV: pip install -e \".[video]\"") from None
+                        "the system's FFmpeg libraries), or use PyAV: pip install 'multissl[video]'") from None
     except Exception as e:  # an older torchcodec fails at import when it finds no FFmpeg
         raise UserError(f"torchcodec cannot load FFmpeg ({reason(e).splitlines()[0]}); {NO_FFMPEG}") from None
     if getattr(tc, "ffmpeg_major_version", 0) is None:  # a newer one imports, and its video decoders fail later

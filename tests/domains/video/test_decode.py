@@ -71,7 +71,7 @@ def test_auto_without_pyav_takes_torchcodec_and_without_either_names_the_extra(m
     assert decode.backend("auto").name == "torchcodec"
     with pytest.raises(UserError, match="needs PyAV") as e:
         decode.backend("pyav")
-    assert 'pip install -e ".[video]"' in one_line(e)
+    assert "pip install 'multissl[video]'" in one_line(e)
     monkeypatch.setitem(sys.modules, "torchcodec", None)
     with pytest.raises(UserError, match="needs PyAV") as e:
         decode.backend("auto")
@@ -84,7 +84,7 @@ def test_torchcodec_that_cannot_load_ffmpeg_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchcodec", fake_torchcodec(None))
     with pytest.raises(UserError, match="torchcodec cannot load FFmpeg") as e:
         decode.backend("torchcodec")
-    assert 'pip install -e ".[video]"' in one_line(e)
+    assert "pip install 'multissl[video]'" in one_line(e)
 
     def broken(name):  # what an older torchcodec raises at import when no FFmpeg library is found
         raise RuntimeError("Could not load libtorchcodec. Likely causes:\n  1. FFmpeg is not properly installed")

@@ -195,7 +195,7 @@ def test_missing_decoder_names_the_extra_and_gifs_still_load(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "torchcodec", None)
     with pytest.raises(UserError) as e:
         load({"path": str(tmp_path / "v"), "skip_bad": True}, None, 8)
-    assert 'pip install -e ".[video]"' in one_line(e) and "PyAV" in str(e.value)
+    assert "pip install 'multissl[video]'" in one_line(e) and "PyAV" in str(e.value)
     assert str(tmp_path / "v" / "a.mp4") in str(e.value)
     assert load({"path": str(tmp_path / "g")}, None, 1)["train"].frames(0) == 1
 
