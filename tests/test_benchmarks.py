@@ -123,7 +123,12 @@ def test_buffer_suite_holds_out_whole_episodes_and_pairs_each_arm(tmp_path, caps
 def test_photos_benchmark_trains_on_phone_sized_jpegs_and_prints_peak_memory(tmp_path, monkeypatch, capsys):
     import photos
     monkeypatch.setenv("MULTISSL_CACHE", str(tmp_path / "cache"))
-    assert photos.main(["--n", "3", "--steps", "1", "--", *TINY_RUN[:3], "trainer.baseline=false"]) == 0
+    out_file = tmp_path / "photos.md"
+    assert photos.main(["--n", "3", "--steps", "1", "--out", str(out_file), "--", *TINY_RUN[:3],
+                        "trainer.baseline=false"]) == 0
     out = capsys.readouterr().out
     assert "domain.image_size=224 (their median shorter side, 3000 px, capped at 224)" in out
     assert "| 3 x 4000 x 3000 JPEG | 1 |" in out and "GiB" in out
+    written = out_file.read_text()  # a results file: the command that measured it first, then the table
+    assert written.startswith("> **command** `python benchmarks/photos.py --n 3") and "| 3 x 4000 x 3000 JPEG | 1 |" \
+        in written
