@@ -57,6 +57,9 @@ def compose_raw(overrides: list[str]):
 
 
 def load_config(argv: list[str]):
+    """The run's config from command-line style overrides (`["domain=audio", "objective=byol"]`): the registry's
+    defaults composed with them, every key and choice checked (an unknown one is one line naming the
+    valid ones, exit status 2), and `meta` holding the chosen options and the overrides (for the resume command)."""
     if any(a in ("-h", "--help") for a in argv):
         print(usage())
         sys.exit(0)

@@ -14,7 +14,7 @@ from multissl.errors import UserError
 
 @runtime_checkable
 class Domain(Protocol):
-    """Everything about one kind of data, nothing about objectives (README: Adding a domain)."""
+    """Everything about one kind of data, nothing about objectives (docs: Extending)."""
     name: str
     num_tokens: int  # tokens per sample: the count, or the maximum for a variable-length domain
     target_dim: int  # width of one token's masked-modeling target
@@ -66,7 +66,7 @@ class Objective(Protocol):
 
     def __call__(self, encoder, batch: dict, sched: dict) -> tuple[torch.Tensor, dict]:
         """-> (loss, logs): logs["rep"] is the detached pooled representation of view 0 [b d] (the online
-        probe reads it); every other scalar in logs reaches metrics.jsonl as "<objective>/<key>"."""
+        probe reads it); every other scalar in logs reaches metrics.jsonl as `<objective>/<key>`."""
 
 
 def _stack(inputs: list) -> tuple[torch.Tensor, None]:
@@ -167,7 +167,7 @@ def check(obj, contract: type, what: str):
     lacking = [n for n in members(contract) if n not in dir(type(obj)) and n not in vars(obj)]
     if lacking:
         raise UserError(f"{what} {type(obj).__name__} lacks {', '.join(lacking)} of the {contract.__name__} "
-                        f"contract (multissl/contracts.py; README: Adding an objective or a domain)")
+                        f"contract (multissl/contracts.py; docs/extending.md)")
 
 
 def fits(domain_cls, objective_cls) -> str | None:

@@ -1,4 +1,4 @@
-"""The replay-buffer format of the rl domain (README: RL) and the embedded default buffer.
+"""The replay-buffer format of the rl domain (docs/domains/rl.md) and the embedded default buffer.
 
 A buffer is one .npz file with one entry per step in each array: obs, action, reward, terminated, truncated
 (the step ended its episode: a terminal state or a time limit), optionally episode ids, the true `state` [N S]
@@ -25,7 +25,7 @@ from ..cache import default_cache_dir
 REQUIRED = ("obs", "action", "reward", "terminated", "truncated")
 LAYOUTS = ("vector", "hw", "hwc", "chw", "khwc")
 NDIM = {"vector": 1, "hw": 2, "hwc": 3, "chw": 3, "khwc": 4}
-FORMAT_HELP = "the format needs obs, action, reward, terminated, truncated (README: RL)"
+FORMAT_HELP = "the format needs obs, action, reward, terminated, truncated (docs/domains/rl.md)"
 DEFAULT_BUFFER = {"env": "CartPole-v1", "steps": 10000, "seed": 0, "size": [48, 72], "grayscale": True,
                   "frame_stack": 3, "frame_skip": 1}  # multissl.collect settings, as in configs/domain/rl.yaml
 NUMBERS = "biuf"  # numpy dtype kinds that are numbers: bool, integers, floats (no complex, dates or strings)
@@ -47,7 +47,7 @@ def detect_layout(shape: tuple) -> str:
     if len(shape) == 4 and shape[-1] <= 4 and shape[0] <= 16 < min(shape[1], shape[2]):
         return "khwc"
     raise UserError(f"cannot tell the layout of observations shaped {list(shape)}; set domain.layout= to one of "
-                    f"{', '.join(LAYOUTS)} (README: RL)")
+                    f"{', '.join(LAYOUTS)} (docs/domains/rl.md)")
 
 
 def episode_bounds(terminated: np.ndarray, truncated: np.ndarray, episode: np.ndarray | None):

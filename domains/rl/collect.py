@@ -1,5 +1,5 @@
 """`python -m multissl.collect env=CartPole-v1 steps=20000 out=buffer.npz` — run a gymnasium env with a random
-(or given) policy and write a replay buffer in multissl's format (README: RL).
+(or given) policy and write a replay buffer in multissl's format (docs/domains/rl.md).
 
     python -m multissl.collect env=CartPole-v1 steps=20000 out=cartpole.npz            # pixels + true state
     python -m multissl.collect env=ALE/Pong-v5 steps=5000 out=pong.npz                  # 4 x 84 x 84 grayscale

@@ -106,7 +106,7 @@ class RLDomain:
             kind, where = locate(path, "a replay buffer (.npz)", folders=False, files=True)
             if kind != "file":
                 raise UserError(f"data.path {path} is a folder or an HF dataset; the rl domain reads one replay "
-                                f"buffer file (.npz, README: RL)")
+                                f"buffer file (.npz, docs/domains/rl.md)")
             buf = read_buffer(where)
         else:
             buf = default_buffer(self.default, self.cache_dir)
@@ -173,7 +173,7 @@ class RLDomain:
     # ---- model input -----------------------------------------------------------------------------------------
     @property
     def default_encoder(self) -> str | None:
-        """Frames read best through the DQN convolutions (README: RL); vectors through the configured default."""
+        """Frames read best through the DQN convolutions (docs/domains/rl.md); vectors through the configured default."""
         return None if self.is_vector else "nature_cnn"
 
     @property

@@ -266,7 +266,7 @@ def test_evaluate_reads_another_buffer_of_the_same_observations(tiny, tmp_path, 
 
 
 def test_frames_default_to_nature_cnn_unless_the_command_chooses(tmp_path, capsys):
-    """The plain `domain=rl objective=byol` on frames gets the encoder the README recommends; any encoder choice
+    """The plain `domain=rl objective=byol` on frames gets the encoder the docs recommend; any encoder choice
     (encoder=, an encoder.* key) and masked objectives keep theirs."""
     from multissl.cli import load_config
     from multissl.train import build_domain, domain_encoder
