@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from paired import arm_list, suite_parser, suite_report, suite_runs, train
+from paired import arm_list, suite_name, suite_parser, suite_report, suite_runs, train
+from results import command_line, write
 
 BUFFERS = {
     "cartpole-stack": dict(env="CartPole-v1", steps=10000, size=[48, 72], grayscale=True, frame_stack=3),
@@ -135,9 +136,14 @@ def main(argv=None) -> dict:
     results, pixels = run_suite(args)
     buffers, seeds = args.buffers.split(","), [int(s) for s in args.seeds.split(",")]
     keys = {f"R² {f:.0%} steps": f for f in FRACTIONS}
-    print("\n".join(suite_report(results, buffers, arm_list(args.arms), seeds, keys, "R² 10% steps", "B")))
-    print("\nrandom pixel projection (reference): " + "; ".join(
-        f"{b} " + ", ".join(f"{f:.0%} {pixels[b][f]:.3f}" for f in FRACTIONS) for b in buffers))
+    lines = suite_report(results, buffers, arm_list(args.arms), seeds, keys, "R² 10% steps", "B")
+    lines += ["", "random pixel projection (reference): " + "; ".join(
+        f"{b} " + ", ".join(f"{f:.0%} {pixels[b][f]:.3f}" for f in FRACTIONS) for b in buffers)]
+    print("\n".join(lines))
+    write(Path(args.results) / f"{suite_name('buffers', buffers, list(BUFFERS))}.md", "\n".join(lines),
+          command_line(__file__, argv), note=f"Each buffer's fixed held-out steps; the state probe's R² of every arm "
+          f"against the same seed's untrained encoder (paired); seeds {args.seeds}, {args.steps} steps; the claims "
+          f"B1, B2 of this benchmark's docstring.")
     return results
 
 

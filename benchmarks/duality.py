@@ -17,8 +17,13 @@ before any run:
       over the evaluations is above 0.9 for simclr and for vicreg (seed 0).
 """
 import math
+from pathlib import Path
 
 from paired import along, figures, final, heldout, mean_sd, parser, run_all, table
+from results import command_line, write
+
+NOTE = ("Each arm's held-out metric and its gain over the same seed's untrained encoder (mean ± sd over seeds, "
+        "wins), the diagnostics at the end, and the claims C1-C4 of this benchmark's docstring, fixed before any run.")
 
 DIMS = (16, 64, 256, 1024)
 ARMS = {o: (f"objective={o}",) for o in ("vicreg", "vicreg_exp", "vicreg_ctr", "simclr", "simclr_tuned")}
@@ -63,13 +68,15 @@ def main(argv=None) -> dict:
     results = run_all(args, ARMS, "runs/duality")
     seeds = [int(s) for s in args.seeds.split(",")]
     for domain in args.domains.split(","):
-        print(f"\n## {domain}\n")
-        print("\n".join(table(results, domain, KEYS)))
+        lines = [*table(results, domain, KEYS)]
         for a in ("simclr", "vicreg"):
             if (domain, a, seeds[0]) in results:
-                print(f"\n{a}, seed {seeds[0]}, along training:\n")
-                print("\n".join(along(results, domain, a, seeds[0], ["duality/l_c", "duality/l_nc", "erank_proj"])))
-        print("\n" + "\n".join(claims(results, domain, seeds)))
+                lines += ["", f"{a}, seed {seeds[0]}, along training:", "",
+                          *along(results, domain, a, seeds[0], ["duality/l_c", "duality/l_nc", "erank_proj"])]
+        lines += ["", *claims(results, domain, seeds)]
+        print(f"\n## {domain}\n\n" + "\n".join(lines))
+        write(Path(args.results) / f"duality-{domain}.md", "\n".join(lines), command_line(__file__, argv),
+              note=f"{NOTE} Domain: {domain}; seeds {args.seeds}; {args.steps} steps.")
         figures(results, args, "runs/duality", domain, {"objectives": ["simclr", "simclr_tuned", "vicreg", "vicreg_exp",
                                                                        "vicreg_ctr"],
                                                         "dimensions": [a for a in ARMS if "-d" in a]})

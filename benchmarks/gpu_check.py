@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import results  # noqa: E402
 from throughput import FAMILIES, Bench  # noqa: E402
 
 
@@ -24,12 +25,15 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="realistic data set size factor")
     p.add_argument("--domains", default="image,audio,rl,tabular,text,video")
     p.add_argument("--objectives", default=FAMILIES)
+    results.add_argument(p)
     p.add_argument("overrides", nargs="*", help="training overrides, e.g. data.batch_size=128")
     args = p.parse_args(argv)
     gpu = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "none (CPU)"
-    print(f"device {args.device} ({gpu}), precision {args.precision}, {args.steps} steps", flush=True)
-    print("| domain | objective | encoder | batch | samples/s | data share | peak memory GiB | loss finite |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    setting = f"device {args.device} ({gpu}), precision {args.precision}, {args.steps} steps"
+    print(setting, flush=True)
+    lines = ["| domain | objective | encoder | batch | samples/s | data share | peak memory GiB | loss finite |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    print("\n".join(lines), flush=True)
     ok = True
     for domain in args.domains.split(","):
         for objective in args.objectives.split(","):
@@ -39,8 +43,11 @@ def main(argv=None) -> int:
             row = bench.measure(framework=False, host=False)
             peak = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device.startswith("cuda") else float("nan")
             ok &= bench.finite
-            print(f"| {domain} | {objective} | {row['encoder']} | {row['batch']} | {row['samples_per_s']:.0f} | "
-                  f"{row['data_share']:.0%} | {peak:.2f} | {bench.finite} |", flush=True)
+            lines.append(f"| {domain} | {objective} | {row['encoder']} | {row['batch']} | {row['samples_per_s']:.0f} | "
+                         f"{row['data_share']:.0%} | {peak:.2f} | {bench.finite} |")
+            print(lines[-1], flush=True)
+    results.write(Path(args.results) / "gpu-check.md", "\n".join(lines), results.command_line(__file__, argv),
+                  note=setting + ".")
     return 0 if ok else 1
 
 

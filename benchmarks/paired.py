@@ -13,6 +13,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import results
+
 HELDOUT = {"tabular": "probe_linear", "rl": "state_r2_mean"}  # else knn_acc
 
 
@@ -33,6 +35,7 @@ def parser(doc: str, domains: str) -> argparse.ArgumentParser:
     p.add_argument("--arms", default=None, help="comma-separated subset of the arms")
     p.add_argument("--out", default=None)
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (1: in this one)")
+    results.add_argument(p)
     p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder)")
     return p
 
@@ -137,8 +140,14 @@ def suite_parser(doc: str, option: str, parts: str, arms: str) -> argparse.Argum
     p.add_argument("--arms", default=arms, help="objective names, each optionally with +key=value settings")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--out", default=None)
+    results.add_argument(p)
     p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder)")
     return p
+
+
+def suite_name(bench: str, parts: list[str], every: list[str]) -> str:
+    """The results file of a suite run: <bench>-suite for every part, else named by the parts run."""
+    return f"{bench}-suite" if sorted(parts) == sorted(every) else f"{bench}-{'-'.join(parts)}"
 
 
 def arm_list(arms: str) -> list[str]:

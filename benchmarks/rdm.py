@@ -21,7 +21,13 @@ on the -poly2 arms and reported, as extra lines, for the others):
   R3  The predictor-free variants learn about as well as the methods they replace: rdm_simsiam-poly2 within 0.05
       of simsiam and rdm_byol-poly2 within 0.05 of byol (mean over seeds), each with rdm/diff > 0.
 """
+from pathlib import Path
+
 from paired import along, figures, final, heldout, mean_sd, parser, run_all, table
+from results import command_line, write
+
+NOTE = ("Each arm's held-out metric and its gain over the same seed's untrained encoder (mean ± sd over seeds, "
+        "wins), the diagnostics at the end, and the claims R1-R3 of this benchmark's docstring, fixed before any run.")
 
 ARMS = {o: (f"objective={o}",) for o in ("byol", "simsiam", "dino", "swav")}
 
@@ -72,13 +78,14 @@ def main(argv=None) -> dict:
     results = run_all(args, ARMS, "runs/rdm")
     seeds = [int(s) for s in args.seeds.split(",")]
     for domain in args.domains.split(","):
-        print(f"\n## {domain}\n")
-        print("\n".join(table(results, domain, KEYS)))
+        lines = [*table(results, domain, KEYS)]
         for a in ("byol", "simsiam", "symmetric"):
             if (domain, a, seeds[0]) in results:
-                print(f"\n{a}, seed {seeds[0]}, along training:\n")
-                print("\n".join(along(results, domain, a, seeds[0], KEYS)))
-        print("\n" + "\n".join(claims(results, domain, seeds)))
+                lines += ["", f"{a}, seed {seeds[0]}, along training:", "", *along(results, domain, a, seeds[0], KEYS)]
+        lines += ["", *claims(results, domain, seeds)]
+        print(f"\n## {domain}\n\n" + "\n".join(lines))
+        write(Path(args.results) / f"rdm-{domain}.md", "\n".join(lines), command_line(__file__, argv),
+              note=f"{NOTE} Domain: {domain}; seeds {args.seeds}; {args.steps} steps.")
         figures(results, args, "runs/rdm", domain,
                 {"asymmetric": ["byol", "simsiam", "dino", "swav", "symmetric"],
                  "predictor-free": ["simsiam", "byol", *(a for a in ARMS if "rdm" in a)]})

@@ -2,6 +2,8 @@
 the command that measured it, and headed by its provenance — the command, the commit, the machine and the date — so
 a reader can tell a stale figure and reproduce any. The docs include the files as they are
 (`--8<-- "benchmarks/results/<name>.md"`); tests/test_results.py checks that every file names its command and commit.
+Tables measured before results files existed carry `(recorded in the README)` after their commit: transcribed, until
+their command is run again.
 
     from results import write
     write("photos", "python benchmarks/photos.py", table, note="...")
@@ -45,6 +47,11 @@ def command_line(script, argv: list[str] | None = None) -> str:
     script = Path(script).resolve()
     script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
     return shlex.join(["python", str(script), *(sys.argv[1:] if argv is None else argv)])
+
+
+def add_argument(parser):
+    """--results: the folder a benchmark writes its results files to (tests: a temporary one)."""
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the results files (default: %(default)s)")
 
 
 def write(target, table: str, command: str | None = None, note: str = "") -> Path:

