@@ -1,9 +1,10 @@
-"""A non-editable `pip install .` ships domains/, objectives/ and configs/ inside the multissl package,
-and the main job runs from another directory."""
+"""A built wheel (what a non-editable `pip install .` builds and installs) ships domains/, objectives/ and configs/
+inside the multissl package with the extras declared, and the main job runs from another directory."""
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,18 @@ def test_wheel_install_runs_main_job_elsewhere(tmp_path):
     # built from a copy: setuptools leaves build/ in the source tree, whose stale files a later build would ship
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "runs", "*.egg-info",
                                                              "__pycache__", ".pytest_cache"))
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-                            "--target", str(target), str(src)], capture_output=True, text=True, timeout=300,
-                           cwd=tmp_path)
+    wheels = tmp_path / "dist"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), str(src)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = wheels.glob("multissl-*.whl")  # the built wheel, as `pip install .` builds and installs it
+    with zipfile.ZipFile(wheel) as z:
+        meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert {f"Provides-Extra: {e}" for e in ("audio", "video", "text", "rl", "all", "docs", "dev")} <= set(
+        meta.splitlines())
+    assert "Requires-Dist: torchaudio" in meta and "torchaudio" not in meta.split("Provides-Extra")[0]  # an extra
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                            str(wheel)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert build.returncode == 0, build.stderr[-2000:]
     for sub in ("domains/image/domain.py", "domains/audio.py", "domains/rl/domain.py", "domains/rl/collect.py",
                 "domains/tabular/domain.py", "objectives/simclr.py", "configs/train.yaml",
