@@ -72,7 +72,7 @@ class DINO(nn.Module):
     def __init__(self, encoder, domain, projector=(256, 256, 64), out_dim: int = 1024, norm_last_layer: bool = True,
                  student_temp: float = 0.1, teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04,
                  teacher_temp_warmup: float = 0.0, center_momentum: float = 0.9, freeze_last_layer: int = 6,
-                 use_bn: bool = False, momentum: float | None = 0.996):
+                 use_bn: bool = True, momentum: float | None = 0.996):
         super().__init__()
         self.head = DINOHead(encoder.dim, projector, out_dim, norm_last_layer, use_bn)
         self.teacher = EMATeacher(encoder, self.head)

@@ -78,7 +78,7 @@ class RDM(nn.Module):
                      "rank must stay above the online branch's")
 
     def __init__(self, encoder, domain, projector=(256, 256, 256), last_bn: bool = True, teacher: bool = False,
-                 online: str = "poly", online_power: float = 2.0, target_power: float | None = None,
+                 online: str = "none", online_power: float = 2.0, target_power: float | None = -1.0,
                  momentum: float | None = None):
         super().__init__()
         if online not in (*FILTERS, "none"):

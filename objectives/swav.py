@@ -57,7 +57,7 @@ class SwAV(nn.Module):
                      "is small next to objective.prototypes")
 
     def __init__(self, encoder, domain, projector=(256, 128), prototypes: int = 128, temperature: float = 0.1,
-                 epsilon: float = 0.05, sinkhorn_iterations: int = 3, freeze_prototypes: int = 6, queue_size=0,
+                 epsilon: float = 0.02, sinkhorn_iterations: int = 3, freeze_prototypes: int = 6, queue_size=0,
                  queue_start: int = 30):
         super().__init__()
         self.projector = mlp([encoder.dim, *projector])

@@ -33,8 +33,8 @@ class ImageDomain:
     MIN_LOCAL_SIDE = 3  # patches per side of the smallest local crop offered unasked (DINO's 96 px at 16: 6)
 
     def __init__(self, image_size: int | None = None, channels: int | None = None, patch_size: int | None = None,
-                 mask_ratio: float = 0.75, crop_scale=(0.25, 1.0), crop_ratio=(0.75, 1.3333),
-                 flip: float = 0.5, jitter: float = 0.4, jitter_p: float = 0.8, grayscale: float = 0.2,
+                 mask_ratio: float = 0.75, crop_scale=(0.5, 1.0), crop_ratio=(0.75, 1.3333),
+                 flip: float = 0.0, jitter: float = 0.4, jitter_p: float = 0.8, grayscale: float = 0.2,
                  blur: float = 0.0, blur_sigma=(0.1, 2.0), local_crops: int | None = None, local_size: int | None = None,
                  local_scale=(0.05, 0.25), norm_pix_loss: bool = True, data=None, state: dict | None = None):
         self.image_size, self.channels, self.patch = image_size, channels, patch_size

@@ -15,6 +15,8 @@ Frames are scaled to [0, 1] (uint8 / 255), resized when domain.frame_size is set
 training statistics: minus the mean frame (or per-channel means), divided by per-channel standard deviations.
 A frame stack is one sample: every view shifts all its frames alike."""
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -67,9 +69,8 @@ class RLDomain:
     def __init__(self, layout: str = "auto", frame_size=None, patch_size=None, pos_embed: str = "learned",
                  temporal_offset=(0, 0), shift: int = 4, intensity: float = 0.05, noise_std: float = 0.1,
                  mask_ratio: float = 0.75, norm_pix_loss: bool = True, normalize: str = "frame",
-                 test_fraction: float = 0.2,
-                 probe_alpha: float = 1.0, default: dict | None = None, cache_dir: str | None = None, data=None,
-                 state: dict | None = None):
+                 test_fraction: float = 0.2, probe_alpha: float = 1.0, default: Mapping = MappingProxyType(DEFAULT_BUFFER),
+                 cache_dir: str | None = None, data=None, state: dict | None = None):
         if layout not in ("auto", *LAYOUTS):
             raise UserError(f"domain.layout must be auto or one of {', '.join(LAYOUTS)}, got {layout!r}")
         lo, hi = (int(v) for v in temporal_offset)
@@ -87,7 +88,7 @@ class RLDomain:
         self.temporal_offset, self.shift, self.intensity, self.noise_std = (lo, hi), int(shift), intensity, noise_std
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
         self.test_fraction, self.probe_alpha = test_fraction, probe_alpha
-        self.default = {**DEFAULT_BUFFER, **(default or {})}
+        self.default = {**DEFAULT_BUFFER, **dict(default or {})}
         self.cache_dir, self.data = cache_dir, data or {}
         self.obs_shape = self.obs_dtype = self.mean = self.std = self.env_config = None
         self.state_names, self._splits, self._buf, self._stats, self._actions = None, None, None, None, None
@@ -173,7 +174,8 @@ class RLDomain:
     # ---- model input -----------------------------------------------------------------------------------------
     @property
     def default_encoder(self) -> str | None:
-        """Frames read best through the DQN convolutions (docs/domains/rl.md); vectors through the configured default."""
+        """Frames read best through the DQN convolutions (docs/domains/rl.md); vectors through the configured
+        default."""
         return None if self.is_vector else "nature_cnn"
 
     @property

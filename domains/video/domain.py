@@ -3,6 +3,8 @@ moving digits (`moving`). Views: temporal crops (clips of one video at different
 and colour jitter shared by every frame of a view; local views are shorter, smaller clips. Masking: VideoMAE's
 tubes or random space-time tokens; MAE reconstructs each tubelet's normalized pixels."""
 import sys
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -62,7 +64,8 @@ class VideoDomain:
                  crop_scale=(0.4, 1.0), crop_ratio=(0.75, 1.3333), flip: float = 0.5, jitter: float = 0.4,
                  jitter_p: float = 0.8, clips_apart: int | None = None, local_frames: int | None = None,
                  local_size: int | None = None, local_scale=(0.15, 0.4), norm_pix_loss: bool = True,
-                 decoder: str = "auto", default=None, test_fraction: float = 0.2, cache_dir: str | None = None,
+                 decoder: str = "auto", default: Mapping = MappingProxyType(moving.DEFAULT), test_fraction: float = 0.2,
+                 cache_dir: str | None = None,
                  data=None, state: dict | None = None):
         if mask not in MASKS:
             raise UserError(f"domain.mask must be one of {', '.join(MASKS)}, got {mask!r}")
@@ -74,7 +77,7 @@ class VideoDomain:
         self.jitter, self.jitter_p, self.clips_apart = jitter, jitter_p, clips_apart
         self.local_frames_cfg, self.local_size_cfg, self.local_scale = local_frames, local_size, tuple(local_scale)
         self.norm_pix_loss, self.test_fraction, self.decoder = norm_pix_loss, test_fraction, decoder
-        self.default = dict(default or {"n": 3000, "frames": 16, "size": 32})
+        self.default = {**moving.DEFAULT, **dict(default or {})}
         self.cache_dir = cache_dir or default_cache_dir()
         self.data = data or {}
         self.channels = self.mean = self.std = self.tubelet = None

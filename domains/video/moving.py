@@ -18,6 +18,9 @@ def bounce(start: float, velocity: float, steps: np.ndarray, room: int) -> np.nd
     return np.where(p > room, 2 * room - p, p)
 
 
+DEFAULT = {"n": 3000, "frames": 16, "size": 32}  # the embedded default clips (domain.default.*)
+
+
 def moving_digits(n: int = 3000, frames: int = 16, size: int = 32, scale: int = 2, speed: float = 2.0,
                   seed: int = 0) -> dict:
     """{"video": uint8 [n frames 1 size size], "digit": int64 [n], "direction": int64 [n]}: digit images (every one of

@@ -117,7 +117,7 @@ def tiny_setup(**kw):
 
 @pytest.mark.parametrize("teacher", [False, True])
 def test_module_loss_is_the_symmetrised_reference_and_every_parameter_learns(teacher):
-    d, enc, obj = tiny_setup(teacher=teacher, target_power=-0.5)
+    d, enc, obj = tiny_setup(teacher=teacher, online="poly", target_power=-0.5)  # both filters on
     batch = {"views": [torch.randn(8, 1, 8, 8), torch.randn(8, 1, 8, 8)]}
     loss, logs = obj(enc, batch, {"step": 0, "total_steps": 10, "ema": 0.9})
     with torch.no_grad():

@@ -130,6 +130,7 @@ def tiny_setup(seed=0, **kw):
     d = ImageDomain(image_size=8, channels=1, patch_size=2)
     d.mean, d.std = [0.5], [0.25]
     enc = Encoder(d, dim=16, depth=1, heads=2)
+    kw.setdefault("epsilon", 0.05)  # the paper's, which the references below use (the class's default is 0.02)
     return d, enc, SwAV(enc, TrainSet(100), projector=(32, 8), prototypes=12, **kw)
 
 
