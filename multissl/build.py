@@ -73,7 +73,10 @@ def build_domain(cfg, state: dict | None = None):
     first_here = int(os.environ.get("LOCAL_RANK", 0)) == 0
     release, wait = stop.main_first()  # the others wait, without the process group's timeout, while the main
     domain = load(state) if dist.rank() == 0 else None  # process prepares the data (a tokenizer on a big corpus)
-    release() if domain is not None else wait()
+    if domain is not None:
+        release()
+    else:
+        wait()
     box = [None if domain is None else domain.state()]
     broadcast_object_list(box)
     with contextlib.redirect_stderr(io.StringIO()):  # what the data says, the main process has said
@@ -102,16 +105,22 @@ def fingerprint(domain) -> dict:
             "samples": sums}
 
 
+def difference(p: dict, main: dict) -> str | None:
+    """How one process's fingerprint differs from the main process's, or None."""
+    if p["state"] != main["state"]:
+        return "a different domain state (it derived its own instead of the main process's)"
+    if p["sizes"] != main["sizes"]:
+        return f"{p['sizes']} training/held-out samples against the main process's {main['sizes']}"
+    if not torch.allclose(torch.tensor(p["samples"]), torch.tensor(main["samples"]), rtol=1e-4, atol=1e-6):
+        return "other samples"
+    return None
+
+
 def same_data(domain):
     """Every process loaded what the main process loaded; else one line naming the first process that did not."""
     prints = gather_object([fingerprint(domain)])
-    main = prints[0]
     for r, p in enumerate(prints[1:], 1):
-        what = ("a different domain state (it derived its own instead of the main process's)" if p["state"] != main["state"]
-                else f"{p['sizes']} training/held-out samples against the main process's {main['sizes']}"
-                if p["sizes"] != main["sizes"] else
-                "other samples" if not torch.allclose(torch.tensor(p["samples"]), torch.tensor(main["samples"]),
-                                                      rtol=1e-4, atol=1e-6) else None)
+        what = difference(p, prints[0])
         if what:
             raise UserError(f"process {r} loaded other data than process 0: {what}; every process must read the "
                             f"same data.path — on several machines, the same files at the same path")

@@ -160,17 +160,10 @@ def apply_views(domain, drawn: dict) -> list[torch.Tensor]:
     views = None
     for i in range(0, b, k):
         part = domain.apply({n: v[i:i + k] for n, v in drawn.items()})
-        if views is None:  # [v b ...] per shape, views in their order
-            shapes = list(dict.fromkeys(tuple(v.shape[1:]) for v in part))
-            count = {s: sum(tuple(v.shape[1:]) == s for v in part) for s in shapes}
-            store = {s: part[0].new_empty((count[s], b, *s), dtype=next(v for v in part if v.shape[1:] == s).dtype)
-                     for s in shapes}
-            slot, seen = [], {s: 0 for s in shapes}
-            for v in part:
-                s = tuple(v.shape[1:])
-                slot.append(store[s][seen[s]])
-                seen[s] += 1
-            views = slot
+        if views is None:  # one [v b ...] tensor per view shape; view j is its slot among the views of its shape
+            shapes = [tuple(v.shape[1:]) for v in part]
+            store = {s: part[shapes.index(s)].new_empty((shapes.count(s), b, *s)) for s in set(shapes)}
+            views = [store[s][shapes[:j].count(s)] for j, s in enumerate(shapes)]
         for out, v in zip(views, part):
             out[i:i + len(v)] = v
     return views

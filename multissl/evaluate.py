@@ -22,12 +22,11 @@ def linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
     return float(clf.fit(train_x.numpy(), train_y.numpy()).score(test_x.numpy(), test_y.numpy()))
 
 
-def run_objective(path: Path, domain, encoder):
+def run_objective(path: Path, cfg: dict, domain, encoder):
     """The run's objective (heads, teachers, centres) as its last checkpoint holds it, in eval mode; None for a folder
     without config.yaml or a checkpoint (an exported encoder alone). config.yaml is data: it may name only classes
-    multissl knows (multissl.registry)."""
+    multissl knows (multissl.registry); `cfg` is it as `run_config` read it."""
     ckpt = checkpoint.latest(path / "checkpoints")
-    cfg = run_config(path)
     if not isinstance(cfg.get("objective"), dict) or ckpt is None:
         return None
     objective = registry.build(cfg["objective"], path / "config.yaml", encoder=encoder, domain=domain)
@@ -56,7 +55,7 @@ def evaluate_run(path, data: dict | None = None, k: int = 20, temperature: float
     train_set = enc.domain.dataset("train")
     out, tr_x, labelled = monitor.heldout_metrics(enc.encoder, enc.domain, train_set, enc.domain.dataset("test"),
                                                   "cpu", k, temperature)
-    out |= monitor.spectral_metrics(enc.encoder, run_objective(path, enc.domain, enc.encoder), enc.domain,
+    out |= monitor.spectral_metrics(enc.encoder, run_objective(path, cfg, enc.domain, enc.encoder), enc.domain,
                                     train_set, tr_x, "cpu")
     if labelled is not None:
         out["linear_acc"] = linear_probe_accuracy(*labelled)

@@ -75,7 +75,7 @@ def spectra(run: Path) -> dict[str, torch.Tensor]:
     train = monitor.subset(enc.domain.dataset("train"), (cfg.get("trainer") or {}).get("eval_samples"))
     rep = monitor.embed_all(enc.encoder, eval_loader(train, enc.domain), "cpu", enc.domain)[0]
     out = {"representation": spectral.singular_values(rep)}
-    objective = run_objective(run, enc.domain, enc.encoder)
+    objective = run_objective(run, cfg, enc.domain, enc.encoder)
     proj = getattr(objective, "projector", None)
     if proj is not None:
         out["projector output"] = spectral.singular_values(proj(rep))
