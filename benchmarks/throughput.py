@@ -25,7 +25,7 @@ import results  # noqa: E402
 from realistic import SIZES  # noqa: E402
 
 from multissl.cli import load_config  # noqa: E402
-from multissl.contracts import Domain, Objective, optional  # noqa: E402
+from multissl.contracts import Masked, Objective, optional  # noqa: E402
 from multissl.data import make_views, objective_loader, resolve_workers, to_device  # noqa: E402
 from multissl.encoder import Encoder  # noqa: E402
 from multissl.objectives.mae import MAE  # noqa: E402
@@ -136,7 +136,7 @@ class Bench:
         if framework:
             out["framework_ms"] = min(loop)
             out["framework_vs_bare"] = out["framework_ms"] / out["full_ms"]
-        drops = optional(self.domain, Domain, "drops_masked")
+        drops = optional(self.domain, Masked, "drops_masked")
         if framework and isinstance(model.objective, MAE) and isinstance(model.encoder, Encoder) and drops:
             tokens, opt_t = self.model(mask_tokens=True)
             out["mae_mask_tokens_ms"] = self.timed([fixed] * n, lambda i, x: self.step(tokens, opt_t, x, i))

@@ -5,7 +5,7 @@ import copy
 import math
 
 from multissl import monitor
-from multissl.contracts import Domain, optional
+from multissl.contracts import Downstream, optional
 
 
 def snapshot(encoder) -> dict:
@@ -29,7 +29,7 @@ def verdict(metrics: dict, domain, n_heldout: int | None) -> str | None:
     """One line: the domain's headline metric (its `headline`) trained vs untrained, and whether pretraining helped.
     For a proportion (an accuracy over n_heldout samples) a gap within two standard errors of the difference of two
     proportions, sqrt(2 p (1 - p) / n), is called no clear difference; other metrics are judged on their sign."""
-    key, higher, proportion = optional(domain, Domain, "headline")
+    key, higher, proportion = optional(domain, Downstream, "headline")
     if key not in metrics or f"untrained/{key}" not in metrics:
         return None
     new, old = metrics[key], metrics[f"untrained/{key}"]

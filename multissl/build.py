@@ -12,18 +12,17 @@ import hashlib
 import io
 import json
 import os
-import sys
 
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf, open_dict
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from multissl import dist, stop
-from multissl.cli import load_config
-from multissl.contracts import Domain, Encoder, Objective, check, fits, optional
+from multissl.contracts import Domain, Encoder, check, compatible
 from multissl.errors import UserError
+from multissl.registry import resolve as plugin_or_target
 
 
 def make(node, **kwargs):
@@ -39,20 +38,11 @@ def make(node, **kwargs):
 
 
 def refuse_incompatible(cfg):
-    enc_cls, obj_cls, dom_cls = (get_class(cfg[g]._target_) for g in ("encoder", "objective", "domain"))
-    supported = optional(enc_cls, Encoder, "domains")
-    if supported is not None and dom_cls.name not in supported:
-        raise UserError(f"encoder={cfg.meta.encoder} works with domain={' or domain='.join(supported)}, not "
-                        f"domain={dom_cls.name}; use encoder=transformer")
-    if optional(obj_cls, Objective, "needs_token_encoder") and not optional(enc_cls, Encoder, "supports_masking"):
-        raise UserError(f"objective={cfg.meta.objective} masks tokens but encoder={cfg.meta.encoder} has none; "
-                        f"use encoder=transformer")
-    why = fits(dom_cls, obj_cls)
+    """The one compatibility rule (multissl.contracts.compatible), from the classes' declarations, before any data."""
+    classes = [plugin_or_target(cfg[g]._target_) for g in ("domain", "objective", "encoder")]
+    why = compatible(*classes, names=dict(cfg.meta))
     if why:
-        raise UserError(f"objective={cfg.meta.objective} cannot train on domain={cfg.meta.domain}: {why}")
-    if optional(dom_cls, Domain, "variable_length") and not optional(enc_cls, Encoder, "supports_padding"):
-        raise UserError(f"domain={cfg.meta.domain} has samples of different lengths but encoder={cfg.meta.encoder} "
-                        f"needs a fixed size; use encoder=transformer")
+        raise UserError(why)
 
 
 def build_domain(cfg, state: dict | None = None):
@@ -133,27 +123,7 @@ def build_models(cfg, domain):
     return encoder, make(cfg.objective, encoder=encoder, domain=domain)
 
 
-def domain_encoder(cfg, domain):
-    """cfg with the domain's `default_encoder` for its loaded data (e.g. nature_cnn for RL frames) when the command
-    chose no encoder (no encoder= and no encoder.* key) and the objective can use it; else cfg unchanged."""
-    name, args = optional(domain, Domain, "default_encoder"), list(cfg.meta.get("overrides", []))
-    keys = [a.lstrip("+~").split("=", 1)[0] for a in args]
-    if name is None or name == cfg.meta.encoder or any(k == "encoder" or k.startswith("encoder.") for k in keys):
-        return cfg
-    new = load_config([*args, f"encoder={name}"])
-    if (optional(get_class(cfg.objective._target_), Objective, "needs_token_encoder")
-            and not optional(get_class(new.encoder._target_), Encoder, "supports_masking")):
-        return cfg  # a masked objective keeps the token encoder
-    cfg = cfg.copy()
-    with open_dict(cfg):  # the encoder option and the engine defaults it sets (nature_cnn: optim.base_lr)
-        cfg.encoder, cfg.optim, cfg.meta.encoder = new.encoder, new.optim, name
-    if dist.rank() == 0:
-        print(f"multissl: encoder={name}, domain={cfg.meta.domain}'s choice for this data (name encoder= to choose "
-              f"another)", file=sys.stderr)
-    return cfg
-
-
 def build(cfg):
     """Domain (data loaded), its splits, encoder, objective — all from the config registry."""
     domain = build_domain(cfg)
-    return domain, domain.dataset("train"), domain.dataset("test"), *build_models(domain_encoder(cfg, domain), domain)
+    return domain, domain.dataset("train"), domain.dataset("test"), *build_models(cfg, domain)

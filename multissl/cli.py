@@ -1,11 +1,18 @@
-"""Config composition for the CLI: Hydra's compose API over the `multissl.configs` registry, with
-one-line errors (no traceback wall) and a help text built from the registry itself."""
+"""Config composition for the CLI: Hydra's compose API over the `multissl.configs` registry and the user's plugins
+(multissl.plugins), with one-line errors (no traceback wall) and a help text built from the registry itself. What
+depends on the chosen options (the domain's encoder for its data, the encoder's learning rate) is decided here, so
+the config a run saves is the config it ran."""
+import os
 import sys
-from importlib import resources
 
 from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class
 from omegaconf import ListConfig, OmegaConf, open_dict
+
+from multissl import plugins
+from multissl.errors import UserError
 
 GROUPS = ("domain", "objective", "encoder")
 CHOICES = {("trainer", "precision"): ("no", "bf16", "fp16"), ("optim", "name"): ("adamw", "lars"),
@@ -13,21 +20,24 @@ CHOICES = {("trainer", "precision"): ("no", "bf16", "fp16"), ("optim", "name"): 
 
 
 def options(group: str) -> list[str]:
-    folder = resources.files("multissl.configs") / group
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """Every name `group=` takes: the config registry, user config folders, installed entry points."""
+    return plugins.options(group)
 
 
 def option_class(group: str, name: str):
-    """The class a registry option names (its `_target_`), without composing a config."""
+    """The class an option names (its YAML's `_target_`, an entry point's or `module:Class`'s), composing nothing."""
+    cls = plugins.plugin_class(group, name)
+    if cls is not None:
+        return cls
     from hydra.utils import get_class
-    return get_class(OmegaConf.load(resources.files("multissl.configs") / group / f"{name}.yaml")._target_)
+    return get_class(OmegaConf.load(plugins.yaml_options(group)[name])._target_)
 
 
 def pairs() -> list[tuple[str, str]]:
-    """Every (domain, objective) of the registry that can train together (multissl.contracts.fits)."""
-    from multissl.contracts import fits
+    """Every (domain, objective) of the registry that can train together (multissl.contracts.compatible)."""
+    from multissl.contracts import compatible
     return [(d, o) for d in options("domain") for o in options("objective")
-            if fits(option_class("domain", d), option_class("objective", o)) is None]
+            if compatible(option_class("domain", d), option_class("objective", o)) is None]
 
 
 def fail(msg: str):
@@ -37,7 +47,7 @@ def fail(msg: str):
 
 def usage() -> str:
     base = compose_raw([])
-    lines = ["usage: python -m multissl.train [group=option …] [key=value …]",
+    lines = ["usage: python -m multissl.train [--config-dir DIR] [-m] [group=option …] [key=value …]",
              "       accelerate launch -m multissl.train domain=audio objective=byol", ""]
     for g in GROUPS:
         lines.append(f"  {g}=  {' | '.join(options(g))}")
@@ -46,34 +56,69 @@ def usage() -> str:
         for k, v in base[section].items():
             lines.append(f"  {section}.{k}={v}")
     lines += ["", "Group options also take their own keys, e.g. domain.patch_size=4, objective.temperature=0.2.",
+              "A group also takes module:Class (a class of your own; its signature is its config), the name of an",
+              "installed plugin's entry point (multissl.domains/objectives/encoders), or a YAML of a user config",
+              "folder (--config-dir DIR or MULTISSL_CONFIG_PATH). -m runs every combination of comma-separated values.",
               "Run folder: config.yaml, metrics.jsonl, tb/, checkpoints/, encoder/ (multissl.load_encoder)."]
     return "\n".join(lines)
 
 
 def compose_raw(overrides: list[str]):
     GlobalHydra.instance().clear()
+    dirs = plugins.config_dirs()
+    if dirs:  # user config folders, searched after the built-in registry (a YAML of the same name wins)
+        overrides = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]", *overrides]
     with initialize_config_module("multissl.configs", version_base=None):
         return compose("train", overrides=overrides, return_hydra_config=True)
 
 
-def load_config(argv: list[str]):
-    """The run's config from command-line style overrides (`["domain=audio", "objective=byol"]`): the registry's
-    defaults composed with them, every key and choice checked (an unknown one is one line naming the
-    valid ones, exit status 2), and `meta` holding the chosen options and the overrides (for the resume command)."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(usage())
-        sys.exit(0)
+def config_dir_args(argv: list[str]) -> list[str]:
+    """argv without its `--config-dir DIR` / `--config-dir=DIR` arguments, whose folders are added to the search."""
+    rest, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--config-dir" or a.startswith("--config-dir="):
+            path = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else None)
+            if not path:
+                fail("--config-dir needs a folder: --config-dir DIR")
+            plugins.add_config_dir(path)
+            i += 1 if "=" in a else 2
+            continue
+        rest.append(a)
+        i += 1
+    return rest
+
+
+def pick_groups(argv: list[str]) -> tuple[list[str], dict]:
+    """argv with each `group=<entry point or module:Class>` turned into the config node its class's signature gives
+    (kept in Hydra's config store), and the choices as the user named them."""
+    out, named = [], {}
     for a in argv:
-        if "=" not in a:
-            fail(f"argument {a!r} is not key=value; see --help for the keys")
-        key, value = a.split("=", 1)
-        if key.lstrip("+~") in GROUPS and value not in options(key.lstrip("+~")):
-            fail(f"unknown {key} {value!r}; choose one of: {', '.join(options(key.lstrip('+~')))}")
+        key, _, value = a.partition("=")
+        group = key.lstrip("+~")
+        if group not in GROUPS or not _:
+            out.append(a)
+            continue
+        cls = plugins.plugin_class(group, value)
+        if cls is None and value not in plugins.yaml_options(group):
+            fail(f"unknown {group} {value!r}; choose one of: {', '.join(options(group))} (or module:Class)")
+        if cls is not None:
+            ConfigStore.instance().store(group=group, name=plugins.store_name(value),
+                                         node=plugins.class_config(cls, group))
+            a = f"{key}={plugins.store_name(value)}"
+        named[group] = value
+        out.append(a)
+    return out, named
+
+
+def compose_checked(argv: list[str]):
+    """The composed config with Hydra's errors reduced to the key that was wrong (one line, exit status 2)."""
     try:
-        cfg = compose_raw(list(argv))
+        return compose_raw(list(argv))
     except Exception as e:  # Hydra/OmegaConf errors: reduce to the key that was wrong
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        bad = next((a.split("=")[0] for a in argv if a.split("=")[0].lstrip("+~") in msg), None)
+        keys = sorted((a.split("=")[0] for a in argv), key=len, reverse=True)  # domain.x before domain
+        bad = next((k for k in keys if k.lstrip("+~") in msg), None)
         if bad and "." in bad:
             section = bad.lstrip("+~").rsplit(".", 1)[0]
             try:
@@ -82,12 +127,62 @@ def load_config(argv: list[str]):
                 valid = "see --help"
             fail(f"unknown key {bad.lstrip('+~')}; valid keys under {section}: {valid}")
         fail(f"bad override: {msg}; see --help")
+
+
+def decide(argv: list[str], named: dict, cfg):
+    """What the composed options decide for this data, when the command leaves it open: the domain's choice of encoder
+    for its data (`default_encoder`: RL frames -> nature_cnn) when no encoder= and no encoder.* key is given, and the
+    encoder's own learning rate (`base_lr`) when no optim.base_lr is. -> (argv, named) with those choices added."""
+    from multissl.contracts import Domain, Encoder, compatible, optional
+    keys = [a.split("=", 1)[0].lstrip("+~") for a in argv]
+    dom = get_class(cfg.domain._target_)
+    if not any(k == "encoder" or k.startswith("encoder.") for k in keys):
+        pick = optional(dom, Domain, "default_encoder")
+        name = pick(OmegaConf.to_container(cfg.data), **{k: v for k, v in cfg.domain.items() if k != "_target_"}) \
+            if callable(pick) else None
+        if name and name != cfg.hydra.runtime.choices.encoder and compatible(
+                dom, get_class(cfg.objective._target_), option_class("encoder", name)) is None:
+            argv, named = [*argv, f"encoder={name}"], {**named, "encoder": name}
+            if os.environ.get("RANK", "0") == "0":
+                print(f"multissl: encoder={name}, domain={named.get('domain', cfg.hydra.runtime.choices.domain)}'s "
+                      f"choice for this data (name encoder= to choose another)", file=sys.stderr)
+            cfg = compose_checked(argv)
+    lr = optional(get_class(cfg.encoder._target_), Encoder, "base_lr")
+    if lr is not None and "optim.base_lr" not in keys:
+        argv = [*argv, f"optim.base_lr={lr}"]
+    return argv, named
+
+
+def load_config(argv: list[str]):
+    """The run's config from command-line style overrides (`["domain=audio", "objective=byol"]`): the registry's
+    defaults composed with them, every key and choice checked (an unknown one is one line naming the
+    valid ones, exit status 2), and `meta` holding the chosen options and the overrides (for the resume command)."""
+    if any(a in ("-h", "--help") for a in argv):
+        config_dir_args([a for a in argv if a not in ("-h", "--help")])
+        print(usage())
+        sys.exit(0)
+    given = list(argv)
+    try:  # a plugin that cannot be imported, a config folder that is not there: one line
+        argv = config_dir_args(list(argv))
+        for a in argv:
+            if "=" not in a:
+                fail(f"argument {a!r} is not key=value; see --help for the keys")
+        argv, named = pick_groups(argv)
+        cfg = compose_checked(argv)
+        argv, named = decide(argv, named, cfg)
+        cfg = compose_checked(argv)
+    except UserError as e:
+        fail(str(e))
+    missing = sorted(k for g in GROUPS for k in OmegaConf.missing_keys(cfg[g]))  # full keys: domain.rate
+    if missing:
+        fail(f"{' and '.join(missing)} {'has' if len(missing) == 1 else 'have'} no default in the class; set "
+             f"{' '.join(m + '=…' for m in missing)}")
     choices_only = [a for a in argv if a.split("=")[0].lstrip("+~") in GROUPS]
     if len(choices_only) < len(argv):  # some key was overridden: compare it with its default
         check_types(cfg, compose_raw(choices_only))
     choices = cfg.hydra.runtime.choices
     with open_dict(cfg):
-        meta = {**{g: choices[g] for g in GROUPS}, "overrides": list(argv)}  # overrides: the resume command
+        meta = {**{g: named.get(g, choices[g]) for g in GROUPS}, "overrides": given}  # overrides: the resume command
         del cfg["hydra"]
         cfg.meta = meta
     OmegaConf.set_struct(cfg, True)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from multissl.contracts import Domain, Objective, optional
+from multissl.contracts import BatchedViews, Domain, LocalViews, Masked, Objective, VariableLength, has, optional
 
 
 def mix(*ints: int) -> int:
@@ -29,15 +29,15 @@ class Views(Dataset):
                  n_future: int = 0):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
         # local views (multi-crop) are asked of a domain only when it offers them (view_counts); future steps only of
-        # a domain with episodes (contracts.fits)
+        # a domain with episodes (contracts.Episodes)
         self.counts = {"n_global": n_global, **({"n_local": n_local} if n_local else {}),
                        **({"n_future": n_future} if n_future else {})}
-        self.corrupt = optional(domain, Domain, "corrupt") if corrupt else None
-        self.variable_length = optional(domain, Domain, "variable_length")
+        self.corrupt = optional(domain, Masked, "corrupt") if corrupt else None
+        self.variable_length = has(domain, VariableLength)
         # a corrupting objective changes view 0 per sample (`corrupt`), and a variable-length domain's views are
         # padded by its `collate`: both take the per-sample views
         per_sample = self.corrupt is not None or self.variable_length
-        self.draw = None if per_sample else optional(domain, Domain, "draw")
+        self.draw = None if per_sample or not has(domain, BatchedViews) else domain.draw
         self._perm = (None, None)
 
     def __len__(self):
@@ -56,21 +56,33 @@ class Views(Dataset):
         item = {"y": s.get("y", -1), "skipped": s.get("skipped", 0)}
         if self.draw is not None:  # the views are made on the device, a batch at a time (make_views)
             item["drawn"] = self.draw(s["x"], rng, **self.counts)
-            keep, masked = self.domain.mask(1, rng)
-            return item | {"keep": keep[0], "masked": masked[0]}
+            keep, masked = sample_mask(self.domain, rng)
+            return item | {"keep": keep, "masked": masked}
         views = self.domain.views(s["x"], rng, **self.counts)
         if self.corrupt is not None:  # view 0 is the sample itself, corrupted at the mask below (VIME, BERT)
             views = [self.domain.eval_input(s["x"]), *views[1:]]
-        if self.variable_length:  # mask the sample's own tokens only
-            _, pad = optional(self.domain, Domain, "collate")([views[0]])
-            keep, masked = self.domain.mask(1, rng, n_tokens=int((~pad).sum()))
-        else:
-            keep, masked = self.domain.mask(1, rng)
-        item |= {"views": views, "keep": keep[0], "masked": masked[0]}
+        n_tokens = int((~self.domain.collate([views[0]])[1]).sum()) if self.variable_length else None
+        keep, masked = sample_mask(self.domain, rng, n_tokens)  # a variable-length sample's own tokens only
+        item |= {"views": views, "keep": keep, "masked": masked}
         if self.corrupt is not None:  # drawn after the mask: the other domains' draws are unchanged
             item["clean"] = views[0]
-            item["views"] = [self.corrupt(views[0], masked[0], rng), *views[1:]]
+            item["views"] = [self.corrupt(views[0], masked, rng), *views[1:]]
         return item
+
+
+def collate_of(domain):
+    """One view of several samples -> (x [b ...], pad [b n] or None): the VariableLength domain's `collate`, else
+    stacked."""
+    return domain.collate if has(domain, VariableLength) else lambda inputs: (torch.stack(inputs), None)
+
+
+def sample_mask(domain, rng: torch.Generator, n_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample's (keep [k], masked [m]) from the domain's mask (Masked), drawn after its views whatever the
+    objective, so a sample's views never depend on it; a domain without masked modelling keeps every token."""
+    if has(domain, Masked):
+        keep, masked = domain.mask(1, rng, **({} if n_tokens is None else {"n_tokens": n_tokens}))
+        return keep[0], masked[0]
+    return torch.arange(domain.num_tokens if n_tokens is None else n_tokens), torch.zeros(0, dtype=torch.long)
 
 
 def pad_indices(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -89,7 +101,7 @@ class Collate:
     `collate` (default: stacked)."""
 
     def __init__(self, domain):
-        self.batch = optional(domain, Domain, "collate")
+        self.batch = collate_of(domain)
 
     def __call__(self, items: list[dict]) -> dict:
         out = {
@@ -243,9 +255,9 @@ class StepSampler(Sampler):
 
 def view_counts(domain, objective, say: bool = True) -> tuple[int, int]:
     """(global, local) views per sample: the objective's `global_views` and the `local_views` it asks for, which a
-    domain without local views (contracts: Domain.local_views) cannot give: then none, and `say` tells the run."""
+    domain without local views (contracts.LocalViews) cannot give: then none, and `say` tells the run."""
     n_global, n_local = optional(objective, Objective, "global_views"), optional(objective, Objective, "local_views")
-    if n_local and not optional(domain, Domain, "local_views"):
+    if n_local and not (has(domain, LocalViews) and domain.local_views):
         if say:
             print(f"multissl: domain={domain.name} gives no local views here: {type(objective).__name__} compares its "
                   f"{n_global} global views only", file=sys.stderr)
@@ -298,7 +310,7 @@ class EvalCollate:
     when the domain has `eval_raw`."""
 
     def __init__(self, domain):
-        self.batch = optional(domain, Domain, "collate")
+        self.batch = collate_of(domain)
         self.raw = optional(domain, Domain, "eval_raw") is not None
 
     def __call__(self, items):

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from multissl import spectral
-from multissl.contracts import Domain, Objective, optional
-from multissl.data import eval_input_on, eval_loader, pad_indices, to_device
+from multissl.contracts import Downstream, Masked, Objective, has, optional
+from multissl.data import eval_input_on, eval_loader, pad_indices, sample_mask, to_device
 
 
 def subset(ds, limit: int | None):
@@ -54,13 +54,14 @@ def eval_masks(domain, x, pad, rng: torch.Generator, corrupt: bool) -> dict:
     """keep, masked (and, for an objective with corrupt_view on a domain that has `corrupt`, the corrupted view and
     the clean one) for an evaluation batch x, as the training batches have them: per sample on a variable-length
     domain (its own tokens only)."""
-    if pad is None:
+    if pad is None and has(domain, Masked):
         keep, masked = domain.mask(len(x), rng)
-    else:
-        rows = [domain.mask(1, rng, n_tokens=int((~p).sum())) for p in pad.cpu()]
-        keep, masked = pad_indices([k[0] for k, _ in rows]), pad_indices([m[0] for _, m in rows])
+    else:  # per sample: a variable-length sample's own tokens, or every token of a domain without masks
+        counts = [None] * len(x) if pad is None else [int((~p).sum()) for p in pad.cpu()]
+        rows = [sample_mask(domain, rng, n) for n in counts]
+        keep, masked = pad_indices([k for k, _ in rows]), pad_indices([m for _, m in rows])
     out = {"views": [x], "keep": keep.to(x.device), "masked": masked.to(x.device)}
-    corrupt_fn = optional(domain, Domain, "corrupt") if corrupt else None
+    corrupt_fn = optional(domain, Masked, "corrupt") if corrupt else None
     if corrupt_fn is not None:
         out |= {"clean": x, "views": [torch.stack([corrupt_fn(v, m, rng) for v, m in zip(x, out["masked"])])]}
     return out | ({} if pad is None else {"pad": [pad]})
@@ -117,7 +118,7 @@ def domain_metrics(encoder, domain, device, limit: int | None = None) -> dict:
     """The domain's own held-out metrics where it has them (`downstream_metrics(embed)`, e.g. the tabular
     linear probe vs. gradient-boosted trees), with `embed(dataset) -> [n d]` un-augmented representations;
     `limit` caps the samples it scores per split (None = all)."""
-    metrics = optional(domain, Domain, "downstream_metrics")
+    metrics = (domain.downstream_metrics if has(domain, Downstream) else None)
     if metrics is None:
         return {}
     embed = lambda ds: embed_all(encoder, eval_loader(ds, domain), device, domain)[0]  # noqa: E731

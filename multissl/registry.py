@@ -1,7 +1,7 @@
 """The classes a file may build. A file written by someone else — an exported encoder's config.json, a run folder's
 config.yaml — names its domain, encoder and objective by `_target_`. Opening one builds only the classes multissl
-knows: the `_target_` of every option of the config registry (`multissl.configs`) and the classes a user registered
-with `register`. Every `_target_` in the file, nested ones too, is checked before anything is built, and the
+knows: the `_target_` of every option of the config registry (`multissl.configs`), the classes a user registered
+with `register`, and the plugins the user installed (entry points) or configured (a user config folder). Every `_target_` in the file, nested ones too, is checked before anything is built, and the
 arguments reach the class as plain data: nothing in a file is ever called (Hydra's `instantiate` would call every
 nested `_target_`, and `pandas.read_pickle` runs a pickle)."""
 import functools
@@ -52,7 +52,14 @@ def builtin() -> frozenset:
 
 
 def known(target) -> bool:
-    return isinstance(target, str) and (target in builtin() or target in _registered)
+    """A built-in, a class registered in this process, or a plugin the user installed or configured: an entry point's
+    class or a `_target_` of a user config folder (multissl.plugins)."""
+    if not isinstance(target, str):
+        return False
+    if target in builtin() or target in _registered:
+        return True
+    from multissl import plugins
+    return target in plugins.trusted_targets() or target in plugins.entry_point_classes()
 
 
 def check(tree: dict, source, groups=GROUPS):
@@ -63,12 +70,15 @@ def check(tree: dict, source, groups=GROUPS):
         if where != group or group not in groups or not known(target):
             raise UserError(f"{source} asks to build {target!r} (at {where}), which is not a class multissl knows; "
                             f"refusing to open it — a file can only build the built-in domains, encoders and "
-                            f"objectives and classes registered with multissl.register")
+                            f"objectives, installed plugins and classes registered with multissl.register")
 
 
 def resolve(target: str) -> type:
     if target in _registered:
         return _registered[target]
+    from multissl import plugins
+    if target in plugins.entry_point_classes():
+        return plugins.entry_point_classes()[target]
     from hydra.utils import get_class
     return get_class(target)  # a built-in, known to be one of multissl's classes
 

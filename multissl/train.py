@@ -18,13 +18,14 @@ from torch import nn
 from tqdm import tqdm
 
 from multissl import baseline, checkpoint, dist, monitor
-from multissl.build import build, build_domain, build_models, domain_encoder, make  # noqa: F401  (the engine's API)
+from multissl.build import build, build_domain, build_models, make  # noqa: F401  (the engine's API)
 from multissl.cli import load_config
 from multissl.contracts import Domain, Objective, optional
 from multissl.data import make_views, objective_loader, steps, to_device
 from multissl.errors import UserError, disk_error, needs_extras
 from multissl.export import save_encoder
 from multissl.optim import apply_schedule, build_optimizer
+from multissl.plugins import folder_name
 from multissl.precision import Precision
 from multissl.registry import read_yaml
 from multissl.runlog import RunLog, ScalarLogs
@@ -94,8 +95,8 @@ def check_batch(cfg, world: int, encoder, objective):
 def run_folder(cfg) -> Path:
     """One folder per launch however many processes: the main process names it, the others receive it (on nodes
     without a shared filesystem only the main process's machine holds it)."""
-    name = [cfg.run.dir or cfg.trainer.resume or
-            f"runs/{cfg.meta.domain}-{cfg.meta.objective}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    d, o = (folder_name(cfg.meta[g]) for g in ("domain", "objective"))
+    name = [cfg.run.dir or cfg.trainer.resume or f"runs/{d}-{o}-{time.strftime('%Y%m%d-%H%M%S')}"]
     broadcast_object_list(name)
     return Path(name[0])
 
@@ -117,7 +118,7 @@ def open_run(cfg) -> tuple[Path, dict | None]:
     folder = run_folder(cfg)
     saved = None
     if dist.rank() == 0:
-        check_reuse(folder, cfg, ("domain", "objective"))
+        check_reuse(folder, cfg, ("domain", "objective", "encoder"))
         saved = checkpoint.latest_state(folder)
     box = [saved]
     broadcast_object_list(box)
@@ -160,9 +161,6 @@ def train(cfg, accelerator) -> Path:
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     folder, saved = open_run(cfg)  # a resumed run keeps what must not change (a tokenizer's ids)
     domain = build_domain(cfg, state=saved.get("domain") if saved else None)
-    cfg = domain_encoder(cfg, domain)
-    if rank == 0:
-        check_reuse(folder, cfg, ("encoder",))
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     cfg = fit_batch(cfg, len(train_set), world)
     encoder, objective = build_models(cfg, domain)
@@ -310,7 +308,11 @@ def execute(cfg) -> int:
 
 
 def main(argv=None):
-    sys.exit(execute(load_config(sys.argv[1:] if argv is None else argv)))
+    argv = sys.argv[1:] if argv is None else argv
+    if "-m" in argv or "--multirun" in argv:  # every combination of comma-separated values, one run each
+        from multissl.sweep import main as sweep
+        sys.exit(sweep([a for a in argv if a not in ("-m", "--multirun")]))
+    sys.exit(execute(load_config(argv)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.contracts import Domain, optional
+from multissl.contracts import Masked, optional
 from multissl.dist import all_reduce, global_mean
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import gather_tokens
@@ -70,6 +70,7 @@ def masked_rows(x: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
 
 class Data2Vec(nn.Module):
     global_views = 1
+    needs = (Masked,)  # the domain's masks and targets
     needs_token_encoder = True  # the student sees the visible tokens; the targets come from inside the teacher
     corrupt_view = True  # a domain that replaces masked values (VIME) corrupts the student's view, not the teacher's
     collapse_hint = ("raise objective.momentum (a slower teacher) and keep objective.layer_norm_targets=true; "
@@ -84,7 +85,7 @@ class Data2Vec(nn.Module):
                             f"does not give (hidden_states); use encoder=transformer")
         self.top_k, self.layer_norm_targets, self.beta = top_k, layer_norm_targets, beta
         self.decoder = TokenPredictor(encoder.dim, decoder_dim, decoder_depth, decoder_heads, domain.num_tokens,
-                                      encoder.dim, mask_token=optional(domain, Domain, "drops_masked"))
+                                      encoder.dim, mask_token=optional(domain, Masked, "drops_masked"))
         self.teacher = EMATeacher(encoder)
         self.momentum = momentum
 

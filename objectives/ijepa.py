@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.contracts import Domain, optional
+from multissl.contracts import Masked, optional
 from multissl.dist import all_reduce
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import gather_tokens
@@ -37,6 +37,7 @@ def prediction_cosine(pred: torch.Tensor, target: torch.Tensor, masked: torch.Te
 
 class IJEPA(nn.Module):
     global_views = 1
+    needs = (Masked,)  # the domain's masks and targets
     needs_token_encoder = True  # the context encoder sees the visible tokens only
     corrupt_view = True  # a domain that replaces masked values (VIME) corrupts the context; the targets are clean
     collapse_hint = ("raise objective.momentum (a slower target encoder) or objective.predictor_depth; target_std "
@@ -49,7 +50,7 @@ class IJEPA(nn.Module):
         self.beta = beta
         width = predictor_dim or encoder.dim // 2  # narrower than the encoder, as in the paper
         self.predictor = TokenPredictor(encoder.dim, width, predictor_depth, predictor_heads, domain.num_tokens,
-                                        encoder.dim, mask_token=optional(domain, Domain, "drops_masked"))
+                                        encoder.dim, mask_token=optional(domain, Masked, "drops_masked"))
         self.teacher = EMATeacher(encoder)
         self.momentum = momentum
 

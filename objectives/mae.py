@@ -8,12 +8,13 @@ serves both: the encoded kept tokens are scattered into a sequence of mask token
 import torch
 from torch import nn
 
-from multissl.contracts import Domain, optional
+from multissl.contracts import Masked, optional
 from multissl.heads import TokenPredictor
 
 
 class MAE(nn.Module):
     global_views = 1
+    needs = (Masked,)  # the domain's masks and targets
     needs_token_encoder = True  # the encoder sees only the kept tokens
     corrupt_view = True  # a domain that masks by replacing values (VIME) corrupts view 0; the target is clean
 
@@ -22,7 +23,7 @@ class MAE(nn.Module):
         self.domain = domain  # a plain attribute: target() and reconstruction_loss()
         # where the domain replaces masked values instead of dropping them, keep covers every position
         self.decoder = TokenPredictor(encoder.dim, decoder_dim, decoder_depth, decoder_heads, domain.num_tokens,
-                                      domain.target_dim, mask_token=optional(domain, Domain, "drops_masked"))
+                                      domain.target_dim, mask_token=optional(domain, Masked, "drops_masked"))
 
     def predict(self, encoder, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (pred [b n target_dim] at every position, or [b m target_dim] at the masked ones where the domain
@@ -31,7 +32,7 @@ class MAE(nn.Module):
         x, keep = batch["views"][0], batch["keep"]  # keep [b k], -1 = padding
         pad = batch["pad"][0] if "pad" in batch else None
         tokens, pooled = encoder(x, keep) if pad is None else encoder(x, keep, pad=pad)  # [b k d]
-        at = batch["masked"] if optional(self.domain, Domain, "scores_masked_only") else None
+        at = batch["masked"] if optional(self.domain, Masked, "scores_masked_only") else None
         return self.decoder(tokens, keep, pad=pad, at=at), pooled
 
     def reconstruction(self, pred: torch.Tensor, batch) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multissl.contracts import Masked
 from multissl.encoder import encode_views
 from multissl.heads import mlp
 
@@ -17,6 +18,7 @@ from .simclr import nt_xent_loss
 
 class SimCLRMAE(nn.Module):
     global_views = 2
+    needs = (Masked,)
     needs_token_encoder = True  # view 0 is encoded from its kept tokens
     corrupt_view = True
     batch_statistics = True  # negatives come from the batch

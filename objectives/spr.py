@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multissl.contracts import Episodes
 from multissl.dist import gather
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import encode_views
@@ -39,6 +40,7 @@ class Transition(nn.Module):
 class SPR(nn.Module):
     global_views = 1
     batch_statistics = True  # the loss is a mean over the global batch's valid steps
+    needs = (Episodes,)  # the next steps of the sample's episode and the actions taken
     future_steps = 5  # the contract's declaration; an instance predicts its own `steps`
     collapse_hint = "raise objective.predictor_lr (the predictor must outpace the EMA teacher)"
 

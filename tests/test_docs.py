@@ -134,5 +134,5 @@ def test_the_api_page_is_generated_from_the_docstrings(site):
     html = (site / "api" / "index.html").read_text()
     for name in ("multissl.export.load_encoder", "multissl.registry.register", "multissl.train.run",
                  "multissl.train.execute", "multissl.cli.load_config", "multissl.contracts.Domain",
-                 "multissl.contracts.fits", "multissl.dist.gather", "multissl.dist.GlobalBatchNorm"):
+                 "multissl.contracts.compatible", "multissl.dist.gather", "multissl.dist.GlobalBatchNorm"):
         assert f'id="{name}"' in html, name

@@ -48,7 +48,6 @@ class ToySequences:
     patch embedding with learned positions cropped to the length. Views: a random crop of 70-100 % of the
     steps plus noise, so the views of one sample differ in length too."""
     name = "toyseq"
-    variable_length = True
 
     def __init__(self, n: int = 96, min_len: int = 4, max_len: int = 12, features: int = 3, mask_ratio: float = 0.5,
                  noise: float = 0.05, data=None, state: dict | None = None):

@@ -62,6 +62,20 @@ def shifted(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
     return p.gather(3, cols)
 
 
+def peek_obs_shape(path: str) -> tuple | None:
+    """One observation's shape in a .npz buffer, from its `obs` header alone (None when that cannot be read: loading
+    the buffer then says why)."""
+    import zipfile
+    from pathlib import Path
+    try:
+        with zipfile.ZipFile(Path(path).expanduser()) as z, z.open("obs.npy") as f:
+            major = np.lib.format.read_magic(f)[0]
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            return tuple(read(f)[0][1:])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
 # ---- the domain --------------------------------------------------------------------------------------------
 class RLDomain:
     name = "rl"
@@ -172,11 +186,16 @@ class RLDomain:
         self._stats = None
 
     # ---- model input -----------------------------------------------------------------------------------------
-    @property
-    def default_encoder(self) -> str | None:
-        """Frames read best through the DQN convolutions (docs/domains/rl.md); vectors through the configured
-        default."""
-        return None if self.is_vector else "nature_cnn"
+    @staticmethod
+    def default_encoder(data: dict, layout: str = "auto", **keys) -> str | None:
+        """Frames read best through the DQN convolutions (docs/domains/rl.md), vectors through the configured
+        default: asked when the config is composed, so the buffer's observation shape is read from its header."""
+        if layout == "auto":
+            path = data.get("path")
+            shape = peek_obs_shape(path) if isinstance(path, str) else (
+                tuple(path["obs"].shape[1:]) if isinstance(path, Mapping) and "obs" in path else None)
+            layout = detect_layout(shape) if shape else "frames"  # the embedded default: frames
+        return None if layout == "vector" else "nature_cnn"
 
     @property
     def is_vector(self) -> bool:
@@ -242,7 +261,6 @@ class RLDomain:
         return torch.from_numpy(np.asarray(self._buf["obs"][int(x)]))
 
     # ---- views -------------------------------------------------------------------------------------------------
-    future = True  # episodes with actions: draw(n_future=K) gives the next K steps (SPR)
 
     @property
     def actions(self) -> tuple[str, int]:

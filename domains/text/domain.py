@@ -55,7 +55,6 @@ class TokenEmbed(nn.Module):
 
 class TextDomain:
     name = "text"
-    variable_length = True
     drops_masked = False  # masked tokens stay in the input, corrupted (BERT)
     scores_masked_only = True  # logits over the vocabulary at the masked 15 % alone
     local_views = True

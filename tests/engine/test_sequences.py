@@ -11,7 +11,7 @@ from omegaconf import open_dict
 import multissl
 import toys
 from multissl.cli import option_class, options
-from multissl.contracts import fits
+from multissl.contracts import compatible
 from multissl.data import Collate, Views, to_device, train_loader
 from multissl.encoder import Encoder
 from multissl.objectives.mae import MAE
@@ -97,7 +97,7 @@ def toy_config(tiny, objective, *overrides, name="run"):
 
 
 @pytest.mark.parametrize("objective", [o for o in options("objective")
-                                       if fits(toys.ToySequences, option_class("objective", o)) is None])
+                                       if compatible(toys.ToySequences, option_class("objective", o)) is None])
 def test_every_objective_trains_on_variable_length_samples(tiny, objective):
     cfg = toy_config(tiny, objective)
     set_seed(0)

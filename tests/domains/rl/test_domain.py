@@ -1,12 +1,15 @@
 """RL domain: preprocessing of every layout, views (temporal positives inside episodes, shifts, intensity),
 the held-out episode split, the state probe's metrics, and runs through the engine, export and evaluate."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import multissl
+import multissl.configs
 from multissl.data import stack_draws
 from multissl.domains.rl.domain import shifted, temporal_neighbour
 from multissl.errors import UserError
@@ -265,16 +268,20 @@ def test_evaluate_reads_another_buffer_of_the_same_observations(tiny, tmp_path, 
         evaluate_run(folder, data={"path": str(wrong)})
 
 
-def test_frames_default_to_nature_cnn_unless_the_command_chooses(tmp_path, capsys):
-    """The plain `domain=rl objective=byol` on frames gets the encoder the docs recommend; any encoder choice
-    (encoder=, an encoder.* key) and masked objectives keep theirs."""
+def test_frames_default_to_nature_cnn_unless_the_command_chooses(tmp_path, capsys, write_buffer):
+    """The plain `domain=rl objective=byol` on frames gets the encoder the docs recommend, decided when the config is
+    composed (from the buffer's header: no data is loaded); any encoder choice (encoder=, an encoder.* key), masked
+    objectives and state vectors keep theirs. The encoder's learning rate comes from its class, not its YAML."""
     from multissl.cli import load_config
-    from multissl.train import build_domain, domain_encoder
-    base = ["domain=rl", "domain.default.steps=1200"]
-    d = build_domain(load_config(base))
-    cfg = domain_encoder(load_config([*base, "objective=byol"]), d)
+    from multissl.domains.rl import NatureCNN
+    cfg = load_config(["domain=rl", "objective=byol"])
     assert cfg.meta.encoder == "nature_cnn" and cfg.encoder._target_.endswith("NatureCNN")
-    assert cfg.optim.base_lr == 1e-4 and "encoder=nature_cnn" in capsys.readouterr().err  # its engine default too
+    assert cfg.optim.base_lr == NatureCNN.base_lr and "encoder=nature_cnn" in capsys.readouterr().err
     for chosen in (["encoder=transformer"], ["encoder.depth=1"], ["objective=mae"]):
-        assert domain_encoder(load_config([*base, *chosen]), d).meta.encoder == "transformer"
-    assert domain_encoder(load_config([*base, "objective=byol", "optim.base_lr=0.01"]), d).optim.base_lr == 0.01
+        assert load_config(["domain=rl", *chosen]).meta.encoder == "transformer"
+    assert load_config(["domain=rl", "objective=byol", "optim.base_lr=0.01"]).optim.base_lr == 0.01
+    vectors = write_buffer(tmp_path / "cartpole.npz", obs=np.zeros((40, 4), np.float32))
+    assert load_config(["domain=rl", f"data.path={vectors}"]).meta.encoder == "transformer"
+    frames = write_buffer(tmp_path / "frames.npz", obs=np.zeros((40, 3, 48, 48), np.uint8))
+    assert load_config(["domain=rl", f"data.path={frames}"]).meta.encoder == "nature_cnn"
+    assert "optim" not in OmegaConf.load(Path(multissl.configs.__file__).parent / "encoder" / "nature_cnn.yaml")
