@@ -1,5 +1,6 @@
 """Audio domain: mono waveforms -> normalized log-mel spectrograms [1 mel frames] -> time x frequency
-patch tokens (AST / SSAST / Audio-MAE). Default data: spoken words synthesized offline (espeak.py)."""
+patch tokens (AST / SSAST / Audio-MAE). Default data: spoken words synthesized offline (espeak.py); else a folder of
+audio files, an HF dataset, or waveforms in memory (`memory_waves`)."""
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from . import augment as A
 from .cache import default_cache_dir
 from .files import Files, class_count, hf_splits, labelled, locate, split_folders
 from .masking import band_mask, random_mask
+from .memory import describe, in_memory, is_array, memory_split, numpy, unpack
 from .patches import PatchEmbed, masked_mse, patchify
 from .rows import label_column, row_split
 
@@ -74,13 +76,51 @@ def read_audio(path, rate: int, min_samples: int = 1, name: str | None = None) -
     except Exception as e:
         raise UserError(f"cannot read audio {name}: {str(e).splitlines()[0][:120]}; remove or fix the file "
                         f"{fix}") from None
-    if len(wave) == 0:
-        raise UserError(f"audio file {name} is empty (0 samples); remove it {fix}")
+    long_enough(len(wave), f"audio file {name}", 1, rate, f"remove it {fix}")
     w = to_mono(wave, sr, rate)
-    if len(w) < min_samples:
-        raise UserError(f"audio file {name} is {1000 * len(w) / rate:.0f} ms long, shorter than one patch "
-                        f"({1000 * min_samples / rate:.0f} ms); remove it or lower domain.patch_size[1] {fix}")
+    long_enough(len(w), f"audio file {name}", min_samples, rate, f"remove it or lower domain.patch_size[1] {fix}")
     return w
+
+
+def long_enough(n: int, what: str, min_samples: int, rate: int, fix: str):
+    """A clip of n samples at `rate` holds at least one sample and one patch (min_samples); else a UserError."""
+    if n == 0:
+        raise UserError(f"{what} is empty (0 samples); {fix}")
+    if n < min_samples:
+        raise UserError(f"{what} is {1000 * n / rate:.0f} ms long, shorter than one patch "
+                        f"({1000 * min_samples / rate:.0f} ms); {fix}")
+
+
+MEMORY = ("mono waveforms at domain.sample_rate: floats (or int16) [n, samples], or a list or Dataset of 1-D clips, "
+          "as (clips, labels) for labels")
+
+
+def memory_waves(obj, rate: int, min_samples: int) -> Files:
+    """In-memory waveforms (MEMORY) -> a split read lazily as files are, each clip checked as a file's when read
+    (`memory_clip`); a batch array's dtype and shape are checked here, and the first clip is read."""
+    samples, labels = unpack(obj)
+    if is_array(samples) and (samples.ndim != 2 or not is_wave(numpy(samples))):
+        fix = {1: "one clip is x[None]", 3: "downmix the channels, x.mean(-1)"}.get(samples.ndim)
+        raise UserError(f"data.path holds {describe(samples)}; the audio domain reads {MEMORY}: "
+                        f"{fix or 'convert to float32 in [-1, 1]'}")
+    if not (is_array(samples) or isinstance(samples, (list, torch.utils.data.Dataset))) or not len(samples):
+        raise UserError(f"data.path holds {describe(samples)}; the audio domain reads {MEMORY}")
+    split = memory_split(samples, labels, partial(memory_clip, rate=rate, min_samples=min_samples), "clip")
+    split[0]  # a wrong kind of sample is said now, not in a loader worker
+    return split
+
+
+def is_wave(a: np.ndarray) -> bool:
+    return a.dtype.kind == "f" or a.dtype == np.int16
+
+
+def memory_clip(w, rate: int, min_samples: int, name: str) -> torch.Tensor:
+    """One in-memory clip (1-D float or int16, at `rate`) -> float32 [samples]; anything else a UserError."""
+    a = numpy(w) if is_array(w) or isinstance(w, list) else None
+    if a is None or a.ndim != 1 or not is_wave(a):
+        raise UserError(f"{name} is {describe(w)}; the audio domain reads {MEMORY}")
+    long_enough(len(a), name, min_samples, rate, "drop it or lower domain.patch_size[1]")
+    return as_float(a)
 
 
 def fit_length(w: torch.Tensor, n: int, start: int | None = None) -> torch.Tensor:
@@ -147,7 +187,9 @@ class AudioDomain:
 
     def _load(self):
         path = self.data.get("path")
-        if not path:
+        if in_memory(path):
+            splits = {"train": memory_waves(path, self.rate, self.min_samples)}  # unsplit, as a folder without train/
+        elif not path:
             splits = self._spoken_words()
         else:
             kind, where = locate(path, "a folder of audio files or a saved HF dataset")

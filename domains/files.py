@@ -1,6 +1,7 @@
 """Where the domains' data comes from, shared by them: folders of sample files (splits, labels from class
 subfolders, lazy reading with an optional counted skip of unreadable files) and HF `datasets` splits."""
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def locate(path: str, what: str, folders: bool = True, files: bool = False) -> t
     """data.path -> (kind, where): "folder" (a folder of sample files, when the domain reads `folders`),
     "file" (when it reads `files`), "saved" (a saved HF dataset folder) or "cache" (hf:<name>, an HF
     dataset in the local cache). `what` names what the domain reads, for the error."""
+    if not isinstance(path, (str, os.PathLike)):  # an object that a domain reading no in-memory data was given
+        raise UserError(f"data.path holds a {type(path).__name__}; this domain reads {what}: pass its path")
     p = Path(path).expanduser()
     if p.is_dir():
         saved = any(p.glob("*.arrow")) or any((p / f).exists() for f in ("dataset_dict.json", "state.json"))

@@ -26,15 +26,17 @@ from multissl.registry import resolve as plugin_or_target
 
 
 def make(node, **kwargs):
-    """hydra's instantiate of a config the user composed (the command line, Python), with a UserError raised inside
-    the class (a bad option, an encoder that cannot read the data) passed on as it is instead of wrapped in Hydra's
-    InstantiationException and its traceback. Files written by others go through multissl.registry instead."""
+    """The class of a config the user composed (the command line, Python) called with the node's keys and kwargs —
+    objects the engine passes (the domain, in-memory data) reach it as they are, never through the config — and a
+    UserError raised inside the class (a bad option, an encoder that cannot read the data) passed on as it is. Files
+    written by others go through multissl.registry instead."""
     try:
-        return instantiate(node, **kwargs, _convert_="all")
+        factory = instantiate(node, _partial_=True, _convert_="all")
     except InstantiationException as e:
         if isinstance(e.__cause__, UserError):
             raise e.__cause__ from None
         raise
+    return factory(**kwargs)
 
 
 def refuse_incompatible(cfg):
@@ -45,13 +47,15 @@ def refuse_incompatible(cfg):
         raise UserError(why)
 
 
-def build_domain(cfg, state: dict | None = None):
+def build_domain(cfg, state: dict | None = None, data=None):
     """The domain with its data loaded, identical on every process (see the module's docstring). `state`: a resumed
-    run's saved domain state, which every process then uses instead of deriving one."""
+    run's saved domain state, which every process then uses instead of deriving one; `data`: in-memory data (an
+    array, a DataFrame, a list of strings …) the domain reads as its data.path."""
     refuse_incompatible(cfg)
+    section = OmegaConf.to_container(cfg.data) | ({} if data is None else {"path": data})
 
     def load(s):
-        domain = make(cfg.domain, data=OmegaConf.to_container(cfg.data), **({} if s is None else {"state": s}))
+        domain = make(cfg.domain, data=section, **({} if s is None else {"state": s}))
         check(domain, Domain, "domain")
         train = domain.dataset("train")
         if train is None or len(train) == 0:

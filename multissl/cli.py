@@ -41,8 +41,7 @@ def pairs() -> list[tuple[str, str]]:
 
 
 def fail(msg: str):
-    print(f"multissl: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+    raise UserError(msg)
 
 
 def usage() -> str:
@@ -154,25 +153,32 @@ def decide(argv: list[str], named: dict, cfg):
 
 
 def load_config(argv: list[str]):
-    """The run's config from command-line style overrides (`["domain=audio", "objective=byol"]`): the registry's
-    defaults composed with them, every key and choice checked (an unknown one is one line naming the
-    valid ones, exit status 2), and `meta` holding the chosen options and the overrides (for the resume command)."""
+    """compose_config for a command: --help prints the usage, and a bad choice or key is its one line on stderr and
+    exit status 2."""
     if any(a in ("-h", "--help") for a in argv):
         config_dir_args([a for a in argv if a not in ("-h", "--help")])
         print(usage())
         sys.exit(0)
-    given = list(argv)
-    try:  # a plugin that cannot be imported, a config folder that is not there: one line
-        argv = config_dir_args(list(argv))
-        for a in argv:
-            if "=" not in a:
-                fail(f"argument {a!r} is not key=value; see --help for the keys")
-        argv, named = pick_groups(argv)
-        cfg = compose_checked(argv)
-        argv, named = decide(argv, named, cfg)
-        cfg = compose_checked(argv)
+    try:
+        return compose_config(argv)
     except UserError as e:
-        fail(str(e))
+        print(f"multissl: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def compose_config(argv: list[str]):
+    """The run's config from command-line style overrides (`["domain=audio", "objective=byol"]`): the registry's
+    defaults composed with them, every key and choice checked (an unknown one is a UserError naming the valid
+    ones), and `meta` holding the chosen options and the overrides (for the resume command)."""
+    given = list(argv)
+    argv = config_dir_args(list(argv))
+    for a in argv:
+        if "=" not in a:
+            fail(f"argument {a!r} is not key=value; see --help for the keys")
+    argv, named = pick_groups(argv)
+    cfg = compose_checked(argv)
+    argv, named = decide(argv, named, cfg)
+    cfg = compose_checked(argv)
     missing = sorted(k for g in GROUPS for k in OmegaConf.missing_keys(cfg[g]))  # full keys: domain.rate
     if missing:
         fail(f"{' and '.join(missing)} {'has' if len(missing) == 1 else 'have'} no default in the class; set "

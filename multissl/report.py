@@ -1,8 +1,9 @@
-"""`python -m multissl.report <run> [<run> …] [--out <folder>]` — PNG plots of runs' `metrics.jsonl`, several runs
-overlaid, and one self-contained HTML page (the PNGs inline) that shows them: the loss and the objective's terms,
-the held-out metrics, RankMe / effective ranks / rank difference, the duality criteria over steps, and the
-singular-value spectrum of the final representation and projector output. Writes to <first run>/report unless
---out is given."""
+"""`python -m multissl.report <run or sweep> [<run or sweep> …] [--out <folder>]` — PNG plots of runs'
+`metrics.jsonl`, several runs overlaid, and one self-contained HTML page (the PNGs inline) that shows them: the loss
+and the objective's terms, the held-out metrics, RankMe / effective ranks / rank difference, the duality criteria
+over steps, and the singular-value spectrum of the final representation and projector output. A sweep folder (`-m`:
+a folder whose subfolders are runs) stands for all its runs. Writes to <first run or sweep>/report unless --out is
+given."""
 import base64
 import sys
 from pathlib import Path
@@ -22,9 +23,29 @@ NOT_HELDOUT = ("emb_std", "emb_std_proj", "collapse_warning", "step")
 def read_rows(run: Path) -> list[dict]:
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
-        raise UserError(f"{run} has no metrics.jsonl; pass a run folder (runs/<name>)")
+        raise UserError(f"{run} has no metrics.jsonl; pass a run folder (runs/<name>) or a sweep folder (its runs)")
     from multissl.runlog import read_rows
     return read_rows(path)
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / "metrics.jsonl").is_file()
+
+
+def expand(paths: list) -> list[Path]:
+    """The runs the arguments name: a run folder is itself; a folder whose subfolders are runs (a sweep) is those
+    runs, in name order. Anything else is kept, for read_rows to name."""
+    runs = []
+    for p in map(Path, paths):
+        inside = sorted(f for f in p.iterdir() if f.is_dir() and is_run(f)) if p.is_dir() and not is_run(p) else []
+        runs += inside or [p]
+    return runs
+
+
+def labels(runs: list[Path]) -> list[str]:
+    """A run's name in the plots: its folder's name, or parent/name where two runs (of two sweeps) share one."""
+    names = [r.name for r in runs]
+    return [n if names.count(n) == 1 else f"{r.parent.name}/{n}" for n, r in zip(names, runs)]
 
 
 def groups(rows: list[dict]) -> dict[str, list[str]]:
@@ -83,7 +104,7 @@ def spectra(run: Path) -> dict[str, torch.Tensor]:
 
 
 def plot_spectra(runs: list[Path]):
-    found = {run.name: spectra(run) for run in runs}
+    found = {name: spectra(run) for name, run in zip(labels(runs), runs)}
     kinds = list(dict.fromkeys(k for s in found.values() for k in s))
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.8 * len(kinds), 3.4), squeeze=False)
     for ax, kind in zip(axes.flat, kinds):
@@ -100,10 +121,11 @@ def plot_spectra(runs: list[Path]):
 
 
 def report(runs: list, out: Path | None = None) -> Path:
-    """Writes <out>/<plot>.png and <out>/index.html; returns out."""
-    runs = [Path(r) for r in runs]
-    rows = {r.name: read_rows(r) for r in runs}
-    out = Path(out) if out is not None else runs[0] / "report"
+    """Writes <out>/<plot>.png and <out>/index.html (default: <first run or sweep>/report); returns out."""
+    first = Path(runs[0])
+    runs = expand(runs)
+    rows = {name: read_rows(r) for name, r in zip(labels(runs), runs)}
+    out = Path(out) if out is not None else first / "report"
     out.mkdir(parents=True, exist_ok=True)
     per_run = [groups(rs) for rs in rows.values()]
     figures = {g: plot_metrics(rows, list(dict.fromkeys(k for keys in per_run for k in keys[g])), g)

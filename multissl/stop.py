@@ -20,12 +20,20 @@ _runs = itertools.count()  # every process counts its runs alike, so a run's sto
 _waits = itertools.count()
 
 
+class Stopped(Exception):
+    """A run that stopped on a signal, its checkpoint saved: the command exits with 128 + signum."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
 class StopSignal:
     """SIGTERM/SIGINT end the current step; `agreed()` is the stop request of any process."""
 
-    def __init__(self):
+    def __init__(self, install: bool = True):
         self.requested, self.signum, self.previous = None, 0, {}
-        if threading.current_thread() is threading.main_thread():
+        if install and threading.current_thread() is threading.main_thread():
             self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handle(self, signum, frame):
@@ -61,6 +69,7 @@ class Together:
     process's exit status)."""
 
     def __init__(self, poll_s: float = 0.5):
+        self.poll_s = poll_s
         self.store = _store() if dist.world_size() > 1 else None
         self.key = f"multissl/run{next(_runs)}/failed"  # "<rank> <exit status>" of the first process that failed
         self.done = threading.Event()
@@ -76,6 +85,7 @@ class Together:
             except Exception:  # the store is gone: the main process ended; the collectives say the rest
                 return
             if rank != dist.rank() and not self.done.is_set():
+                self.seen()
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(status)  # the main thread may be blocked in a collective that will never complete
@@ -85,7 +95,7 @@ class Together:
 
     def __exit__(self, kind, error, tb):
         self.done.set()
-        if error is None or self.store is None or isinstance(error, SystemExit):
+        if error is None or self.store is None or isinstance(error, (SystemExit, Stopped)):
             return False
         from multissl.errors import UserError
         mine = f"{dist.rank()} {2 if isinstance(error, UserError) else 1}"
@@ -95,7 +105,23 @@ class Together:
             return False
         if first != mine:  # another process failed first and said why: exit as it does, silently
             error.shown_elsewhere = int(first.split()[1])
+            self.seen()
+            return False
+        # the store lives in the main process: the first to fail waits (a few polls at most) until every other
+        # process has read its failure, so that none is left polling a store that is gone
+        deadline = time.monotonic() + 4 * self.poll_s + 1
+        try:
+            while time.monotonic() < deadline and self.store.add(f"{self.key}/seen", 0) < dist.world_size() - 1:
+                time.sleep(self.poll_s / 5)
+        except Exception:  # the store is gone: the main process read it and ended
+            pass
         return False
+
+    def seen(self):
+        try:
+            self.store.add(f"{self.key}/seen", 1)
+        except Exception:
+            pass
 
 
 def main_first():

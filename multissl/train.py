@@ -30,7 +30,7 @@ from multissl.precision import Precision
 from multissl.registry import read_yaml
 from multissl.runlog import RunLog, ScalarLogs
 from multissl.schedules import scaled_lr, step_values
-from multissl.stop import StopSignal, Together
+from multissl.stop import Stopped, StopSignal, Together
 
 
 class SSLModel(nn.Module):
@@ -144,23 +144,24 @@ def fit_batch(cfg, n_train: int, world: int):
     return cfg
 
 
-def run(cfg) -> Path:
+def run(cfg, data=None, signals: bool = True) -> Path:
     """Train, checkpoint, export and evaluate one run; returns its folder. Every process runs it; an error on any
-    process ends all of them (multissl.stop)."""
-    AcceleratorState._reset_state()  # run() may be called again in one process (tests, notebooks, workers)
+    process ends all of them (multissl.stop). `data`: in-memory data the domain reads instead of data.path;
+    `signals`: SIGTERM/SIGINT end the run at the next step with a checkpoint (raising multissl.stop.Stopped)."""
+    AcceleratorState._reset_state()  # its process-group timeout is this run's (run() may be called again)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[
         InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.trainer.timeout_s))])
     with Together(), needs_extras(f"domain={cfg.meta.domain} (with encoder={cfg.meta.encoder}, "
                                   f"objective={cfg.meta.objective})"):
-        return train(cfg, accelerator)
+        return train(cfg, accelerator, data, signals)
 
 
-def train(cfg, accelerator) -> Path:
+def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     t = cfg.trainer
     set_seed(t.seed)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     folder, saved = open_run(cfg)  # a resumed run keeps what must not change (a tokenizer's ids)
-    domain = build_domain(cfg, state=saved.get("domain") if saved else None)
+    domain = build_domain(cfg, state=saved.get("domain") if saved else None, data=data)
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     cfg = fit_batch(cfg, len(train_set), world)
     encoder, objective = build_models(cfg, domain)
@@ -197,7 +198,7 @@ def train(cfg, accelerator) -> Path:
     bar = tqdm(total=t.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc=str(folder))
     tic, seen, skipped = time.perf_counter(), 0, torch.zeros((), dtype=torch.long, device=device)
     bad_run, bad_total, probe_logs = 0, 0, {}
-    stop = StopSignal()
+    stop = StopSignal(install=signals)
     model.train()
     for micro_batches in steps(loader, accum):
         sched = step_values(step, t.max_steps, cfg.optim, cfg.ema, lr)
@@ -252,10 +253,9 @@ def train(cfg, accelerator) -> Path:
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps or stopping:
             save_checkpoint()
         if stopping:
-            if main:
-                print(f"multissl: {stop.requested}: checkpoint saved at step {step} in {folder}; to resume, run: "
-                      f"{resume_command(cfg, folder, world)}", file=sys.stderr)
-            sys.exit(128 + stop.signum)
+            stop.restore()
+            raise Stopped(stop.signum, f"{stop.requested}: checkpoint saved at step {step} in {folder}; to resume, "
+                                       f"run: {resume_command(cfg, folder, world)}")
     bar.close()
     stop.restore()
     save_checkpoint()  # the checkpoint and the export come first: an evaluation that fails loses neither
@@ -283,6 +283,10 @@ def execute(cfg) -> int:
     try:
         run(cfg)
         return 0
+    except Stopped as e:
+        if dist.rank() == 0:
+            print(f"multissl: {e}", file=sys.stderr)
+        return 128 + e.signum
     except UserError as e:
         if getattr(e, "shown_elsewhere", None):
             return e.shown_elsewhere

@@ -5,25 +5,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from multissl.cli import load_config
-from multissl.data import sample_views
+from multissl.testing import TINY_ENCODER, assert_every_parameter_learns, item_views  # noqa: F401  (the tests' names)
 from multissl.train import run
 
 # Small enough that one training step takes well under a second on 2 busy cores.
-TINY_ENCODER = ("encoder.dim=16", "encoder.depth=1", "encoder.heads=2")  # transformer keys only
 # evaluation on at most 256 samples per split: what is checked is that it runs and what it logs, not how well
 TINY = ("data.batch_size=32", "data.num_workers=0", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=256",
         "trainer.baseline=false")  # the untrained-encoder scoring has its own tests (tests/engine/test_baseline.py)
 # The rl domain's default buffer is 10,000 CartPole steps (about 40 s to collect on a cold cache); tests use
 # one of 1,200 steps with the same settings (cached under its own key). Nothing in them depends on its size.
 DOMAIN_DATA = {"rl": ("domain.default.steps=1200",)}
-
-
-def item_views(domain, item: dict) -> list:
-    """The views of one Views item: made per sample, or from its draws by the domain's batched apply."""
-    return item["views"] if "drawn" not in item else sample_views(domain, item["drawn"])
 
 
 def domain_data(overrides) -> tuple:
@@ -63,13 +56,3 @@ def write_mixed_table(path: Path, n: int = 120, seed: int = 0) -> Path:
                           "children": rng.integers(0, 4, n), "churned": np.where(rng.random(n) < 0.3, "yes", "no")})
     table.to_csv(path, index=False)
     return path
-
-
-def assert_every_parameter_learns(model):
-    """timm's registry check: every trainable parameter gets a finite gradient that is not all zero."""
-    trainable = [(k, p) for k, p in model.named_parameters() if p.requires_grad and p.numel()]
-    assert trainable
-    dead = [k for k, p in trainable if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not dead, f"no gradient reaches {dead}"
-    bad = [k for k, p in trainable if not torch.isfinite(p.grad).all()]
-    assert not bad, f"non-finite gradients in {bad}"

@@ -14,9 +14,10 @@ from multissl.errors import UserError
 from .. import augment as A
 from ..files import Files, class_count, hf_splits, labelled, locate, split_folders
 from ..masking import random_mask
+from ..memory import in_memory
 from ..patches import PatchEmbed, masked_mse, patchify
 from ..rows import Rows, label_column, row_split
-from .sources import IMAGE_EXT, channel_stats, choose_size, digits_split, read_image, survey
+from .sources import IMAGE_EXT, channel_stats, choose_size, digits_split, memory_images, read_image, survey
 
 
 def auto_patch(size: int, max_side: int = 8) -> int:
@@ -70,7 +71,9 @@ class ImageDomain:
 
     def _load(self):
         path = self.data.get("path")
-        if not path:
+        if in_memory(path):
+            splits, self.image_size, self.channels = memory_images(path, self.image_size, self.channels)
+        elif not path:
             splits = digits_split()
             self.channels, self.image_size = splits["train"].x.shape[1], splits["train"].x.shape[-1]  # 1, 8
         else:

@@ -1,14 +1,19 @@
 """Where images come from, as {split: dataset of {"x": uint8 [c s s], "y": class id or -1}}: the embedded digits,
-a folder of image files, or the Image column of an HF dataset (saved, or in the local cache). Nothing is decoded at
-load: a file or row is read when its item is asked for, the automatic size reads only the headers of a sample, and
-the normalisation statistics take one image at a time. Every file becomes the run's channels and size whatever its
-mode, EXIF orientation or format (`decode`)."""
+a folder of image files, the Image column of an HF dataset (saved, or in the local cache), or images in memory
+(arrays, tensors, PIL images: `memory_images`). Nothing is decoded at load: a file, row or in-memory image is read
+when its item is asked for, the automatic size reads only the headers of a sample, and the normalisation statistics
+take one image at a time. Every image becomes the run's channels and size whatever its mode, EXIF orientation or
+format (`decode`)."""
 import statistics
+import sys
+from functools import partial
 
 import numpy as np
 import torch
 
 from multissl.errors import UserError, reason
+
+from ..memory import describe, is_array, memory_split, numpy, unpack
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SINGLE_BAND = {"1", "L", "LA", "La", "I", "F"}  # and every "I;16..." mode; LA: gray with alpha
@@ -142,8 +147,9 @@ def is_single_band(mode: str) -> bool:
     return mode in SINGLE_BAND or mode.startswith("I;16")
 
 
-def choose_size(found: list[tuple[str, int]], image_size: int | None, channels: int | None, total: int):
-    """(image_size, channels, one line saying how) for the unset ones, from `survey`'s sample.
+def choose_size(found: list[tuple[str, int]], image_size: int | None, channels: int | None, total: int,
+                seen: str = "the headers of"):
+    """(image_size, channels, one line saying how) for the unset ones, from `survey`'s sample (`seen` says of what).
 
     Size: the median shorter side of the sample, capped at MAX_AUTO_SIZE. The median, so a few thumbnails, panoramas
     or one odd file that sorts first do not set the size of a whole folder; the lower median, so an even sample
@@ -162,9 +168,76 @@ def choose_size(found: list[tuple[str, int]], image_size: int | None, channels: 
         gray = all(is_single_band(mode) for mode, _ in found)
         channels = 1 if gray else 3
         how.append(f"domain.channels={channels} ({'all' if gray else 'not all'} single-band)")
-    line = (f"multissl: from the headers of {len(found)} of the {total} training images: {', '.join(how)}; set "
+    line = (f"multissl: from {seen} {len(found)} of the {total} training images: {', '.join(how)}; set "
             f"domain.image_size= and domain.channels= to choose")
     return image_size, channels, line
+
+
+# ---- in-memory images ---------------------------------------------------------------------------------------
+
+MEMORY = ("uint8 images [n, h, w, c] or [n, h, w] (or floats in [0, 1]; channels first too), or a list or Dataset of "
+          "images (arrays or PIL images), as (images, labels) for labels")
+
+
+def memory_images(obj, image_size: int | None, channels: int | None) -> tuple[dict, int, int]:
+    """In-memory images (MEMORY) -> ({"train": Files}, image_size, channels): each image made the run's channels and
+    size as a file is (`memory_image`) when its item is asked for; the unset size and channels chosen as for files
+    (`choose_size`), from the images `survey` would sample."""
+    samples, labels = unpack(obj)
+    if not (is_array(samples) and samples.ndim in (3, 4) or isinstance(samples, (list, torch.utils.data.Dataset))):
+        raise UserError(f"data.path holds {describe(samples)}; the image domain reads {MEMORY}")
+    if not len(samples):
+        raise UserError(f"data.path holds no images ({describe(samples)}); the image domain reads {MEMORY}")
+    whole = numpy(samples) if is_array(samples) else None  # no copy
+    if whole is not None and whole.dtype.kind == "f":
+        unit_range(whole, "data.path")  # once, before any item is read
+    sample = (to_pil(samples[i], f"image {i} of data.path") for i in spread(len(samples), SURVEY))
+    found = [(im.mode, min(im.size)) for im in sample]
+    if image_size is None or channels is None:
+        image_size, channels, line = choose_size(found, image_size, channels, len(samples), "the shapes of")
+        print(line, file=sys.stderr)
+    read = partial(memory_image, channels=channels, size=image_size)
+    return {"train": memory_split(samples, labels, read, "image")}, image_size, channels
+
+
+def memory_image(x, channels: int, size: int, name: str) -> torch.Tensor:
+    """One in-memory image -> uint8 [channels size size], exactly as the same pixels read from a file (read_image)."""
+    return resize_uint8(decode(to_pil(x, name), channels, size), size)
+
+
+def to_pil(x, name: str):
+    """An image as an array or tensor — uint8 or floats in [0, 1]; [h w c] (c 1, 3 or 4), [c h w] (c 1 or 3) or
+    [h w] — or a PIL image (copied: `decode` transposes in place) -> a PIL image; anything else a UserError naming
+    `name`."""
+    from PIL import Image
+    if isinstance(x, Image.Image):
+        return x.copy()
+    if not is_array(x):
+        raise UserError(f"{name} is {describe(x)}; the image domain reads images as arrays [h, w, c] or [h, w], or PIL "
+                        f"images")
+    a = numpy(x)
+    if a.dtype.kind == "f":
+        unit_range(a, name)
+        a = np.rint(a * 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise UserError(f"{name} holds {a.dtype}; the image domain reads uint8 0..255 or floats in [0, 1]: convert "
+                        f"it, e.g. x.astype(np.uint8) for values 0..255")
+    last = a.ndim == 3 and a.shape[-1] in (1, 3, 4) and a.shape[-1] <= a.shape[0]  # [h w c], else maybe [c h w]
+    if a.ndim == 3 and not last and a.shape[0] in (1, 3):
+        a = a.transpose(1, 2, 0)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or a.ndim == 3 and a.shape[-1] in (3, 4)):
+        raise UserError(f"{name} is shaped {list(a.shape)}; the image domain reads [h, w, c] with c 1, 3 or 4, "
+                        f"[c, h, w] or [h, w]")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def unit_range(a: np.ndarray, name: str):
+    """Float pixels must lie in [0, 1] (NaN does not)."""
+    if a.size and not (a.min() >= 0 and a.max() <= 1):
+        raise UserError(f"{name} holds floats from {a.min():g} to {a.max():g}; the image domain reads floats in [0, 1] "
+                        f"or uint8 0..255: scale them (x / 255) or pass uint8")
 
 
 # ---- normalisation statistics -------------------------------------------------------------------------------

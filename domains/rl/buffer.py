@@ -1,9 +1,9 @@
 """The replay-buffer format of the rl domain (docs/domains/rl.md) and the embedded default buffer.
 
-A buffer is one .npz file with one entry per step in each array: obs, action, reward, terminated, truncated
-(the step ended its episode: a terminal state or a time limit), optionally episode ids, the true `state` [N S]
-and `state_names`, and `env_config` (JSON: what `collect.make_env` rebuilds the env from). Observations are
-stored in one of these layouts:
+A buffer is one .npz file (in memory: a dict of the same arrays) with one entry per step in each array: obs, action,
+reward, terminated, truncated (the step ended its episode: a terminal state or a time limit), optionally episode ids,
+the true `state` [N S] and `state_names`, and `env_config` (JSON: what `collect.make_env` rebuilds the env from).
+Observations are stored in one of these layouts:
 
     vector  [D]          float state vectors
     hw      [H W]        one grayscale frame
@@ -12,7 +12,9 @@ stored in one of these layouts:
     khwc    [K H W C]    stacks of colour frames"""
 import hashlib
 import json
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ import torch
 from multissl.errors import UserError, reason
 
 from ..cache import default_cache_dir
+from ..memory import describe, numpy
 
 REQUIRED = ("obs", "action", "reward", "terminated", "truncated")
 LAYOUTS = ("vector", "hw", "hwc", "chw", "khwc")
@@ -72,25 +75,31 @@ def action_space(action: np.ndarray) -> tuple[str, int]:
     return "continuous", int(np.prod(action.shape[1:]))
 
 
-def read_buffer(path: Path) -> dict:
-    """A .npz replay buffer -> dict of numpy arrays, every array checked for presence, length, dtype and range."""
-    if path.suffix.lower() != ".npz":
-        raise UserError(f"{path} is not a replay buffer (.npz with {', '.join(REQUIRED)}); write one with "
-                        f"numpy.savez or python -m multissl.collect")
-    buf = load_arrays(path)
+def read_buffer(source) -> dict:
+    """A replay buffer — a .npz file, or in memory a dict of arrays with its keys (`memory_arrays`) -> dict of numpy
+    arrays, every array checked for presence, length, dtype and range."""
+    if isinstance(source, Mapping):
+        buf, where = memory_arrays(source), "the replay buffer in data.path"
+    elif isinstance(source, (str, os.PathLike)):
+        path, where = Path(source), f"replay buffer {source}"
+        if path.suffix.lower() != ".npz":
+            raise UserError(f"{path} is not a replay buffer (.npz with {', '.join(REQUIRED)}); write one with "
+                            f"numpy.savez or python -m multissl.collect")
+        buf = load_arrays(path)
+    else:
+        raise UserError(f"data.path holds {describe(source)}; the rl domain reads {MEMORY}")
     missing = [k for k in REQUIRED if k not in buf]
     if missing:
-        raise UserError(f"replay buffer {path} has no {missing[0]!r} array (it has: {', '.join(sorted(buf)) or 'none'})"
+        raise UserError(f"{where} has no {missing[0]!r} array (it has: {', '.join(sorted(buf)) or 'none'})"
                         f"; {FORMAT_HELP}")
     n = len(buf["obs"]) if buf["obs"].ndim else 0
     if n == 0:
-        raise UserError(f"replay buffer {path} is empty (obs holds 0 steps); collect some steps into it")
+        raise UserError(f"{where} is empty (obs holds 0 steps); collect some steps into it")
     for k in (*REQUIRED[1:], "state", "episode"):
         if k in buf and (buf[k].ndim == 0 or len(buf[k]) != n):
             got = len(buf[k]) if buf[k].ndim else "no"
-            raise UserError(f"replay buffer {path}: {k!r} has {got} steps but 'obs' has {n}; every array needs one "
+            raise UserError(f"{where}: {k!r} has {got} steps but 'obs' has {n}; every array needs one "
                             f"entry per step")
-    where = f"replay buffer {path}"
     for k in ("terminated", "truncated"):
         v = one_per_step(buf[k], k, where)
         if v.dtype != bool and not (v.dtype.kind in NUMBERS and np.isin(v, (0, 1)).all()):
@@ -103,7 +112,7 @@ def read_buffer(path: Path) -> dict:
     if "episode" in buf:
         buf["episode"] = episode_ids(one_per_step(buf["episode"], "episode", where), where)
     if not np.issubdtype(buf["obs"].dtype, np.number):
-        raise UserError(f"replay buffer {path}: obs has dtype {buf['obs'].dtype}; observations must be numbers "
+        raise UserError(f"{where}: obs has dtype {buf['obs'].dtype}; observations must be numbers "
                         f"(uint8 frames or float vectors)")
     if "state" in buf and buf["state"].dtype.kind not in NUMBERS:
         raise UserError(f"{where}: 'state' holds {holds(buf['state'])}; the true state must be numbers (float "
@@ -111,10 +120,32 @@ def read_buffer(path: Path) -> dict:
     for k in ("obs", "state"):
         if k in buf and np.issubdtype(buf[k].dtype, np.floating) and not np.isfinite(buf[k]).all():
             bad = int(np.flatnonzero(~np.isfinite(buf[k]).reshape(n, -1).all(1))[0])
-            raise UserError(f"replay buffer {path}: {k!r} holds NaN or Inf (first at step {bad}); clean those steps "
+            raise UserError(f"{where}: {k!r} holds NaN or Inf (first at step {bad}); clean those steps "
                             f"or drop them from the buffer")
     if "state" in buf:
         buf["state"] = buf["state"].reshape(n, -1).astype(np.float32)
+    return buf
+
+
+MEMORY = ("a replay buffer: a .npz file, or a dict of arrays with its keys (obs, action, reward, terminated, "
+          "truncated, optionally episode, state, state_names, env_config)")
+
+
+def memory_arrays(d: Mapping) -> dict:
+    """A dict of arrays, tensors or lists (env_config may be a dict) -> numpy arrays as a .npz holds them, no copy;
+    an entry that is no array of numbers or strings is refused, as in a file."""
+    buf = {}
+    for k, v in d.items():
+        v = json.dumps(v) if k == "env_config" and isinstance(v, dict) else v
+        try:
+            a = numpy(v)
+        except ValueError as e:  # ragged nested lists
+            raise UserError(f"the replay buffer in data.path: {k!r} is not an array ({reason(e)}); give one array per "
+                            f"key, one entry per step") from None
+        if a.dtype == object:
+            raise UserError(f"the replay buffer in data.path: {k!r} holds Python objects ({describe(v)}); give arrays "
+                            f"of numbers (strings for state_names and env_config)")
+        buf[str(k)] = a
     return buf
 
 

@@ -29,6 +29,7 @@ from multissl.errors import UserError
 from ..features import FeatureTokenizer
 from ..files import locate
 from ..masking import random_mask
+from ..memory import in_memory
 from ..patches import PatchEmbed, masked_mse, patchify
 from ..probes import state_r2
 from .buffer import (DEFAULT_BUFFER, LAYOUTS, NDIM, Steps, action_space, default_buffer, detect_layout, episode_bounds,
@@ -117,7 +118,9 @@ class RLDomain:
 
     def _load(self) -> dict:
         path = self.data.get("path")
-        if path:
+        if in_memory(path):
+            buf = read_buffer(path)
+        elif path:
             kind, where = locate(path, "a replay buffer (.npz)", folders=False, files=True)
             if kind != "file":
                 raise UserError(f"data.path {path} is a folder or an HF dataset; the rl domain reads one replay "

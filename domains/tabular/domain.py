@@ -14,11 +14,12 @@ from multissl.errors import UserError
 from ..features import FIRST_CATEGORY, MISSING, FeatureTokenizer
 from ..files import locate, say_unseen
 from ..masking import random_mask
+from ..memory import in_memory
 from ..probes import downstream_scores
 from .losses import vime_loss
 from .table import (CATEGORICAL, EMBED_FIX, NUMERIC, TABLES, TRAIN_FIX, Rows, category_strings, class_ids, column_list,
-                    encode, fit_feature, hf_frames, infer_kind, is_categorical, numbers, read_table, sklearn_table,
-                    split_rows, vocabulary)
+                    encode, fit_feature, hf_frames, infer_kind, is_categorical, memory_frames, numbers, read_table,
+                    sklearn_table, split_rows, vocabulary)
 from .views import apply_views, draw_view, marginal_draws
 
 HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's native categorical limit (ids < max_bins)
@@ -63,6 +64,8 @@ class TabularDomain:
     def _frames(self) -> tuple[dict, str | None]:
         """{split: raw DataFrame} and the default target column, from data.path or data.name."""
         path, name = self.data.get("path"), self.data.get("name")
+        if in_memory(path):
+            return memory_frames(path, self.data.get("target"))
         if not path:
             return {"train": sklearn_table(name or TABLES[0])}, "target"
         if name:
@@ -108,7 +111,8 @@ class TabularDomain:
         if len(kept) < 2:
             # SCARF and VIME predict features from the other features: with one there is no other, views of a
             # row are draws of unrelated rows and masking hides nothing, so the encoder learns nothing
-            where = self.data.get("path") or self.data.get("name") or TABLES[0]
+            path = self.data.get("path")
+            where = "data.path" if in_memory(path) else path or self.data.get("name") or TABLES[0]
             dropped = column_list(self.data.get("drop"))
             raise UserError(f"table {where} has {len(kept)} feature column{'' if len(kept) == 1 else 's'} "
                             f"({names(kept) or 'none'}) once data.target and data.drop are left out "

@@ -1,5 +1,5 @@
-"""Tables and their schema: reading CSV / parquet / HF datasets / scikit-learn's bundled tables, inferring
-each column's kind, fitting its statistics on the training split, and encoding DataFrames into rows.
+"""Tables and their schema: reading CSV / parquet / HF datasets / scikit-learn's bundled tables / tables in memory,
+inferring each column's kind, fitting its statistics on the training split, and encoding DataFrames into rows.
 
 An encoded row holds, per feature: numeric = (value - mean) / std with NaN for missing; categorical =
 the category id as a float, 0 = unknown (reserved: a category never seen in training), 1 = missing,
@@ -18,6 +18,7 @@ from multissl.errors import UserError, reason
 
 from ..features import FIRST_CATEGORY, MISSING, UNKNOWN
 from ..files import hf_splits
+from ..memory import describe, is_array, numpy, per_sample, unpack
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 TABLES = ("breast_cancer", "wine", "iris")  # scikit-learn's bundled tables (load_<name>), no download
@@ -54,13 +55,55 @@ def read_table(path: Path) -> pd.DataFrame:
     except Exception as e:
         raise UserError(f"cannot read table {path}: {reason(e)}; fix the file or export it again as CSV or parquet") \
             from None
-    if df.empty:
-        raise UserError(f"table {path} has no rows or no columns; point data.path at a table with data")
     if text and (sep, decimal) != (TEXT_DELIMITER[suffix], "."):
         print(f"multissl: data: {path}: columns separated by {DELIMITERS[sep]}"
               + (", decimal commas" if decimal == "," else ""), file=sys.stderr)
-    df.columns = [str(c) for c in df.columns]
+    return named(df, f"table {path}")
+
+
+def named(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """A table with rows and columns, its column names strings (a shallow copy when they were not)."""
+    if df.empty:
+        raise UserError(f"{where} has no rows or no columns; point data.path at a table with data")
+    if not all(isinstance(c, str) for c in df.columns):
+        df = df.copy(deep=False)
+        df.columns = [str(c) for c in df.columns]
     return df
+
+
+MEMORY = ("a pandas DataFrame, a 2-D array [rows, columns] (columns named c0, c1, ...) or a list or Dataset of 1-D "
+          "rows, as (table, labels) for a target")
+
+
+def memory_frames(obj, target: str | None) -> tuple[dict, str | None]:
+    """An in-memory table (MEMORY) -> ({"train": DataFrame}, its label column or None), as hf_frames gives. Labels
+    given beside the table become the column data.target names ("target" when unset), a target as a file's column
+    is: its type says classes or regression."""
+    table, labels = unpack(obj)
+    if is_array(table) or isinstance(table, (list, torch.utils.data.Dataset)):
+        rows = numpy(table) if is_array(table) else stacked(table)
+        if rows.ndim != 2:
+            raise UserError(f"data.path holds {describe(table)}; the tabular domain reads {MEMORY}")
+        table = pd.DataFrame(rows, columns=[f"c{i}" for i in range(rows.shape[1])])
+    if not isinstance(table, pd.DataFrame):
+        raise UserError(f"data.path holds {describe(table)}; the tabular domain reads {MEMORY}")
+    df = named(table, "the table in data.path")
+    if labels is None:
+        return {"train": df}, None
+    column = "target" if target is None else str(target)
+    if column in df.columns:
+        raise UserError(f"data.path gives labels beside a table that has a column {column!r} already; pass the table "
+                        f"alone with data.target={column}, or name the labels' column with data.target")
+    return {"train": df.assign(**{column: per_sample(labels, len(df))})}, column
+
+
+def stacked(rows) -> np.ndarray:
+    """A list or Dataset of 1-D rows -> [n F]; rows of other lengths or kinds are a UserError."""
+    try:
+        return np.stack([numpy(rows[i]) for i in range(len(rows))]) if len(rows) else np.zeros((0, 0))
+    except ValueError as e:
+        raise UserError(f"data.path holds rows that do not stack into a table ({reason(e)}); the tabular domain reads "
+                        f"{MEMORY}") from None
 
 
 def is_binary(path: Path) -> bool:

@@ -1,14 +1,17 @@
 """Where text comes from, as {split: (texts, labels or None)}: the embedded chatterbot corpus; a .txt file (one
 sample per line); a folder of .txt files (one sample per file, class subfolders label them, train/ and test/
 honoured); a .csv / .tsv / .parquet / .jsonl table (data.text_column, data.target; a text table's delimiter sniffed
-as for tables: , ; tab |); an HF dataset (a saved folder or hf:<name>) with a string column. Empty samples are
-skipped and counted; unreadable input is a one-line UserError."""
+as for tables: , ; tab |); an HF dataset (a saved folder or hf:<name>) with a string column; texts in memory
+(`memory`). Empty samples are skipped and counted; unreadable input is a one-line UserError."""
 import sys
 from pathlib import Path
+
+import torch
 
 from multissl.errors import UserError, reason
 
 from ..files import hf_splits, locate, split_folders
+from ..memory import class_values, describe, given, in_memory, is_array, unpack
 
 TABLES = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
 
@@ -81,8 +84,8 @@ def folder(root: Path, skip_bad: bool) -> tuple[dict, int]:
     return out, empty
 
 
-def column_texts(values, column: str, where: str) -> tuple[list, list[int]]:
-    """A text column's strings and the positions of empty (missing or blank) cells; a non-string cell is an error."""
+def column_texts(values, where: str, fix: str) -> tuple[list, list[int]]:
+    """Strings and the positions of empty (missing or blank) ones; anything else is an error naming `where`."""
     texts, empty = [], []
     for i, v in enumerate(values):
         if isinstance(v, str) and v.strip():
@@ -90,8 +93,7 @@ def column_texts(values, column: str, where: str) -> tuple[list, list[int]]:
         elif isinstance(v, str) or v is None or (isinstance(v, float) and v != v):
             empty.append(i)
         else:
-            raise UserError(f"column {column!r} of {where} holds {type(v).__name__} values, not text; point "
-                            f"data.text_column at the column holding the strings")
+            raise UserError(f"{where} holds {type(v).__name__} values, not text; {fix}")
     return texts, empty
 
 
@@ -101,13 +103,18 @@ def frame_split(df, column: str, target: str | None, where: str) -> tuple[tuple,
                         f"data.text_column to the column holding the text")
     if target is not None and target not in df.columns:
         raise UserError(f"data.target={target} is not a column of {where}; columns: {', '.join(map(str, df.columns))}")
-    values = df[column].tolist()
-    texts, empty = column_texts(values, column, where)
-    skip = set(empty)
     labels = None
     if target is not None:
-        labels = [None if (v is None or v != v) else str(v) for i, v in enumerate(df[target].tolist()) if i not in skip]
-    return (texts, labels), len(empty)
+        labels = [None if (v is None or v != v) else str(v) for v in df[target].tolist()]
+    return texts_split(df[column].tolist(), labels, f"column {column!r} of {where}",
+                       "point data.text_column at the column holding the strings")
+
+
+def texts_split(values, labels: list | None, where: str, fix: str) -> tuple[tuple, int]:
+    """(texts, their labels or None) with empty samples left out, and how many were."""
+    texts, empty = column_texts(values, where, fix)
+    skip = set(empty)
+    return (texts, None if labels is None else [v for i, v in enumerate(labels) if i not in skip]), len(empty)
 
 
 def table(path: Path, column: str, target: str | None) -> tuple[dict, int]:
@@ -147,14 +154,49 @@ def hf(where: str, saved: bool, column: str, target: str | None) -> tuple[dict, 
     return out, empty
 
 
+MEMORY = ("a list of strings (or a Dataset of them), as (texts, labels) for labels, or a pandas DataFrame "
+          "(data.text_column, data.target)")
+
+
+def memory(obj, column: str, target: str | None) -> tuple[dict, int]:
+    """In-memory text (MEMORY) -> ({"train": (texts, labels or None)}, empty samples left out) as a file gives;
+    labels stay class ids (-1: none) or strings."""
+    import pandas as pd
+    if isinstance(obj, pd.DataFrame):
+        split, empty = frame_split(obj, column, target, "the table in data.path")
+        return {"train": split}, empty
+    texts, labels = unpack(obj)
+    if not (is_array(texts) or isinstance(texts, (list, torch.utils.data.Dataset))):
+        raise UserError(f"data.path holds {describe(texts)}; the text domain reads {MEMORY}")
+    values = [texts[i] for i in range(len(texts))]
+    split, empty = texts_split(values, class_values(labels, len(values)), "data.path",
+                               f"the text domain reads {MEMORY}")
+    return {"train": split}, empty
+
+
 def load(data: dict) -> dict:
     """{split: (texts, labels or None)} from data.path (None: the embedded corpus); says how many empty samples were
     skipped."""
     path = data.get("path")
-    if not path:
+    if not given(path):
         return chatterbot()
     column, target = str(data.get("text_column") or "text"), data.get("target")
     target = None if target is None else str(target)
+    if in_memory(path):
+        (splits, empty), what = memory(path, column, target), "empty texts"
+    else:
+        splits, empty, what = files(path, data, column, target)
+    if empty:
+        print(f"multissl: data: skipped {empty} {what}", file=sys.stderr)
+    if not splits.get("train", ([],))[0]:
+        where = "data.path" if in_memory(path) else path
+        raise UserError(f"the corpus at {where} has no text in its training split (all {empty} samples empty); point "
+                        f"data.path at a corpus with text")
+    return splits
+
+
+def files(path, data: dict, column: str, target: str | None) -> tuple[dict, int, str]:
+    """The splits at a path, the count of empty samples left out, and what they were."""
     kind, where = locate(path, "a .txt file, a folder of .txt files, a .csv/.parquet/.jsonl table or a saved HF "
                                "dataset", folders=True, files=True)
     if kind == "folder":
@@ -170,9 +212,4 @@ def load(data: dict) -> dict:
         splits, what = {"train": (texts, None)}, "empty lines"
     else:
         (splits, empty), what = hf(str(where), kind == "saved", column, target), f"rows with empty {column!r}"
-    if empty:
-        print(f"multissl: data: skipped {empty} {what}", file=sys.stderr)
-    if not splits.get("train", ([],))[0]:
-        raise UserError(f"the corpus at {path} has no text in its training split (all {empty} samples empty); point "
-                        f"data.path at a corpus with text")
-    return splits
+    return splits, empty, what

@@ -16,6 +16,7 @@ from multissl.errors import UserError
 from ..cache import default_cache_dir
 from ..image import auto_patch
 from ..masking import random_mask
+from ..memory import given
 from ..patches import PatchEmbed, masked_mse, patchify
 from . import moving
 from .views import apply_spatial, centre_window, spatial_draw, starts, tube_mask, window
@@ -100,7 +101,7 @@ class VideoDomain:
         return self._splits.get(split)
 
     def _load(self) -> dict:
-        if self.data.get("path"):
+        if given(self.data.get("path")):
             from .sources import load
             # a video must hold one clip: `frames` every `stride` (with domain.fps the stride is each video's own)
             span = self.frames if self.target_fps else (self.frames - 1) * self.stride + 1

@@ -1,5 +1,6 @@
 """Where videos come from, as {split: Clips}: a folder of video files (class subfolders label them, train/ and test/
-honoured), a .npz / .npy array of clips, or an HF dataset (a saved folder or hf:<name>) with a Video or array column.
+honoured), a .npz / .npy array of clips, an HF dataset (a saved folder or hf:<name>) with a Video or array column, or
+clips in memory (`memory_clips`).
 Items are references: the domain reads the frames it needs, so files are probed at load (metadata, no decoding) and
 decoded from the keyframe before the first frame asked for. Bad input is a one-line UserError naming the file."""
 import io
@@ -11,8 +12,9 @@ import torch
 
 from multissl.errors import UserError, reason
 
-from ..files import hf_splits, labelled, locate, say_unseen, split_folders
+from ..files import hf_splits, labelled, locate, split_folders
 from ..image import resize_uint8
+from ..memory import describe, encode_labels, in_memory, is_array, numpy, unpack
 from .decode import backend, gif_probe, gif_read
 
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
@@ -162,45 +164,27 @@ class VideoColumn(FileClips):
 
 # ---- arrays -------------------------------------------------------------------------------------------------
 
-def clip_array(a: np.ndarray, where: str, name: str = "video") -> np.ndarray:
-    """uint8 [n t h w] (grayscale) or [n t h w c] (channels last, c 1 or 3) -> uint8 [n t c h w]."""
+def clip_array(a: np.ndarray, where: str, name: str | None = "video") -> np.ndarray:
+    """uint8 [n t h w] (grayscale) or [n t h w c] (channels last, c 1 or 3) -> uint8 [n t c h w]. `where` and the
+    array's `name` (None: `where` is the array) name it in errors."""
+    what = f"{where}: {name!r}" if name else where
     if a.dtype != np.uint8:
-        raise UserError(f"{where}: {name!r} holds {a.dtype}, not uint8; save the frames as uint8 0..255, e.g. "
+        raise UserError(f"{what} holds {a.dtype}, not uint8; clips are uint8 0..255: convert them, e.g. "
                         f"(x * 255).round().astype(np.uint8)")
     if a.ndim == 4:
         return a[:, :, None]
     if a.ndim == 5 and a.shape[-1] in (1, 3):
         return a.transpose(0, 1, 4, 2, 3)
-    raise UserError(f"{where}: {name!r} has shape {list(a.shape)}; save clips as uint8 [N, T, H, W] (grayscale) or "
-                    f"[N, T, H, W, C] with C 1 or 3")
+    raise UserError(f"{what} has shape {list(a.shape)}; clips are uint8 [N, T, H, W] (grayscale) or [N, T, H, W, C] "
+                    f"with C 1 or 3 (channels last)")
 
 
-def encode_labels(values, n: int, classes: list[str] | None, where: str) -> tuple[list[int], list[str] | None]:
-    """Class ids (classes "0".."k") or names (classes sorted; a test split's class unseen in training is -1)."""
-    if values is None:
-        return [-1] * n, classes
-    values = np.asarray(values)
-    if values.shape != (n,):
-        raise UserError(f"{where}: labels of shape {list(values.shape)} for {n} clips; save one label per clip")
-    if values.dtype.kind in "iu":
-        ids = values.astype(np.int64).tolist()
-        return ids, classes or ([str(k) for k in range(max(ids) + 1)] if ids and max(ids) >= 0 else None)
-    if values.dtype.kind not in "US":
-        raise UserError(f"{where}: labels hold {values.dtype}; save integer class ids or strings")
-    names = values.astype(str).tolist()
-    if classes:
-        say_unseen(names, set(classes), where)
-    classes = classes or sorted(set(names))
-    index = {c: k for k, c in enumerate(classes)}
-    return [index.get(s, -1) for s in names], classes
-
-
-def array_split(video: np.ndarray, labels, classes, size, min_frames: int, where: str, name: str) -> ArrayClips:
+def array_split(video: np.ndarray, labels, classes, size, min_frames: int, where: str, name: str | None) -> ArrayClips:
     video = clip_array(video, where, name)  # [n t c h w]
     if video.shape[1] < min_frames:
         raise UserError(f"{where}: clips of {video.shape[1]} frames, fewer than the {min_frames} a clip needs; lower "
                         f"domain.frames or domain.stride")
-    ids, classes = encode_labels(labels, len(video), classes, where)
+    ids, classes = encode_labels(labels, len(video), classes, where, "clip")
     return ArrayClips(np.ascontiguousarray(video), ids, classes, size or min(video.shape[-2:]))
 
 
@@ -266,12 +250,34 @@ def hf_clips(ds, column: str, where: str) -> np.ndarray:
     if f.dtype != "uint8":
         raise UserError(f"HF dataset {where}: column {column!r} holds {f.dtype}, not uint8; cast it, e.g. "
                         f"ds.cast_column({column!r}, datasets.Array4D(shape, 'uint8'))")
-    rows = list(ds.with_format("numpy", dtype=np.uint8)[column])  # [t h w (c)] each
-    odd = next((j for j, r in enumerate(rows) if r.shape != rows[0].shape), None)
+    return stack_clips(list(ds.with_format("numpy", dtype=np.uint8)[column]), f"HF dataset {where}", "row")
+
+
+def stack_clips(clips: list, where: str, item: str) -> np.ndarray:
+    """Clips [t h w (c)] of one shape -> [n t h w (c)]; `item` names one of them in the error."""
+    odd = next((j for j, c in enumerate(clips) if c.shape != clips[0].shape), None)
     if odd is not None:
-        raise UserError(f"HF dataset {where}: clips of different shapes ({list(rows[0].shape)} in row 0, "
-                        f"{list(rows[odd].shape)} in row {odd}); save them at one [T, H, W(, C)] or as video files")
-    return np.stack(rows)
+        raise UserError(f"{where}: clips of different shapes ({list(clips[0].shape)} in {item} 0, "
+                        f"{list(clips[odd].shape)} in {item} {odd}); give them one [T, H, W(, C)], or save them as "
+                        f"video files")
+    return np.stack(clips)
+
+
+MEMORY = ("uint8 clips [n, t, h, w, c] (c 1 or 3) or [n, t, h, w], or a list or Dataset of clips [t, h, w(, c)] of one "
+          "shape, as (clips, labels) for labels")
+
+
+def memory_clips(obj, size: int | None, min_frames: int) -> dict:
+    """In-memory clips (MEMORY) -> {"train": ArrayClips}: unsplit, as a folder without train/ or a .npz without
+    test_video."""
+    clips, labels = unpack(obj)
+    if is_array(clips):
+        video = numpy(clips)
+    elif isinstance(clips, (list, torch.utils.data.Dataset)) and len(clips):
+        video = stack_clips([numpy(clips[i]) for i in range(len(clips))], "data.path", "clip")
+    else:
+        raise UserError(f"data.path holds {describe(clips)}; the video domain reads {MEMORY}")
+    return {"train": array_split(video, labels, None, size, min_frames, "data.path", None)}
 
 
 def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: bool, decoder: str) -> dict:
@@ -286,7 +292,7 @@ def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: boo
     for split, ds in splits.items():
         labels = list(ds[label]) if label else None
         if isinstance(feats[column], datasets.Video):
-            ids, classes = encode_labels(labels, len(ds), classes, f"HF dataset {where}")
+            ids, classes = encode_labels(labels, len(ds), classes, f"HF dataset {where}", "clip")
             out[split] = VideoColumn(ds.select_columns([column]), column, where, ids, classes, size, min_frames,
                                      skip_bad, decoder)
         else:
@@ -300,6 +306,8 @@ def load(data: dict, size: int | None, min_frames: int, decoder: str = "auto") -
     """{"train": Clips, "test": Clips (when the source has a test split)} from data["path"]; frames come out
     [c size size] (size None: the shorter side of the first training clip). Says how many bad files were skipped."""
     path = data.get("path")
+    if in_memory(path):
+        return memory_clips(path, size, min_frames)
     if not path:
         raise UserError(f"data.path is not set; point it at {WHAT}")
     kind, where = locate(str(path), WHAT, folders=True, files=True)

@@ -20,8 +20,8 @@ from multissl.train import execute  # noqa: E402
 
 
 def recording(real):
-    def build_domain(cfg, state=None):
-        domain = real(cfg, state)
+    def build_domain(cfg, state=None, data=None):
+        domain = real(cfg, state, data)
         record = Path(f"{folder}.rank{dist.rank()}.json")
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(domain.state()))

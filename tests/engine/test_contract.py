@@ -1,38 +1,39 @@
-"""Every domain meets every objective, in tiers that grow with domains + objectives rather than their product.
+"""Every domain meets every objective, in tiers that grow with domains + objectives rather than their product. The
+checks a plugin runs on its own classes (multissl.testing) run here on every built-in, so the two never drift.
 
 - per pair, in process: one training step on a tiny batch; the loss and every logged scalar are finite and
   every trainable parameter of the encoder and the objective's heads gets a finite, non-zero gradient
-  (teachers excluded: they have no gradient by design); and one bf16 step, with a finite loss and gradients;
-- per domain: the draws of a step are a function of (seed, position) only, and a rebuilt model takes the
-  bit-identical first step;
-- a full run() (train, evaluate, checkpoint, export, reload, hand-computed preprocessing) once per domain and
-  once per objective, in pairs that cover both lists.
-Domains and objectives are discovered from the installed config folders."""
+  (teachers excluded: they have no gradient by design); and one bf16 step, with a finite loss and gradients
+  (multissl.testing.check_step);
+- per domain: the draws of a step are a function of (seed, position) only (check_draws), batched views and evaluation
+  inputs equal per-sample ones (check_batched), and a rebuilt model takes the bit-identical first step;
+- a full run() (train, evaluate, checkpoint, export, reload, hand-computed preprocessing, check_export) once per
+  domain and once per objective, in pairs that cover both lists.
+The 1 vs 2 process parity of every pair is tests/engine/test_distributed.py's. Domains and objectives are discovered
+from the installed config folders."""
 import json
 import math
 
 import pytest
 import torch
 from accelerate.utils import set_seed
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 import multissl
-from multissl.checkpoint import load as load_checkpoint
+from multissl.checkpoint import latest_state, load as load_checkpoint
 from multissl.cli import load_config, options, pairs
 from multissl.contracts import Domain, Objective, check, optional
-from multissl.data import Collate, Views, make_views, objective_loader
 from multissl.errors import UserError
 from multissl.monitor import branch_ranks, subset
-from multissl.precision import Precision
-from multissl.schedules import step_values
-from multissl.train import SSLModel, build_domain, build_models, run
+from multissl.testing import check_batched, check_draws, check_export, check_step, first_step
+from multissl.train import build_domain, build_models, run
 
-from tiny import TINY_ENCODER, assert_every_parameter_learns, domain_data, item_views
+from tiny import TINY_ENCODER, domain_data
 
 DOMAINS, OBJECTIVES = options("domain"), options("objective")
-PAIRS = pairs()  # every domain x every objective that fits it (contracts.fits: SPR needs episodes)
+PAIRS = pairs()  # every domain x every objective that fits it (contracts.compatible: SPR needs episodes)
 # a full run for each domain and each objective: pair i = (domain i mod D, objective i mod O)
 COVER = [(DOMAINS[i % len(DOMAINS)], OBJECTIVES[i % len(OBJECTIVES)]) for i in range(max(len(DOMAINS), len(OBJECTIVES)))]
 COVER = [p if p in PAIRS else next(q for q in PAIRS if q[1] == p[1]) for p in COVER]  # the objective's first domain
@@ -59,25 +60,8 @@ def domains(mixed_table):
     return get
 
 
-def first_step(cfg, domain, seed: int = 0, precision: str = "no"):
-    """A fresh encoder + objective (seeded), one batch of the training loader, forward (under the engine's autocast
-    for `precision`) and backward as the engine does; returns (model, loss, logs, sched)."""
-    set_seed(seed)
-    encoder, objective = build_models(cfg, domain)
-    model = SSLModel(encoder, objective).train()
-    loader = objective_loader(domain.dataset("train"), domain, objective, seed, BATCH, 0, 1, 0, 1)
-    batch = make_views(domain, next(iter(loader)))
-    batch.pop("skipped")
-    sched = step_values(0, 10, cfg.optim, cfg.ema, 1e-3)
-    with Precision(precision, "cpu").autocast():
-        loss, logs = model(batch, sched)
-    loss.backward()
-    return model, loss, logs, sched
-
-
 def test_registry_is_not_empty_and_every_domain_meets_its_contract():
     assert "image" in DOMAINS and {"simclr", "mae"} <= set(OBJECTIVES)
-    from hydra.utils import get_class
     for name in DOMAINS:
         cls = get_class(load_config([f"domain={name}"]).domain._target_)
         check(cls(), Domain, "domain")  # a domain is cheap until dataset() loads data (encoders: build_models)
@@ -85,35 +69,14 @@ def test_registry_is_not_empty_and_every_domain_meets_its_contract():
 
 @pytest.mark.parametrize("domain, objective", PAIRS, ids=[f"{d}-{o}" for d, o in PAIRS])
 def test_one_step_trains_every_parameter(domains, mixed_table, domain, objective):
-    cfg = pair_config(domain, objective, mixed_table=mixed_table)
-    model, loss, logs, sched = first_step(cfg, domains(domain))
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    assert logs["rep"].shape == (BATCH, model.encoder.dim) and not logs["rep"].requires_grad
-    scalars = {k: float(v) for k, v in logs.items() if k != "rep"}
-    assert all(math.isfinite(v) for v in scalars.values()), scalars
-    assert_every_parameter_learns(model)
-    optional(model.objective, Objective, "after_step")(model.encoder, sched)  # runs; teachers move there
-    model, loss, logs, _ = first_step(cfg, domains(domain), precision="bf16")  # mixed precision, as the engine runs it
-    assert torch.isfinite(loss) and all(math.isfinite(float(v)) for k, v in logs.items() if k != "rep")
-    bad = [k for k, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-    assert not bad and any(p.grad is not None for p in model.parameters()), bad
+    checked = check_step(pair_config(domain, objective, mixed_table=mixed_table), domains(domain))
+    assert checked["parameters"] > 0 and math.isfinite(checked["loss"])
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_draws_depend_only_on_seed_and_position(domains, domain):
-    """Exact resume and process-count invariance rest on this: a fresh Views, asked for draw k in any order
-    after any other draws, returns the same views and mask."""
-    d = domains(domain)
-    base = d.dataset("train")
-    a, b = Views(base, d, 7, 2), Views(base, d, 7, 2)
-    ks = [0, 5, len(base) + 3, 2]
-    first = [a[k] for k in ks]
-    again = [b[k] for k in reversed(ks)][::-1]
-    for x, y in zip(first, again):
-        for u, v in zip(item_views(d, x), item_views(d, y)):  # bit-identical, missing cells (NaN) included
-            torch.testing.assert_close(u, v, rtol=0, atol=0, equal_nan=True)
-        assert torch.equal(x["keep"], y["keep"]) and torch.equal(x["masked"], y["masked"]) and x["y"] == y["y"]
-    assert not torch.equal(item_views(d, first[0])[0], item_views(d, Views(base, d, 8, 2)[0])[0])  # the seed matters
+    """Exact resume and process-count invariance rest on this (multissl.testing.check_draws)."""
+    assert check_draws(domains(domain))["draws"] > 0
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -127,21 +90,10 @@ def test_same_seed_same_first_step(domains, mixed_table, domain):
 
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_batched_views_and_evaluation_inputs_equal_per_sample_ones(domains, domain):
-    """A domain with `draw` makes each sample's views alike in a batch and alone (1e-5), and `eval_raw` +
-    batched `preprocess` give the per-sample `eval_input`: what runs on the device is what ran per sample."""
-    d = domains(domain)
-    base = d.dataset("train")
-    items = [Views(base, d, 1, 2)[k] for k in range(6)]
-    if optional(d, Domain, "draw") is not None:
-        batch = make_views(d, Collate(d)(items))
-        for i, it in enumerate(items):
-            for v, alone in zip(batch["views"], item_views(d, it), strict=True):
-                torch.testing.assert_close(v[i], alone, atol=1e-5, rtol=0, equal_nan=True)
-    raw = optional(d, Domain, "eval_raw")
-    if raw is not None:
-        xs = [base[i]["x"] for i in range(6)]
-        torch.testing.assert_close(d.preprocess(torch.stack([raw(x) for x in xs])),
-                                   torch.stack([d.eval_input(x) for x in xs]), atol=1e-5, rtol=0)
+    """What runs on the device is what ran per sample (multissl.testing.check_batched); every domain but the
+    variable-length one draws its views for a batched apply."""
+    checked = check_batched(domains(domain))
+    assert checked["batched_views"] == (domain != "text")
 
 
 # ---- full runs ------------------------------------------------------------------------------------------------
@@ -284,7 +236,7 @@ def test_full_run_trains_evaluates_and_exports(tiny, domain, objective):
     if domain not in RAW_AND_INPUT:
         pytest.fail(f"no hand-written preprocessing reference for domain {domain!r}; add one to RAW_AND_INPUT")
     meta = json.loads((folder / "encoder" / "config.json").read_text())
-    domain_obj = instantiate(cfg.domain, data={})
+    domain_obj = build_domain(cfg, state=latest_state(folder)["domain"])  # the run's domain, its data loaded
     raw, x = RAW_AND_INPUT[domain](domain_obj, meta["preprocess"], 5)
 
     enc = multissl.load_encoder(folder)
@@ -296,6 +248,8 @@ def test_full_run_trains_evaluates_and_exports(tiny, domain, objective):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     # and the run folder's encoder/ path loads the same thing
     torch.testing.assert_close(multissl.load_encoder(folder / "encoder").embed(raw), got, atol=0, rtol=0)
+    # and on training samples through the domain's own evaluation path, as a plugin's export is checked
+    assert check_export(cfg, folder, domain_obj)["embed"] == (domain not in ("tabular", "text"))
 
 
 def test_masked_objective_refuses_resnet(tiny):
@@ -306,7 +260,6 @@ def test_masked_objective_refuses_resnet(tiny):
 
 def domain_specific_encoders():
     """(encoder, domain) pairs where the encoder's class declares it cannot take that domain's input."""
-    from hydra.utils import get_class
     pairs = []
     for enc in options("encoder"):
         cls = get_class(load_config([f"encoder={enc}"]).encoder._target_)

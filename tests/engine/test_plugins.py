@@ -76,9 +76,9 @@ def test_a_module_class_run_gets_its_folder_name_resume_command_and_export(tmp_p
     assert f"domain={SEQ}" in command and "objective=toys:QueueContrast" in command
     meta = json.loads((folder / "encoder" / "config.json").read_text())
     assert meta["domain"]["_target_"] == "toys.ToySequences"
+    monkeypatch.setattr(registry, "_registered", {})  # as in a fresh process
     with pytest.raises(UserError, match="'toys.ToySequences'.*not a class multissl knows"):
         multissl.load_encoder(folder)  # neither installed nor registered: a file cannot build it
-    monkeypatch.setattr(registry, "_registered", {})
     multissl.register(__import__("toys").ToySequences)
     assert multissl.load_encoder(folder).embed([torch.randn(5, 3)]).shape == (1, 16)
     no_dir = load_config([f"domain={SEQ}", "objective=toys:QueueContrast"])
@@ -100,7 +100,7 @@ def test_entry_points_are_names_listed_by_help_and_trusted_by_load_encoder(tmp_p
 def test_a_user_config_folder_adds_recipes_and_classes(tmp_path, capsys, monkeypatch):
     for group, name, text in (("objective", "simclr_hot", "_target_: multissl.objectives.simclr.SimCLR\n"
                                                           "temperature: 0.5\n"),
-                              ("domain", "toyseq", f"_target_: toys.ToySequences\nn: 40\n")):
+                              ("domain", "toyseq", "_target_: toys.ToySequences\nn: 40\n")):
         (tmp_path / "cfg" / group).mkdir(parents=True, exist_ok=True)
         (tmp_path / "cfg" / group / f"{name}.yaml").write_text(text)
     monkeypatch.setattr(plugins, "_dirs", [])
