@@ -4,7 +4,7 @@ The page holds a placeholder; this hook replaces it with every engine key of tra
 optim, ema and run) and every option of the domain, objective and encoder groups with its own keys. Defaults and
 meanings come from the YAML files themselves (`importlib.resources.files("multissl.configs")`, the registry the CLI
 composes), so the page cannot drift from what `python -m multissl.train` accepts. A second placeholder, on the
-extending page, becomes the table of optional contract members (`multissl.contracts.OPTIONAL`)."""
+contracts page, becomes the table of optional contract members (`multissl.contracts.OPTIONAL`)."""
 import re
 from importlib import resources
 
@@ -202,6 +202,8 @@ def optional_members() -> str:
 
     out = []
     for contract, members in OPTIONAL.items():
+        if not members:  # a capability whose every member is required
+            continue
         out += [f"### {contract.__name__}", "", "| member | default | meaning |", "| --- | --- | --- |"]
         for name, (default, meaning) in members.items():
             shown = "a function: see its meaning" if callable(default) else code(repr(default))

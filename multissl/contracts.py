@@ -217,7 +217,7 @@ def check(obj, contract: type, what: str):
     lacking = [n for n in members(contract) if not present(obj, n)]
     if lacking:
         raise UserError(f"{what} {type(obj).__name__} lacks {', '.join(lacking)} of the {contract.__name__} "
-                        f"contract (multissl/contracts.py; docs/extending.md)")
+                        f"contract (multissl/contracts.py; docs/contracts.md)")
 
 
 def compatible(domain, objective, encoder=None, names: dict | None = None) -> str | None:

@@ -1,5 +1,5 @@
 """Contract examples written for the tests, not shipped: a variable-length domain and an objective with a
-queue. They use only what docs/extending.md describes, so they also show that the
+queue. They use only what docs/contracts.md describes, so they also show that the
 contracts carry sequences and objective state. Importable as `toys` (tests/conftest.py puts tests/ on the
 path; subprocess workers do the same), so a config can name them: `_target_: toys.QueueContrast`."""
 import os
