@@ -2,6 +2,9 @@
 processes with half the batch each compute exactly what 1 process computes on the whole batch; a mean over a
 varying number of items (tokens of variable-length samples) is a `global_mean`; state that must be identical on
 every process (queues, centres) is filled through `all_gather` / `all_reduce`."""
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
@@ -9,8 +12,23 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 BUCKET_BYTES = 25 * 2**20  # `average_gradients`: at most this many bytes per all-reduce (a larger gradient alone)
 
 
+_ONE_PROCESS = ContextVar("multissl_one_process", default=False)
+
+
+@contextmanager
+def one_process():
+    """Within it, every helper here acts as one process even inside an initialized process group: `gather` and
+    `all_gather` return this process's rows, `all_reduce` its own value, `global_mean` its own mean, with no
+    collective at all (multissl.losses' gather=False)."""
+    token = _ONE_PROCESS.set(True)
+    try:
+        yield
+    finally:
+        _ONE_PROCESS.reset(token)
+
+
 def is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    return not _ONE_PROCESS.get() and dist.is_available() and dist.is_initialized()
 
 
 def world_size() -> int:

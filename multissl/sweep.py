@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from multissl.cli import config_dir_args, load_config
+from multissl.cli import compose_config, config_dir_args, load_config
 from multissl.errors import UserError, reason
 from multissl.runlog import read_rows
 
@@ -151,11 +151,9 @@ def plan(argv: list[str]) -> tuple[Path, list[Job], list[str]]:
     jobs = [Job(c, [*dir_args, *combo], folder / name) for c, combo, name in zip(choices, combos, names)]
     for job in jobs:
         try:
-            job.cfg = load_config(job.argv)
-        except SystemExit as e:
-            if e.code:
-                say(f"that was the combination {job.name}; no run was started")
-            raise
+            job.cfg = compose_config(job.argv)
+        except UserError as e:
+            raise UserError(f"{job.name}: {e}; no run was started") from None
         job.cfg.run.dir = str(job.folder)
     return folder, jobs, launcher
 
@@ -178,12 +176,12 @@ def run_here(jobs: list[Job]):
         say(f"run {i}/{len(jobs)}: {job.folder}")
         try:
             job.code = execute(job.cfg)
-        except SystemExit as e:
-            job.status, job.code = "stopped", e.code
-            raise
         except Exception:  # a crash of one run, whatever it is, is that run's failure: the others still run
             traceback.print_exc()
             job.code = 1
+        if job.code >= 128:  # a stop signal: the run saved its checkpoint (128 + signal); the sweep stops too
+            job.status = "stopped"
+            raise SystemExit(job.code)
         job.status = "ran" if job.code == 0 else "failed"
 
 
