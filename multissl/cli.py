@@ -50,6 +50,12 @@ def usage() -> str:
              "       accelerate launch -m multissl.train domain=audio objective=byol", ""]
     for g in GROUPS:
         lines.append(f"  {g}=  {' | '.join(options(g))}")
+    fit = pairs()
+    domains = options("domain")
+    for o in options("objective"):  # what contracts.compatible allows: objectives that need a capability
+        only = [d for d in domains if (d, o) in fit]
+        if len(only) < len(domains):
+            lines.append(f"  objective={o} trains on domain={' | '.join(only) or '(none installed)'}")
     lines.append("")
     for section in ("data", "trainer", "optim", "ema", "run"):
         for k, v in base[section].items():

@@ -162,6 +162,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                           "config's)"),
         "save_pretrained": (None, "save_pretrained(folder, domain): the encoder in its own library's format "
                                   "(encoder=bert: transformers)"),
+        "hidden_states": (None, "hidden_states(x, keep=None, pad=None) -> every block's output [b n d], the targets "
+                                "data2vec regresses"),
     },
     Objective: {
         "needs": ((), "the domain capabilities it cannot train without (Masked, Episodes)"),

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from multissl import registry
+from multissl.contracts import Encoder, optional
 from multissl.data import to_device
 from multissl.errors import UserError, disk_error, needs_extras, reason
 
@@ -53,7 +54,7 @@ class ExportedEncoder(nn.Module):
     def save_pretrained(self, folder):
         """The encoder in its own library's format, where it has one (encoder=bert: transformers, with the
         tokenizer, for `AutoModel.from_pretrained(folder)`)."""
-        save = getattr(self.encoder, "save_pretrained", None)
+        save = optional(self.encoder, Encoder, "save_pretrained")
         if save is None:
             raise UserError(f"{type(self.encoder).__name__} has no transformers format; pretrain with encoder=bert "
                             f"(domain=text) to export one")

@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only: no display on a training machine
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from multissl.contracts import Objective, optional  # noqa: E402
 from multissl.errors import UserError  # noqa: E402
 
 RANKS = ("rankme", "rankme_proj", "erank", "erank_proj", "rdm/erank_online", "rdm/erank_target", "rdm/diff")
@@ -97,7 +98,7 @@ def spectra(run: Path) -> dict[str, torch.Tensor]:
     rep = monitor.embed_all(enc.encoder, eval_loader(train, enc.domain), "cpu", enc.domain)[0]
     out = {"representation": spectral.singular_values(rep)}
     objective = run_objective(run, cfg, enc.domain, enc.encoder)
-    proj = getattr(objective, "projector", None)
+    proj = optional(objective, Objective, "projector")
     if proj is not None:
         out["projector output"] = spectral.singular_values(proj(rep))
     return {k: v / v[0].clamp_min(1e-30) for k, v in out.items()}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.contracts import Masked, optional
+from multissl.contracts import Encoder, Masked, optional
 from multissl.dist import all_reduce, global_mean
 from multissl.ema import EMATeacher, teacher_momentum
 from multissl.encoder import gather_tokens
@@ -80,7 +80,7 @@ class Data2Vec(nn.Module):
                  decoder_dim: int = 64, decoder_depth: int = 2, decoder_heads: int = 4,
                  momentum: float | None = 0.996):
         super().__init__()
-        if not callable(getattr(encoder, "hidden_states", None)):
+        if optional(encoder, Encoder, "hidden_states") is None:
             raise UserError(f"objective=data2vec reads the blocks' outputs, which encoder {type(encoder).__name__} "
                             f"does not give (hidden_states); use encoder=transformer")
         self.top_k, self.layer_norm_targets, self.beta = top_k, layer_norm_targets, beta

@@ -116,3 +116,8 @@ def test_a_user_config_folder_adds_recipes_and_classes(tmp_path, capsys, monkeyp
     assert "simclr_hot" not in options("objective")
     err = fail_line(capsys, ["--config-dir", str(tmp_path / "none"), "objective=simclr"])
     assert "is not a folder" in err
+
+
+def test_help_names_the_objectives_that_need_a_capability_from_the_one_compatibility_rule():
+    assert "objective=spr trains on domain=rl\n" in usage()
+    assert "objective=mae trains on" not in usage()  # every built-in domain has masked modelling
