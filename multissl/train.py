@@ -28,7 +28,7 @@ from multissl.optim import apply_schedule, build_optimizer
 from multissl.plugins import folder_name
 from multissl.precision import Precision
 from multissl.registry import read_yaml
-from multissl.runlog import RunLog, ScalarLogs
+from multissl.runlog import RunLog, ScalarLogs, read_rows
 from multissl.schedules import scaled_lr, step_values
 from multissl.stop import Stopped, StopSignal, Together
 
@@ -112,17 +112,27 @@ def check_reuse(folder: Path, cfg, groups):
                         f"choose another run.dir for this one")
 
 
-def open_run(cfg) -> tuple[Path, dict | None]:
-    """The run folder and its latest checkpoint (None: a fresh run), read once by the main process and sent to the
-    others."""
+def open_run(cfg) -> tuple[Path, dict | None, bool]:
+    """The run folder, its latest checkpoint (None: a fresh run) and whether the run has finished already, read once
+    by the main process and sent to the others."""
     folder = run_folder(cfg)
-    saved = None
+    saved, done = None, False
     if dist.rank() == 0:
         check_reuse(folder, cfg, ("domain", "objective", "encoder"))
         saved = checkpoint.latest_state(folder)
-    box = [saved]
+        done = finished(folder, saved, cfg.trainer.max_steps)
+    box = [saved, done]
     broadcast_object_list(box)
-    return folder, box[0]
+    return folder, box[0], box[1]
+
+
+def finished(folder: Path, saved: dict | None, max_steps: int) -> bool:
+    """The run in `folder` reached trainer.max_steps, exported its encoder and logged its final evaluation: a relaunch
+    has nothing to do (and must not log that evaluation twice)."""
+    if saved is None or saved.get("step", -1) < max_steps or not (folder / "encoder" / "config.json").is_file():
+        return False
+    path = folder / "metrics.jsonl"
+    return path.is_file() and any(r.get("step") == saved["step"] and "loss" not in r for r in read_rows(path, say=False))
 
 
 def fit_batch(cfg, n_train: int, world: int):
@@ -160,7 +170,12 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     t = cfg.trainer
     set_seed(t.seed)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    folder, saved = open_run(cfg)  # a resumed run keeps what must not change (a tokenizer's ids)
+    folder, saved, done = open_run(cfg)  # a resumed run keeps what must not change (a tokenizer's ids)
+    if done:
+        if accelerator.is_main_process:
+            print(f"multissl: {folder} finished at step {saved['step']} already: nothing to do (raise "
+                  f"trainer.max_steps to train on, or choose another run.dir)", file=sys.stderr)
+        return folder
     domain = build_domain(cfg, state=saved.get("domain") if saved else None, data=data)
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
     cfg = fit_batch(cfg, len(train_set), world)

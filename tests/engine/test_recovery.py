@@ -163,3 +163,14 @@ def test_a_checkpoint_of_another_model_is_one_line(tiny):
     tiny.run("trainer.max_steps=1")
     with pytest.raises(UserError, match=r"the checkpoint in .* does not fit this model .*choose another run.dir"):
         run(tiny.config("trainer.max_steps=2", "encoder.dim=32"))
+
+
+def test_relaunching_a_finished_run_does_nothing_and_logs_nothing_twice(tiny, capsys):
+    folder = tiny.run("trainer.max_steps=2")
+    rows = (folder / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert tiny.run("trainer.max_steps=2") == folder
+    assert (folder / "metrics.jsonl").read_text() == rows
+    assert "finished at step 2 already: nothing to do" in capsys.readouterr().err
+    tiny.run("trainer.max_steps=3")  # raising max_steps trains on
+    assert [r["step"] for r in tiny.metrics(folder) if "loss" in r][-1] == 3
