@@ -107,12 +107,26 @@ def plain(value, where: str):
 def class_config(cls: type, group: str) -> dict:
     """The class's constructor signature as its config: `_target_` and every keyword with its default ("???":
     required, MISSING to OmegaConf); the arguments the engine passes (PASSED) are left out."""
-    node = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
+    node = {"_target_": builtin_target(cls) or f"{cls.__module__}.{cls.__qualname__}"}
     for p in inspect.signature(cls).parameters.values():
         if p.name in PASSED[group] or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         node[p.name] = "???" if p.default is p.empty else plain(p.default, f"{group}.{p.name} of {node['_target_']}")
     return node
+
+
+def builtin_target(cls: type) -> str | None:
+    """The registry's own `_target_` for a built-in class given as a class (`multissl.domains.image.ImageDomain`, not
+    the module it is defined in), so that its exports open as the built-in's do."""
+    from multissl.registry import builtin
+    for target in sorted(builtin()):
+        module, _, name = target.rpartition(".")
+        try:
+            if getattr(importlib.import_module(module), name, None) is cls:
+                return target
+        except ImportError:  # a built-in whose extra is not installed cannot be the class given
+            continue
+    return None
 
 
 def store_name(value: str) -> str:

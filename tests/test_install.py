@@ -32,7 +32,7 @@ def test_wheel_install_runs_main_job_elsewhere(tmp_path):
     build = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                             str(wheel)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert build.returncode == 0, build.stderr[-2000:]
-    for sub in ("domains/image/domain.py", "domains/audio.py", "domains/rl/domain.py", "domains/rl/collect.py",
+    for sub in ("domains/image/domain.py", "domains/audio/domain.py", "domains/rl/domain.py", "domains/rl/collect.py",
                 "domains/tabular/domain.py", "objectives/simclr.py", "configs/train.yaml",
                 "configs/objective/mae.yaml", "configs/domain/audio.yaml", "configs/domain/rl.yaml"):
         assert (target / "multissl" / sub).exists(), sub

@@ -2,7 +2,9 @@
 
     sources.py  where images come from (digits, image folders, HF datasets), reading any file into the run's
                 channels and size, the automatic size and channels, the normalisation statistics
-    domain.py   ImageDomain: views, preprocessing, tokens, masks, state
+    pixels.py   the model input: uint8 images -> normalised [c s s], the automatic patch size
+    views.py    crops, flips, colour jitter, grayscale, blur: drawn per sample, applied per batch
+    domain.py   ImageDomain: its recipe, data and state, thin members over the modules above
     resnet.py   encoder=resnet18: torchvision's ResNet for small images, a convolutional baseline
 """
 from .domain import ImageDomain, auto_patch

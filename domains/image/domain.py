@@ -1,32 +1,25 @@
 """ImageDomain: uint8 images [c h w] -> patch tokens. Default data: scikit-learn's bundled digits; a user's image
-folder or HF dataset through `sources`, at the size and channels chosen there (or set)."""
+folder or HF dataset through `sources`, at the size and channels chosen there (or set). The class holds the recipe
+(its constructor), the data and its automatic size, the state, and thin members over `pixels` (model input),
+`views` (augmentation) and the shared patch tokens, masks and targets (domains/patches.py, domains/masking.py)."""
 import sys
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from multissl.data import sample_views
 from multissl.errors import UserError
 
-from .. import augment as A
 from ..files import Files, class_count, hf_splits, labelled, locate, split_folders
 from ..masking import random_mask
 from ..memory import in_memory
 from ..patches import PatchEmbed, masked_mse, patchify
 from ..rows import Rows, label_column, row_split
+from . import views as V
+from .pixels import as_images, auto_patch, normalize
 from .sources import IMAGE_EXT, channel_stats, choose_size, digits_split, memory_images, read_image, survey
-
-
-def auto_patch(size: int, max_side: int = 8) -> int:
-    """The patch for size x size images when domain.patch_size is unset: the smallest divisor of `size` (at least
-    2) that leaves at most max_side x max_side tokens, a count the default encoder handles well (digits 8 -> 2:
-    16 tokens; 32 -> 4; 224 -> 28: 64 tokens). Sizes with no such divisor below them take the whole image."""
-    if size <= max_side:
-        return 2 if size % 2 == 0 and size > 2 else 1
-    return next(p for p in range(2, size + 1) if size % p == 0 and size // p <= max_side)
 
 
 class ImageDomain:
@@ -142,28 +135,13 @@ class ImageDomain:
 
     # ---- model input ----------------------------------------------------------------------------
     def _normalize(self, x):  # float [.. c h w] in [0, 1]
-        m = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        s = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return (x - m) / s
+        return normalize(x, self.mean, self.std)
 
     def preprocess(self, raw) -> torch.Tensor:
         """Raw batch (uint8 0..255 or float 0..1, [b c h w] or [b h w]) -> normalized model input."""
-        x = torch.as_tensor(np.asarray(raw)) if not torch.is_tensor(raw) else raw
-        if x.ndim == 3 and self.channels == 1:
-            x = x[:, None]
-        if x.ndim != 4:
-            raise UserError(f"image batch must be [batch, channels, height, width], got shape {tuple(x.shape)}")
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        if x.shape[1] == 3 and self.channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
-            x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-        if x.shape[1] != self.channels:
-            raise UserError(f"images have {x.shape[1]} channels but the encoder was trained on "
-                            f"{self.channels}; convert them (e.g. PIL .convert('RGB'/'L'))")
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            import torchvision.transforms.v2.functional as TF
-            x = TF.center_crop(TF.resize(x, self.image_size, antialias=True), [self.image_size] * 2)
-        return self._normalize(x)
+        return self._normalize(as_images(raw, self.channels, self.image_size))
 
+    # ---- views ----------------------------------------------------------------------------------
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> list[torch.Tensor]:
         """x uint8 [c h w] -> n_global global views [c s s] + local views (one sample's apply)."""
         return sample_views(self, self.draw(x, rng, n_global, n_local))
@@ -175,46 +153,15 @@ class ImageDomain:
     def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> dict:
         """x uint8 [c h w] -> the sample and, per view (global views first, then the local crops), its crop box,
         flip, colour-jitter order and factors, grayscale and blur sigma, and whether it is local."""
-        h, w = x.shape[-2:]
-        n_local = self.n_local(n_local)
-        scales = [self.crop_scale] * n_global + [self.local_scale] * n_local
-        box, flip, order, factor, gray, sigma = [], [], [], [], [], []
-        for scale in scales:  # per view, in the order the per-sample augmentations drew them
-            box.append(A.crop_box(h, w, scale, self.crop_ratio, rng))
-            flip.append(A.coin(rng, self.flip))
-            o, f = A.jitter_draw(self.jitter, rng, self.jitter_p, x.shape[0])
-            order.append(o)
-            factor.append(f)
-            gray.append(x.shape[0] == 3 and A.coin(rng, self.grayscale))
-            sigma.append(A.blur_draw(self.blur_sigma, rng, self.blur))
-        return {"image": x, "box": torch.tensor(box, dtype=torch.float32), "flip": torch.tensor(flip),
-                "order": torch.tensor(order), "factor": torch.tensor(factor), "gray": torch.tensor(gray),
-                "sigma": torch.tensor(sigma), "local": torch.arange(n_global + n_local) >= n_global}
+        scales = [self.crop_scale] * n_global + [self.local_scale] * self.n_local(n_local)
+        return V.draw_views(x, rng, scales, n_global, ratio=self.crop_ratio, flip=self.flip, jitter=self.jitter,
+                            jitter_p=self.jitter_p, grayscale=self.grayscale, blur=self.blur,
+                            blur_sigma=self.blur_sigma)
 
     def apply(self, d: dict) -> list[torch.Tensor]:
         """draw's tensors for a batch [b ...], on any device -> the views [b c s s] (global, then local): crop
         and resize, flip, colour jitter, grayscale, blur, normalize."""
-        x = d["image"].float() / 255  # [b c h w]
-        n_global = int((~d["local"][0]).sum())
-        small = self.local_size_px
-        groups = [(slice(0, n_global), self.image_size), (slice(n_global, None), small)]
-        views = []
-        for part, size in groups:
-            if d["box"][:, part].shape[1] == 0:
-                continue
-            crops = A.resized_crops(x, d["box"][:, part], size)  # [b v c s s]
-            for i in range(crops.shape[1]):
-                j = part.start + i
-                views.append(self._finish(crops[:, i], d["flip"][:, j], d["order"][:, j], d["factor"][:, j],
-                                          d["gray"][:, j], d["sigma"][:, j]))
-        return views
-
-    def _finish(self, x, flip, order, factor, gray, sigma):  # x [b c s s]; the rest [b ...] of one view
-        x = A.where_samples(flip, x, lambda t, i: t.flip(-1))
-        x = A.color_jitter(x, order, factor)
-        if x.shape[1] == 3:
-            x = A.where_samples(gray, x, lambda t, i: t.mean(1, keepdim=True).expand_as(t))
-        return self._normalize(A.gaussian_blur(x, sigma))
+        return V.apply_views(d, self.image_size, self.local_size_px, self._normalize)
 
     def eval_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluation sends the stored uint8 sample; `preprocess` normalizes the batch on the device."""

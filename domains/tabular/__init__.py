@@ -3,7 +3,10 @@
     table.py    reading CSV / parquet / HF / scikit-learn tables, schema inference, encoding
     views.py    SCARF corruption, SubTab subsets, gaussian noise
     losses.py   VIME's reconstruction and mask-estimation losses
-    domain.py   TabularDomain
+    schema.py   the features of a table: kinds, statistics, vocabularies
+    masking.py  feature masks, VIME's corruption and its reconstruction loss
+    downstream.py  linear probe and gradient-boosted trees on the embeddings and on the raw features
+    domain.py   TabularDomain: its recipe, data and state, thin members over the modules above
 
 Feature tokens (`FeatureTokenizer`, shared with the rl domain's state vectors) live in domains/features.py,
 the downstream probes (`downstream_scores`) in domains/probes.py."""

@@ -2,7 +2,10 @@
 encoded rows float32 [F] (`table`) -> one token per feature (FT-Transformer, `FeatureTokenizer`). Views:
 SCARF corruption, SubTab feature subsets, gaussian noise. Masking: VIME (masked values replaced by draws
 from their column's empirical marginal; reconstruct them and predict which features were masked).
-Schema and statistics come from the training split only."""
+Schema and statistics come from the training split only.
+
+The class holds the recipe (its constructor), the data, the state, and thin members over `table` (reading and
+encoding), `schema`, `views`, `masking` and `downstream` (held-out metrics)."""
 import numpy as np
 import pandas as pd
 import torch
@@ -11,25 +14,14 @@ from torch import nn
 from multissl.data import sample_views
 from multissl.errors import UserError
 
-from ..features import FIRST_CATEGORY, MISSING, FeatureTokenizer
+from ..features import FeatureTokenizer
 from ..files import locate, say_unseen
-from ..masking import random_mask
 from ..memory import in_memory
-from ..probes import downstream_scores
-from .losses import vime_loss
-from .table import (CATEGORICAL, EMBED_FIX, NUMERIC, TABLES, TRAIN_FIX, Rows, category_strings, class_ids, column_list,
-                    encode, fit_feature, hf_frames, infer_kind, is_categorical, memory_frames, numbers, read_table,
-                    sklearn_table, split_rows, vocabulary)
-from .views import apply_views, draw_view, marginal_draws
-
-HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's native categorical limit (ids < max_bins)
-
-
-def names(columns, shown: int = 10, width: int = 60) -> str:
-    """Column names for a one-line message: the first `shown`, each cut to `width` characters (a header read
-    with the wrong delimiter is one long name), then how many there are."""
-    cut = [repr(c) if len(c) <= width else repr(c[:width]) + "..." for c in map(str, list(columns)[:shown])]
-    return ", ".join(cut) + (f", ... ({len(columns)} in all)" if len(columns) > shown else "")
+from . import downstream, masking
+from .schema import fit_schema, missing_values, vocab_sizes
+from .table import (EMBED_FIX, TABLES, TRAIN_FIX, Rows, category_strings, class_ids, column_list, encode, hf_frames,
+                    is_categorical, memory_frames, numbers, read_table, sklearn_table, split_rows, vocabulary)
+from .views import apply_views, draw_view
 
 
 class TabularDomain:
@@ -99,29 +91,8 @@ class TabularDomain:
             tr, te = split_rows(len(whole), strata, self.test_fraction)
             frames = {"train": whole.iloc[tr].reset_index(drop=True), "test": whole.iloc[te].reset_index(drop=True)}
         if self.features is None:
-            self.features = self._fit_schema(frames["train"])
+            self.features = fit_schema(frames["train"], self.data, self.target_name, self.max_int_categories)
         return {k: self._rows(df, k) for k, df in frames.items()}
-
-    def _fit_schema(self, train: pd.DataFrame) -> list[dict]:
-        """Feature kinds (inferred or data.numeric / data.categorical) and statistics, training split only."""
-        drop = {*column_list(self.data.get("drop")), self.target_name}
-        forced = {**{c: NUMERIC for c in column_list(self.data.get("numeric"))},
-                  **{c: CATEGORICAL for c in column_list(self.data.get("categorical"))}}
-        kept = [c for c in train.columns if c not in drop]
-        if len(kept) < 2:
-            # SCARF and VIME predict features from the other features: with one there is no other, views of a
-            # row are draws of unrelated rows and masking hides nothing, so the encoder learns nothing
-            path = self.data.get("path")
-            where = "data.path" if in_memory(path) else path or self.data.get("name") or TABLES[0]
-            dropped = column_list(self.data.get("drop"))
-            raise UserError(f"table {where} has {len(kept)} feature column{'' if len(kept) == 1 else 's'} "
-                            f"({names(kept) or 'none'}) once data.target and data.drop are left out "
-                            f"(its columns: {names(train.columns)}); self-supervision on a table "
-                            f"predicts features from the others and needs at least 2: if the file has more, check "
-                            f"its delimiter (, ; tab |) and quoting, else add columns"
-                            + (f" or take some out of data.drop=[{','.join(dropped)}]" if dropped else ""))
-        return [fit_feature(train[c], c, infer_kind(train[c], c, forced.get(c), self.max_int_categories))
-                for c in kept]
 
     def _rows(self, df: pd.DataFrame, split: str = "train") -> Rows:
         """A split's encoded rows and labels (a split without the target column is unlabelled)."""
@@ -171,12 +142,12 @@ class TabularDomain:
     @property
     def vocab_sizes(self) -> list[int]:
         """Per feature: its vocabulary size, 0 for numeric features."""
-        return [len(f["vocab"]) if f["kind"] == CATEGORICAL else 0 for f in self.features]
+        return vocab_sizes(self.features)
 
     @property
     def missing_values(self) -> torch.Tensor:
         """[F] the encoded "missing" of every feature: NaN (numeric) or id 1 (categorical)."""
-        return torch.tensor([MISSING if v else float("nan") for v in self.vocab_sizes], dtype=torch.float32)
+        return missing_values(self.vocab_sizes)
 
     # ---- views ---------------------------------------------------------------------------------------------
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2) -> list[torch.Tensor]:
@@ -222,10 +193,7 @@ class TabularDomain:
     def mask(self, batch_size: int, rng: torch.Generator):
         """round(mask_ratio F) masked features per row. marginal (VIME): the encoder sees every feature,
         the masked ones replaced by marginal draws (`corrupt`); drop (MAE): it sees the others only."""
-        keep, masked = random_mask(batch_size, self.num_tokens, self.mask_ratio, rng)
-        if self.mask_mode == "marginal":
-            keep = torch.arange(self.num_tokens).repeat(batch_size, 1)  # [b F]
-        return keep, masked
+        return masking.feature_mask(batch_size, self.num_tokens, self.mask_ratio, self.mask_mode, rng)
 
     @property
     def drops_masked(self) -> bool:
@@ -234,18 +202,15 @@ class TabularDomain:
 
     def corrupt(self, view: torch.Tensor, masked: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """VIME's corruption: the masked features [m] of view [F] replaced by marginal draws."""
-        out = view.clone()
-        out[masked] = marginal_draws(self._train_x, masked, rng)
-        return out
+        return masking.corrupt(view, masked, self._train_x, rng)
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         return x  # the clean encoded rows [b F]
 
     def reconstruction_loss(self, pred, target, masked):
-        sizes = torch.tensor(self.vocab_sizes, device=target.device)
-        # drop mode: the decoder sees mask tokens where features were masked, so "which were masked" is free
-        weight = self.mask_loss_weight if self.mask_mode == "marginal" else 0.0
-        return vime_loss(pred, target, masked, sizes, weight)
+        """VIME's: the masked features reconstructed, plus (marginal mode) which were masked predicted."""
+        return masking.reconstruction_loss(pred, target, masked, self.vocab_sizes, self.mask_mode,
+                                           self.mask_loss_weight)
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
     def downstream_metrics(self, embed, limit: int | None = None) -> dict:
@@ -256,18 +221,5 @@ class TabularDomain:
         tr, te = self._splits["train"], self._splits.get("test")
         if te is None or self.task is None:
             return {}
-        tr, te = (part.take(limit) for part in (tr, te))
-        (y_tr, on_tr), (y_te, on_te) = self._labels(tr), self._labels(te)
-        if not on_tr.any() or not on_te.any():
-            return {}
-        cat = np.array([0 < v <= HGB_MAX_CATEGORIES - FIRST_CATEGORY for v in self.vocab_sizes])
-        return downstream_scores(tr.x.numpy()[on_tr], embed(tr).numpy()[on_tr], y_tr[on_tr],
-                                 te.x.numpy()[on_te], embed(te).numpy()[on_te], y_te[on_te], cat, bool(self.classes))
-
-    def _labels(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
-        """(labels [n], usable bool [n]) of a split: class ids >= 0, or finite numeric targets."""
-        if self.classes:
-            y = rows.y.numpy()
-            return y, y >= 0
-        return rows.target, np.isfinite(rows.target)
+        return downstream.downstream_metrics(tr, te, embed, self.vocab_sizes, self.classes, limit)
 

@@ -121,3 +121,10 @@ def test_a_user_config_folder_adds_recipes_and_classes(tmp_path, capsys, monkeyp
 def test_help_names_the_objectives_that_need_a_capability_from_the_one_compatibility_rule():
     assert "objective=spr trains on domain=rl\n" in usage()
     assert "objective=mae trains on" not in usage()  # every built-in domain has masked modelling
+
+
+def test_a_built_in_class_given_as_a_class_is_written_as_the_registry_names_it(tmp_path, monkeypatch):
+    from multissl.domains.image.domain import ImageDomain
+    cfg = load_config([f"domain={ImageDomain.__module__}:ImageDomain"])
+    assert cfg.domain._target_ == "multissl.domains.image.ImageDomain"  # opens in a fresh process, unregistered
+    assert registry.known(cfg.domain._target_)
