@@ -3,7 +3,7 @@ collected with gymnasium on first use and cached (`buffer.default_buffer`).
 
 A sample is one step of the buffer: `x` is its index, and the domain reads the observation and its episode
 from the buffer, so a view can be another step of the same episode (temporal positives, never across an
-episode boundary). Observations keep their stored layout until `model_input`:
+episode boundary). Observations keep their stored layout until they become model input:
 
     vector  [D]          float state vectors              -> standardized [D], one token per feature
     hw      [H W]        one grayscale frame              -> [1 H W]
@@ -13,14 +13,17 @@ episode boundary). Observations keep their stored layout until `model_input`:
 
 Frames are scaled to [0, 1] (uint8 / 255), resized when domain.frame_size is set, and standardized with
 training statistics: minus the mean frame (or per-channel means), divided by per-channel standard deviations.
-A frame stack is one sample: every view shifts all its frames alike."""
+A frame stack is one sample: every view shifts all its frames alike.
+
+RLDomain keeps its recipe, loading the buffer (held-out episodes, statistics) and its state; its other members
+hand over to observations.py (stored observations -> model input), views.py (the steps views show, draws and the
+batched apply), tokens.py (patches of frames) and evaluation.py (held-out episodes, the state probe)."""
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from multissl.data import sample_views
@@ -30,54 +33,13 @@ from ..features import FeatureTokenizer
 from ..files import locate
 from ..masking import random_mask
 from ..memory import in_memory
-from ..patches import PatchEmbed, masked_mse, patchify
-from ..probes import state_r2
-from .buffer import (DEFAULT_BUFFER, LAYOUTS, NDIM, Steps, action_space, default_buffer, detect_layout, episode_bounds,
+from ..patches import masked_mse, patchify
+from . import evaluation, observations, tokens
+from .buffer import (DEFAULT_BUFFER, LAYOUTS, NDIM, action_space, default_buffer, detect_layout, episode_bounds,
                      read_buffer)
+from .views import apply_views, frame_draw, future_actions, noise_draw, view_steps
 
 
-# ---- views -------------------------------------------------------------------------------------------------
-def temporal_neighbour(i: int, first: int, last: int, offsets: tuple[int, int], rng: torch.Generator) -> int:
-    """A step k in [offsets] away from step i, forward or backward (random), inside the episode [first, last].
-    When neither direction has k steps left, the farthest step of the episode in the roomier direction."""
-    lo, hi = offsets
-    if hi == 0:
-        return i
-    k = int(torch.randint(lo, hi + 1, (), generator=rng))
-    options = [j for j in (i + k, i - k) if first <= j <= last]
-    if options:
-        return options[int(torch.randint(0, len(options), (), generator=rng))] if len(options) > 1 else options[0]
-    return last if last - i >= i - first else first
-
-
-def shifted(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
-    """DrQ's augmentation, batched: x [b c h w] replicate-padded by `pad` pixels, then each sample's window of
-    the original size at its offsets [b 2] (dy, dx in 0..2 pad). All channels (a stack's frames) move together."""
-    if pad <= 0:
-        return x
-    b, c, h, w = x.shape
-    p = F.pad(x, (pad, pad, pad, pad), mode="replicate")  # [b c h+2p w+2p]
-    rows = (offsets[:, 0, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * pad)
-    p = p.gather(2, rows)
-    cols = (offsets[:, 1, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
-    return p.gather(3, cols)
-
-
-def peek_obs_shape(path: str) -> tuple | None:
-    """One observation's shape in a .npz buffer, from its `obs` header alone (None when that cannot be read: loading
-    the buffer then says why)."""
-    import zipfile
-    from pathlib import Path
-    try:
-        with zipfile.ZipFile(Path(path).expanduser()) as z, z.open("obs.npy") as f:
-            major = np.lib.format.read_magic(f)[0]
-            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            return tuple(read(f)[0][1:])
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-
-
-# ---- the domain --------------------------------------------------------------------------------------------
 class RLDomain:
     name = "rl"
 
@@ -110,7 +72,7 @@ class RLDomain:
         if state:
             self.load_state(state)
 
-    # ---- data ----------------------------------------------------------------------------------------------
+    # ---- data --------------------------------------------------------------------------------------------------
     def dataset(self, split: str):
         if self._splits is None:
             self._splits = self._load()
@@ -145,36 +107,17 @@ class RLDomain:
             names, n_state = buf.get("state_names"), buf["state"].shape[1]
             ok = names is not None and len(names) == n_state
             self.state_names = [str(v) for v in names] if ok else [f"state_{i}" for i in range(n_state)]
-        splits = self._split()
+        splits = evaluation.held_out(self.episode, self.test_fraction)
         if self.mean is None:
             self._fit_stats(splits["train"].index.numpy())
         return splits
 
-    def _split(self) -> dict:
-        """Held-out episodes (a fixed draw, seed 0, not the run seed): domain.test_fraction of them, at least one,
-        when the buffer has two or more."""
-        n_ep = int(self.episode[-1]) + 1
-        n_test = min(max(int(round(self.test_fraction * n_ep)), 1), n_ep - 1) if self.test_fraction > 0 else 0
-        test_eps = np.random.default_rng(0).permutation(n_ep)[:n_test]
-        held = np.isin(self.episode, test_eps)
-        out = {"train": Steps(np.flatnonzero(~held))}
-        if held.any():
-            out["test"] = Steps(np.flatnonzero(held))
-        return out
-
     def _fit_stats(self, train_index: np.ndarray):
-        """From up to 4096 training observations: per-feature mean and std (vectors); for frames the mean
-        frame [c h w] (normalize=frame: a fixed camera's static background becomes 0, so what differs between
-        observations is all the input holds) or the per-channel mean, then the per-channel std around it."""
+        """The statistics (`observations.fit_stats`) of up to 4096 training observations, evenly spread."""
         idx = train_index[np.linspace(0, len(train_index) - 1, min(len(train_index), 4096)).astype(int)]
         x = self.scaled(torch.from_numpy(self._buf["obs"][idx]))  # [n c h w] or [n D]
         self._stats = None
-        if self.is_vector:
-            self.mean, self.std = x.mean(0).tolist(), x.std(0).clamp_min(1e-3).tolist()
-            return
-        mean = x.mean(0) if self.normalize_mode == "frame" else x.mean((0, 2, 3)).view(-1, 1, 1)  # [c h w] | [c 1 1]
-        self.mean = mean.squeeze(-1).squeeze(-1).tolist()
-        self.std = (x - mean).pow(2).mean((0, 2, 3)).sqrt().clamp_min(1e-3).tolist()
+        self.mean, self.std = observations.fit_stats(x, self.is_vector, self.normalize_mode)
 
     def state(self) -> dict:
         """What export saves so `embed(obs)` preprocesses exactly as training did, and what rebuilds the env."""
@@ -188,17 +131,12 @@ class RLDomain:
         self.mean, self.std, self.env_config, self.state_names = s["mean"], s["std"], s["env_config"], s["state_names"]
         self._stats = None
 
-    # ---- model input -----------------------------------------------------------------------------------------
+    # ---- model input (observations.py) -------------------------------------------------------------------------
     @staticmethod
     def default_encoder(data: dict, layout: str = "auto", **keys) -> str | None:
         """Frames read best through the DQN convolutions (docs/domains/rl.md), vectors through the configured
         default: asked when the config is composed, so the buffer's observation shape is read from its header."""
-        if layout == "auto":
-            path = data.get("path")
-            shape = peek_obs_shape(path) if isinstance(path, str) else (
-                tuple(path["obs"].shape[1:]) if isinstance(path, Mapping) and "obs" in path else None)
-            layout = detect_layout(shape) if shape else "frames"  # the embedded default: frames
-        return None if layout == "vector" else "nature_cnn"
+        return observations.encoder_for(data, layout)
 
     @property
     def is_vector(self) -> bool:
@@ -206,52 +144,28 @@ class RLDomain:
 
     @property
     def channels(self) -> int:
-        s = self.obs_shape
-        return {"hw": 1, "hwc": s[-1], "chw": s[0], "khwc": s[0] * s[-1]}[self.layout]
+        return observations.channels(self.layout, self.obs_shape)
 
     @property
     def frame_hw(self) -> tuple[int, int]:
-        if self.frame_size:
-            return self.frame_size
-        s = self.obs_shape
-        return tuple(s[1:3]) if self.layout in ("chw", "khwc") else tuple(s[:2])
+        return observations.frame_hw(self.layout, self.obs_shape, self.frame_size)
 
     def scaled(self, obs: torch.Tensor) -> torch.Tensor:
         """Stored observations [b ...] -> float [b c h w] in [0, 1] at frame_hw, or float [b D]."""
-        x = obs.float()
-        if self.is_vector:
-            return x
-        if self.obs_dtype == "uint8":
-            x = x / 255
-        x = {"hw": lambda t: t[:, None], "hwc": lambda t: t.permute(0, 3, 1, 2), "chw": lambda t: t,
-             "khwc": lambda t: t.permute(0, 1, 4, 2, 3).flatten(1, 2)}[self.layout](x)
-        if tuple(x.shape[-2:]) != self.frame_hw:
-            import torchvision.transforms.v2.functional as TF
-            x = TF.resize(x, list(self.frame_hw), antialias=True)
-        return x
+        return observations.scaled(obs, self.layout, self.obs_dtype, None if self.is_vector else self.frame_hw)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """[.. D] or [.. c h w] -> standardized: mean [D] / [c] / [c h w] (a mean frame), std [D] / [c]."""
         if self._stats is None or self._stats[0].device != x.device or self._stats[0].dtype != x.dtype:
             # built once per device: a mean frame is ~10^4 numbers, and this runs for every view
-            m = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
-            s = torch.tensor(self.std, dtype=x.dtype, device=x.device)
-            if not self.is_vector:
-                m, s = (m if m.ndim == 3 else m.view(-1, 1, 1)), s.view(-1, 1, 1)
-            self._stats = (m, s)
+            self._stats = observations.stat_tensors(self.mean, self.std, x, self.is_vector)
         m, s = self._stats
         return (x - m) / s
 
     def preprocess(self, raw) -> torch.Tensor:
         """Observations exactly as the buffer stores them — a batch [b, *obs_shape] or one observation, uint8
         frames on 0..255 (any dtype, e.g. SB3's float copies) or float vectors — -> model input."""
-        x = raw if torch.is_tensor(raw) else torch.as_tensor(np.asarray(raw))
-        if list(x.shape) == self.obs_shape:
-            x = x[None]
-        if list(x.shape[1:]) != self.obs_shape:
-            raise UserError(f"observations shaped {list(x.shape)} do not match the buffer's {self.obs_shape} "
-                            f"({self.layout}); pass [batch, {', '.join(map(str, self.obs_shape))}] as stored")
-        return self.normalize(self.scaled(x))
+        return self.normalize(self.scaled(observations.stored_batch(raw, self.obs_shape, self.layout)))
 
     def _input(self, i: int) -> torch.Tensor:
         return self.scaled(torch.from_numpy(self._buf["obs"][i:i + 1]))[0]  # [c h w] in [0, 1] or [D]
@@ -263,8 +177,7 @@ class RLDomain:
         """Evaluation sends the stored observation; `preprocess` scales and normalizes the batch on the device."""
         return torch.from_numpy(np.asarray(self._buf["obs"][int(x)]))
 
-    # ---- views -------------------------------------------------------------------------------------------------
-
+    # ---- views (views.py) --------------------------------------------------------------------------------------
     @property
     def actions(self) -> tuple[str, int]:
         """("discrete", n) for integer actions (ids 0..n-1), else ("continuous", d)."""
@@ -284,54 +197,28 @@ class RLDomain:
         with n_future = K, views of steps x+1..x+K follow (the episode's last step past its end), with `action`
         [K ...] taken at steps x..x+K-1 and `valid` [K] (the step is in the episode)."""
         i, last = int(x), int(self.last[int(x)])
-        steps = [i] + [temporal_neighbour(i, int(self.first[i]), last, self.temporal_offset, rng)
-                       for _ in range(n_global - 1)]
-        steps += [min(i + k, last) for k in range(1, n_future + 1)]
+        steps = view_steps(i, int(self.first[i]), last, self.temporal_offset, n_global, n_future, rng)
         out = {"obs": torch.from_numpy(np.stack([self._buf["obs"][j] for j in steps]))}
-        if n_future:  # the action taken at each step from x on: it leads to the next view
-            acts = np.asarray(self._buf["action"][[min(i + k, last) for k in range(n_future)]])
-            acts = acts.astype(np.int64) if self.actions[0] == "discrete" else acts.astype(np.float32).reshape(
-                n_future, -1)
-            out |= {"action": torch.from_numpy(acts),
-                    "valid": torch.tensor([i + k <= last for k in range(1, n_future + 1)])}
+        if n_future:
+            out |= future_actions(self._buf["action"], i, last, n_future, self.actions[0] == "discrete")
         if self.is_vector:
-            d = self.obs_shape[0]
-            noise = [torch.randn(d, generator=rng) if self.noise_std else torch.zeros(d) for _ in steps]
-            return out | {"noise": torch.stack(noise)}
-        gain, shift = [], []
-        for _ in steps:  # per view: intensity, then shift, as the per-sample augmentation drew them
-            gain.append(1 + self.intensity * float(torch.randn((), generator=rng).clamp(-2, 2))
-                        if self.intensity > 0 else 1.0)
-            shift.append([int(torch.randint(0, 2 * self.shift + 1, (), generator=rng)) for _ in range(2)]
-                         if self.shift > 0 else [0, 0])
-        return out | {"gain": torch.tensor(gain), "shift": torch.tensor(shift)}
+            return out | noise_draw(len(steps), self.obs_shape[0], self.noise_std, rng)
+        return out | frame_draw(len(steps), self.intensity, self.shift, rng)
 
     def apply(self, d: dict) -> list[torch.Tensor]:
         """draw's tensors for a batch [b v ...], on any device -> the views [b c h w] (or [b D]): scaled,
         intensity, DrQ's replicate-pad shift (all frames of a stack move together), normalized."""
-        b, v = d["obs"].shape[:2]
-        x = self.scaled(d["obs"].flatten(0, 1))  # [(b v) c h w] in [0, 1], or [(b v) D]
-        if self.is_vector:
-            x = self.normalize(x) + self.noise_std * d["noise"].flatten(0, 1).to(x.dtype)
-            return list(x.view(b, v, -1).unbind(1))
-        x = shifted(x * d["gain"].flatten().to(x.dtype).view(-1, 1, 1, 1), d["shift"].flatten(0, 1), self.shift)
-        return list(self.normalize(x).view(b, v, *x.shape[1:]).unbind(1))
+        return apply_views(d, self.scaled, self.normalize, self.is_vector, self.noise_std, self.shift)
 
-    # ---- tokens and masking --------------------------------------------------------------------------------------
+    # ---- tokens, masking and the target (tokens.py) ------------------------------------------------------------
     @property
     def patch(self) -> tuple[int, int]:
-        """domain.patch_size, or per side the divisor nearest to 12 pixels (ties: the larger one): the 48x72
-        default frames give 4 x 6 tokens, 84x84 Atari frames 7 x 7."""
-        if self.patch_size:
-            p = self.patch_size
-            return (int(p), int(p)) if isinstance(p, (int, float)) else (int(p[0]), int(p[1]))
-        return tuple(min((d for d in range(1, s + 1) if s % d == 0), key=lambda d: (abs(d - 12), -d))
-                     for s in self.frame_hw)
+        """domain.patch_size, or per side the divisor nearest to 12 pixels (`tokens.auto_patch`)."""
+        return tokens.sides(self.patch_size) if self.patch_size else tokens.auto_patch(self.frame_hw)
 
     @property
     def grid(self) -> tuple[int, int]:
-        (h, w), (ph, pw) = self.frame_hw, self.patch
-        return h // ph, w // pw
+        return tokens.grid_of(self.frame_hw, self.patch)
 
     @property
     def num_tokens(self) -> int:
@@ -344,11 +231,7 @@ class RLDomain:
     def embedder(self, dim: int) -> nn.Module:
         if self.is_vector:
             return FeatureTokenizer([0] * self.obs_shape[0], dim)  # one token per state feature
-        (h, w), (ph, pw) = self.frame_hw, self.patch
-        if h % ph or w % pw:
-            raise UserError(f"domain.patch_size={list(self.patch)} does not tile {h}x{w} frames; pick a patch that "
-                            f"divides both sides, or set domain.frame_size")
-        return PatchEmbed(self.channels, (h, w), (ph, pw), dim, self.pos_embed)
+        return tokens.patch_embedder(self.channels, self.frame_hw, self.patch, dim, self.pos_embed)
 
     def mask(self, batch_size: int, rng: torch.Generator):
         """Random patches (each through the whole frame stack) or random state features."""
@@ -361,8 +244,8 @@ class RLDomain:
     def reconstruction_loss(self, pred, target, masked):
         return masked_mse(pred, target, masked)
 
-    # ---- evaluation ----------------------------------------------------------------------------------------------
-    headline = ("state_r2_mean", True, False)  # the state probe's mean R^2 (not a proportion of held-out steps)
+    # ---- evaluation (evaluation.py) ----------------------------------------------------------------------------
+    headline = evaluation.HEADLINE
 
     def downstream_metrics(self, embed, limit: int | None = None) -> dict:
         """How much of the true state the frozen representation holds: R^2 of a linear (ridge) probe of `state`,
@@ -372,10 +255,5 @@ class RLDomain:
         test = self._splits.get("test")
         if "state" not in self._buf or test is None:
             return {}
-        tr, test = (Steps(part.index[np.linspace(0, len(part) - 1, min(limit, len(part))).astype(int)])
-                    if limit else part for part in (self._splits["train"], test))
-        s = self._buf["state"]
-        r2 = state_r2(embed(tr).numpy(), s[tr.index.numpy()], embed(test).numpy(), s[test.index.numpy()],
-                      self.probe_alpha)
-        return {**{f"state_r2/{k}": float(v) for k, v in zip(self.state_names, r2)},
-                "state_r2_mean": float(r2.mean())}
+        return evaluation.state_probe(embed, self._splits["train"], test, self._buf["state"], self.state_names,
+                                      self.probe_alpha, limit)

@@ -34,6 +34,15 @@ def starts(n_stored: int, span: int, n_views: int, apart: int | None, rng: torch
     return out
 
 
+def temporal_crops(clips, i: int, n_stored: int, count: int, length: int, stride: int, apart: int | None,
+                   rng: torch.Generator) -> torch.Tensor:
+    """`count` clips of `length` frames every `stride` of video i of `clips` (n_stored frames long), started where
+    `starts` draws -> uint8 [count length c s s], read in one call."""
+    first = starts(n_stored, (length - 1) * stride + 1, count, apart, rng)
+    f = clips.read(i, [k for s in first for k in window(n_stored, length, stride, s)])  # [(v t) c s s]
+    return f.view(count, length, *f.shape[1:])
+
+
 def spatial_draw(h: int, w: int, n_views: int, scale, ratio, flip: float, jitter: float, jitter_p: float,
                  channels: int, rng: torch.Generator) -> dict:
     """Per view: a crop box [4], a flip and colour-jitter order and factors [4], shared by all its frames."""
@@ -59,6 +68,19 @@ def apply_spatial(clips: torch.Tensor, box, flip, order, factor, size: int) -> t
     x = x.reshape(b * v * t, c, size, size)
     x = A.color_jitter(x, order.reshape(b * v, 4).repeat_interleave(t, 0), factor.reshape(b * v, 4).repeat_interleave(t, 0))
     return x.reshape(b, v, t, c, size, size)
+
+
+def apply_groups(d: dict, sizes: dict[str, int]) -> list[torch.Tensor]:
+    """Drawn tensors of a batch, per group of views ("global", "local": the frames `name` [b v t c h w] and
+    `name_box`, `name_flip`, `name_order`, `name_factor`) -> every view, float [b t c s s] in [0, 1] at its
+    group's size, in the order of `sizes`; a group not drawn is left out."""
+    views = []
+    for name, size in sizes.items():
+        if name in d:
+            x = apply_spatial(d[name], d[f"{name}_box"], d[f"{name}_flip"], d[f"{name}_order"],
+                              d[f"{name}_factor"], size)  # [b v t c s s]
+            views += [x[:, k] for k in range(x.shape[1])]
+    return views
 
 
 def tube_mask(batch_size: int, grid: tuple[int, int, int], ratio: float, rng: torch.Generator):

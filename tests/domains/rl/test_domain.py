@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 import multissl
 import multissl.configs
 from multissl.data import stack_draws
-from multissl.domains.rl.domain import shifted, temporal_neighbour
+from multissl.domains.rl.views import shifted, temporal_neighbour
 from multissl.errors import UserError
 
 

@@ -1,0 +1,50 @@
+"""The video domain's own held-out metrics, beside the engine's kNN on the class label: the same kNN on the other
+labels of the data (moving digits: the direction), and the raw-pixel baselines an encoder should beat — kNN on the
+whole evaluation clip and on its first frame."""
+import torch
+import torch.nn.functional as F
+
+
+def labels_of(ds) -> torch.Tensor:
+    return torch.tensor([ds[i]["y"] for i in range(len(ds))])
+
+
+def pick(values: list, ds) -> torch.Tensor:
+    """The entries of a split-long label list that a (possibly subset) dataset holds."""
+    return torch.tensor([values[i] for i in getattr(ds, "indices", range(len(ds)))])
+
+
+def knn(a, ya, b, yb) -> float:
+    """The engine's kNN accuracy of b's labels from a's, unlabelled samples (-1) left out."""
+    from multissl.monitor import knn_accuracy
+    if not (ya >= 0).any() or not (yb >= 0).any():
+        return float("nan")
+    return knn_accuracy(a[ya >= 0], ya[ya >= 0], b[yb >= 0], yb[yb >= 0])
+
+
+def raw_pixels(ds, eval_raw, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw pixels of ds's evaluation clips (eval_raw(x) -> uint8 [t c s s]) [n t*c*r*r] and of their first frames
+    [n c*r*r], r = min(size, 32)."""
+    r = min(size, 32)
+    clips = torch.stack([eval_raw(ds[i]["x"]) for i in range(len(ds))]).float() / 255  # [n t c s s]
+    small = F.interpolate(clips.flatten(0, 1), size=(r, r), mode="area").view(*clips.shape[:3], r, r)
+    return small.flatten(1), small[:, 0].flatten(1)
+
+
+def knn_metrics(train, test, extra: dict, embed, limit: int | None, pixels, cache: dict) -> dict:
+    """embed(dataset) -> [n d]; extra: {label: {split: values}}; pixels(dataset) -> (`raw_pixels`) -> `knn_<label>`
+    for each extra label and `pixel_knn_<label>` / `frame_knn_<label>` for every label (the class: `acc`), on
+    `limit` samples per split. The pixel baselines do not change as the encoder trains: kept in `cache` per limit."""
+    from multissl.monitor import subset
+    tr, te = subset(train, limit), subset(test, limit)
+    labels = {"acc": (labels_of(tr), labels_of(te))}
+    labels |= {k: (pick(v["train"], tr), pick(v["test"], te)) for k, v in extra.items()}
+    out = {}
+    if extra:
+        a, b = embed(tr), embed(te)
+        out |= {f"knn_{k}": knn(a, ya, b, yb) for k, (ya, yb) in labels.items() if k != "acc"}
+    if limit not in cache:
+        (pa, fa), (pb, fb) = pixels(tr), pixels(te)
+        cache[limit] = {f"{kind}_knn_{k}": knn(u, ya, v, yb) for k, (ya, yb) in labels.items()
+                        for kind, u, v in (("pixel", pa, pb), ("frame", fa, fb))}
+    return out | cache[limit]
