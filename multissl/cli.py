@@ -181,6 +181,11 @@ def compose_config(argv: list[str]):
     for a in argv:
         if "=" not in a:
             fail(f"argument {a!r} is not key=value; see --help for the keys")
+        key, value = a.split("=", 1)
+        if key.lstrip("+~").endswith("._target_"):  # the other keys would be the old class's
+            group = key.lstrip("+~").split(".")[0]
+            fail(f"{key.lstrip('+~')} cannot be set: name the class as {group}=module:Class (its signature is its "
+                 f"config), e.g. {group}={value.rpartition('.')[0] or 'my_pkg.module'}:{value.rpartition('.')[2]}")
     argv, named = pick_groups(argv)
     cfg = compose_checked(argv)
     argv, named = decide(argv, named, cfg)

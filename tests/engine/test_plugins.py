@@ -128,3 +128,9 @@ def test_a_built_in_class_given_as_a_class_is_written_as_the_registry_names_it(t
     cfg = load_config([f"domain={ImageDomain.__module__}:ImageDomain"])
     assert cfg.domain._target_ == "multissl.domains.image.ImageDomain"  # opens in a fresh process, unregistered
     assert registry.known(cfg.domain._target_)
+
+
+def test_setting_a_target_by_hand_is_refused_with_the_module_class_form(capsys):
+    err = fail_line(capsys, ["domain._target_=toys.ToySequences"])
+    assert "domain._target_ cannot be set: name the class as domain=module:Class" in err
+    assert "domain=toys:ToySequences" in err
