@@ -19,9 +19,9 @@ def untrained_metrics(encoder, init: dict, domain, train_set, test_set, device, 
     fresh = copy.deepcopy(encoder)
     fresh.load_state_dict(init)
     fresh.eval()
-    train_set, test_set = monitor.subset(train_set, limit), monitor.subset(test_set, limit)
+    train_set, test_set = monitor.eval_sets(train_set, test_set, limit)  # the samples the trained encoder had
     out = monitor.heldout_metrics(fresh, domain, train_set, test_set, device, knn_k, knn_temperature)[0]
-    out |= monitor.domain_metrics(fresh, domain, device, limit)
+    out |= monitor.domain_metrics(fresh, domain, device, monitor.downstream_cap(limit))
     return {f"untrained/{k}": v for k, v in out.items()}
 
 
@@ -57,5 +57,6 @@ def table(metrics: dict) -> list[str]:
 
 
 def heldout_count(test_set, limit: int | None) -> int | None:
-    s = monitor.subset(test_set, limit)
+    """How many held-out samples an evaluation with trainer.eval_samples `limit` scores (None without a split)."""
+    s = monitor.eval_sets(None, test_set, limit)[1]
     return None if s is None else len(s)

@@ -52,14 +52,14 @@ def evaluate_run(path, data: dict | None = None, k: int = 20, temperature: float
         data = cfg["data"]
     enc = load_encoder(path)
     enc.domain.data = data or {}
-    train_set = enc.domain.dataset("train")
-    out, tr_x, labelled = monitor.heldout_metrics(enc.encoder, enc.domain, train_set, enc.domain.dataset("test"),
-                                                  "cpu", k, temperature)
+    limit = (cfg.get("trainer") or {}).get("eval_samples")  # the samples the run evaluated on
+    train_set, test_set = monitor.eval_sets(enc.domain.dataset("train"), enc.domain.dataset("test"), limit)
+    out, tr_x, labelled = monitor.heldout_metrics(enc.encoder, enc.domain, train_set, test_set, "cpu", k, temperature)
     out |= monitor.spectral_metrics(enc.encoder, run_objective(path, cfg, enc.domain, enc.encoder), enc.domain,
                                     train_set, tr_x, "cpu")
     if labelled is not None:
         out["linear_acc"] = linear_probe_accuracy(*labelled)
-    return out | monitor.domain_metrics(enc.encoder, enc.domain, "cpu")
+    return out | monitor.domain_metrics(enc.encoder, enc.domain, "cpu", monitor.downstream_cap(limit))
 
 
 def main(argv=None):

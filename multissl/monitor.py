@@ -9,6 +9,15 @@ from torch import nn
 from multissl import spectral
 from multissl.contracts import Downstream, Masked, Objective, has, optional
 from multissl.data import eval_input_on, eval_loader, pad_indices, sample_mask, to_device
+from multissl.errors import UserError
+
+# With trainer.eval_samples null an evaluation embeds at most this many samples per split, so its cost stays bounded
+# however large the data; a smaller split is used whole. Above every embedded default's split, so their figures are
+# those of the whole split.
+EVAL_TRAIN_CAP = 20_000
+EVAL_TEST_CAP = 5_000
+# Held-out rows scored against the training bank at once: the kNN's similarities are [KNN_BLOCK n_train] at a time.
+KNN_BLOCK = 512
 
 
 def subset(ds, limit: int | None):
@@ -18,22 +27,58 @@ def subset(ds, limit: int | None):
     return torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, limit).long().tolist())
 
 
+def eval_caps(limit) -> tuple[int, int]:
+    """(training, held-out) samples an evaluation uses at most, for trainer.eval_samples `limit`: null = the bounded
+    defaults EVAL_TRAIN_CAP and EVAL_TEST_CAP, a count = that many of each split."""
+    if limit is None:
+        return EVAL_TRAIN_CAP, EVAL_TEST_CAP
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UserError(f"trainer.eval_samples must be null or a count of at least 1, got {limit!r}: null "
+                        f"evaluates on at most {EVAL_TRAIN_CAP:,} training and {EVAL_TEST_CAP:,} held-out samples; "
+                        f"a count larger than both splits evaluates on every sample")
+    return limit, limit
+
+
+def eval_sets(train_set, test_set, limit) -> tuple:
+    """The training and held-out samples an evaluation uses (evenly spread; a split under its cap whole), for
+    trainer.eval_samples `limit` (eval_caps)."""
+    train_cap, test_cap = eval_caps(limit)
+    return subset(train_set, train_cap), subset(test_set, test_cap)
+
+
+def cap_note(train_set, test_set, limit) -> str | None:
+    """One line naming each split a cap cut ("evaluated on 20,000 of 1,200,000 training samples"), None when the
+    evaluation uses every sample."""
+    cut = [f"{len(used):,} of {len(whole):,} {name} samples"
+           for name, whole, used in zip(("training", "held-out"), (train_set, test_set),
+                                        eval_sets(train_set, test_set, limit))
+           if whole is not None and len(used) < len(whole)]
+    return f"evaluated on {' and '.join(cut)} (trainer.eval_samples)" if cut else None
+
+
 def evaluate(encoder, objective, domain, train_set, test_set, probe, device, knn_k: int = 20,
              knn_temperature: float = 0.07, limit: int | None = None) -> dict:
     """kNN accuracy and online-probe accuracy on the held-out split; RankMe and std of the training
     representations (and of the projector output, where the objective has one); their spectral diagnostics; and the
-    domain's own downstream metrics where it has them. `limit` caps the samples of each split (trainer.eval_samples)."""
+    domain's own downstream metrics where it has them; `eval/train_samples` and `eval/test_samples`, how many of each
+    split it used. `limit` is trainer.eval_samples (eval_caps)."""
     was = encoder.training
     encoder.eval()
-    train_set, test_set = subset(train_set, limit), subset(test_set, limit)
+    train_set, test_set = eval_sets(train_set, test_set, limit)
     out, tr_x, labelled = heldout_metrics(encoder, domain, train_set, test_set, device, knn_k, knn_temperature)
     out |= spectral_metrics(encoder, objective, domain, train_set, tr_x, device)
     if labelled is not None and probe is not None:
         te_x, te_y = labelled[2:]
         out["probe_test_acc"] = probe.accuracy(te_x.to(device), te_y.to(device))
-    out |= domain_metrics(encoder, domain, device, limit)
+    out |= domain_metrics(encoder, domain, device, downstream_cap(limit))
     encoder.train(was)
-    return out
+    return out | {"eval/train_samples": len(train_set), "eval/test_samples": 0 if test_set is None else len(test_set)}
+
+
+def downstream_cap(limit) -> int:
+    """The one per-split cap a domain's own metrics take, for trainer.eval_samples `limit`: the training cap, so
+    that they fit their references on as many training samples as the kNN has."""
+    return eval_caps(limit)[0]
 
 
 def spectral_metrics(encoder, objective, domain, train_set, tr_x, device) -> dict:
@@ -136,15 +181,22 @@ def embed_all(encoder, loader, device, domain) -> tuple[torch.Tensor, torch.Tens
     return torch.cat(feats), torch.cat(labels)
 
 
-def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07) -> float:
+def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 20, temperature: float = 0.07,
+                 block: int = KNN_BLOCK) -> float:
     """Weighted kNN of Wu et al. 2018: cosine neighbours vote with weight exp(sim / T)."""
-    train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
     n_cls = int(max(train_y.max(), test_y.max())) + 1
-    correct = 0
-    for i in range(0, len(test_x), 512):
-        pred = knn_predict(test_x[i:i + 512] @ train_x.T, train_y, n_cls, k, temperature)  # sim [q n]
-        correct += (pred == test_y[i:i + 512]).sum().item()
-    return correct / len(test_x)
+    pred = knn_classes(train_x, train_y, test_x, n_cls, k, temperature, block)
+    return (pred == test_y).sum().item() / len(test_x)
+
+
+def knn_classes(train_x, train_y, test_x, n_cls: int, k: int = 20, temperature: float = 0.07,
+                block: int = KNN_BLOCK) -> torch.Tensor:
+    """Classes [q] that each held-out row of test_x [q d] gets from its k most similar rows of train_x [n d] (cosine,
+    weights exp(sim / T)), `block` held-out rows at a time: only their top k outlive the block, so memory is
+    [block n], never [q n]. Each row's neighbours come from its own full row of similarities, as in one matrix."""
+    train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
+    return torch.cat([knn_predict(test_x[i:i + block] @ train_x.T, train_y, n_cls, k, temperature)  # sim [block n]
+                      for i in range(0, len(test_x), block)])
 
 
 def knn_predict(sim: torch.Tensor, train_y: torch.Tensor, n_cls: int, k: int = 20, temperature: float = 0.07):

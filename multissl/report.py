@@ -94,7 +94,7 @@ def spectra(run: Path) -> dict[str, torch.Tensor]:
     cfg = run_config(run)
     enc = load_encoder(run)
     enc.domain.data = cfg.get("data") or {}
-    train = monitor.subset(enc.domain.dataset("train"), (cfg.get("trainer") or {}).get("eval_samples"))
+    train = monitor.eval_sets(enc.domain.dataset("train"), None, (cfg.get("trainer") or {}).get("eval_samples"))[0]
     rep = monitor.embed_all(enc.encoder, eval_loader(train, enc.domain), "cpu", enc.domain)[0]
     out = {"representation": spectral.singular_values(rep)}
     objective = run_objective(run, cfg, enc.domain, enc.encoder)

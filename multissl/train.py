@@ -178,6 +178,7 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
         return folder
     domain = build_domain(cfg, state=saved.get("domain") if saved else None, data=data)
     train_set, test_set = domain.dataset("train"), domain.dataset("test")
+    monitor.eval_caps(t.eval_samples)  # a bad trainer.eval_samples fails now, not at the first evaluation
     cfg = fit_batch(cfg, len(train_set), world)
     encoder, objective = build_models(cfg, domain)
     check_batch(cfg, world, encoder, objective)
@@ -283,8 +284,11 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     runlog.write({"step": step, **final})
     if main:
         runlog.close()
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items())
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if not k.startswith("eval/"))
         print(f"multissl: done: {folder} (step {step}; {shown})", file=sys.stderr)
+        note = monitor.cap_note(train_set, test_set, t.eval_samples)
+        if note:
+            print(f"multissl: {note}", file=sys.stderr)
         if init is not None:
             lines = [*baseline.table(final), baseline.verdict(final, domain, baseline.heldout_count(test_set,
                                                                                                    t.eval_samples))]
