@@ -90,7 +90,7 @@ class VideoDomain:
             from .sources import load
             # a video must hold one clip: `frames` every `stride` (with domain.fps the stride is each video's own)
             span = self.frames if self.target_fps else (self.frames - 1) * self.stride + 1
-            clips = load(self.data, self.size, span, self.decoder)
+            clips = load(self.data, self.size, span, self.decoder, self.cache_dir)
             self.classes = clips["train"].classes
             return clips
         from .sources import ArrayClips
@@ -216,7 +216,8 @@ class VideoDomain:
     def downstream_metrics(self, embed, limit: int | None = None) -> dict:
         """Beside the engine's kNN on the class label: the same kNN on the other labels of the data (moving digits:
         `knn_direction`), and on raw pixels — `pixel_knn_<label>` on the whole evaluation clip and `frame_knn_<label>`
-        on its first frame (at most 32 x 32 per frame) — the baselines an encoder should beat (computed once)."""
+        on its first frame (at most 32 x 32 per frame, on at most evaluation.PIXEL_CLIPS clips per split) — the
+        baselines an encoder should beat (computed once)."""
         tr, te = self._splits["train"], self._splits.get("test")
         if te is None or not (self.classes or self.extra):
             return {}

@@ -1,6 +1,6 @@
 """Where videos come from, as {split: Clips}: a folder of video files (class subfolders label them, train/ and test/
-honoured), a .npz / .npy array of clips, an HF dataset (a saved folder or hf:<name>) with a Video or array column, or
-clips in memory (`memory_clips`).
+honoured), a .npz / .npy array of clips (memory-mapped), an HF dataset (a saved folder or hf:<name>) with a Video or
+array column, or clips in memory (`memory_clips`).
 Items are references: the domain reads the frames it needs, so files are probed at load (metadata, no decoding) and
 decoded from the keyframe before the first frame asked for. Bad input is a one-line UserError naming the file."""
 import io
@@ -12,6 +12,7 @@ import torch
 
 from multissl.errors import UserError, reason
 
+from ..arrays import is_npz, npz_names, npz_to_npy, open_npy
 from ..files import hf_splits, labelled, locate, split_folders
 from ..image import resize_uint8
 from ..memory import describe, encode_labels, in_memory, is_array, numpy, unpack
@@ -49,21 +50,43 @@ class Clips(torch.utils.data.Dataset):
 
 
 class ArrayClips(Clips):
-    """Clips held in memory, uint8 [n t c h w]; read slices them (and resizes when size is set)."""
+    """Clips in an array, uint8 [n t c h w]; read copies the frames asked for (and resizes them when size is set)."""
 
     def __init__(self, video, labels=None, classes=None, size: int | None = None):
-        self.video = torch.as_tensor(video)  # uint8 [n t c h w]
-        self.labels = [int(v) for v in labels] if labels is not None else [-1] * len(self.video)
+        self.video = np.asarray(video)  # uint8 [n t c h w]
+        self._describe(labels, classes, size)
+
+    def _describe(self, labels, classes, size: int | None):
+        n, _, c, h, w = self.video.shape
+        self.labels = [int(v) for v in labels] if labels is not None else [-1] * n
         self.classes, self.size = classes, size
-        c, h, w = self.video.shape[2:]
         self.shape = (c, size, size) if size else (c, h, w)
 
     def frames(self, i: int) -> int:
         return self.video.shape[1]
 
     def read(self, i: int, idx: list[int]) -> torch.Tensor:
-        x = self.video[i][list(idx)]  # [k c h w]
+        x = torch.from_numpy(np.ascontiguousarray(self.video[i, list(idx)]))  # [k c h w]
         return resize_uint8(x, self.size) if self.size else x
+
+
+class MappedClips(ArrayClips):
+    """Clips memory-mapped from a .npy file (`domains.arrays`): memory holds the frames read, never the array. Pickled
+    for loader workers as the file's path; each process maps it again on its first read."""
+
+    def __init__(self, file: Path, video: np.ndarray, where: str, name: str | None, labels, classes, size: int):
+        """video: the file mapped and checked (`clip_array`), uint8 [n t c h w]; where and name as for clip_array."""
+        self.file, self.where, self.name, self._video = Path(file), where, name, video
+        self._describe(labels, classes, size)
+
+    @property
+    def video(self) -> np.ndarray:
+        if self._video is None:
+            self._video = clip_array(open_npy(self.file), self.where, self.name)  # [n t c h w], a view of the map
+        return self._video
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_video": None}
 
 
 class FileClips(Clips):
@@ -179,24 +202,47 @@ def clip_array(a: np.ndarray, where: str, name: str | None = "video") -> np.ndar
                     f"with C 1 or 3 (channels last)")
 
 
-def array_split(video: np.ndarray, labels, classes, size, min_frames: int, where: str, name: str | None) -> ArrayClips:
+def checked(video: np.ndarray, labels, classes, min_frames: int, where: str, name: str | None):
+    """(clips uint8 [n t c h w], label ids, classes) of an array of clips, or a UserError naming `where`."""
     video = clip_array(video, where, name)  # [n t c h w]
     if video.shape[1] < min_frames:
         raise UserError(f"{where}: clips of {video.shape[1]} frames, fewer than the {min_frames} a clip needs; lower "
                         f"domain.frames or domain.stride")
     ids, classes = encode_labels(labels, len(video), classes, where, "clip")
+    return video, ids, classes
+
+
+def array_split(video: np.ndarray, labels, classes, size, min_frames: int, where: str, name: str | None) -> ArrayClips:
+    video, ids, classes = checked(video, labels, classes, min_frames, where, name)
     return ArrayClips(np.ascontiguousarray(video), ids, classes, size or min(video.shape[-2:]))
 
 
-def arrays(path: Path, size: int | None, min_frames: int) -> dict:
-    """A .npy of clips, or a .npz with `video` (and `label`, `test_video`, `test_label`)."""
+def mapped_split(file: Path, labels, classes, size, min_frames: int, where: str, name: str) -> MappedClips:
+    video, ids, classes = checked(open_npy(file), labels, classes, min_frames, where, name)
+    return MappedClips(file, video, where, name, ids, classes, size or min(video.shape[-2:]))
+
+
+def array_files(path: Path, cache_dir) -> tuple[list[str], dict[str, Path]]:
+    """(every array name, {name: .npy file} for the ARRAYS present): a .npy is `video` itself; a .npz's arrays are
+    converted once into .npy files in the cache."""
+    if not is_npz(path):
+        return ["video"], {"video": path}
+    names = npz_names(path)
+    return names, npz_to_npy(path, [k for k in ARRAYS if k in names], cache_dir)
+
+
+def arrays(path: Path, size: int | None, min_frames: int, cache_dir=None) -> dict:
+    """A .npy of clips, or a .npz with `video` (and `label`, `test_video`, `test_label`): the clips memory-mapped (a
+    .npz through .npy copies in cache_dir), the labels read."""
     if path.suffix.lower() not in (".npz", ".npy"):
         raise UserError(f"data.path {path} is not a video source; point it at {WHAT}")
     try:
-        z = np.load(path, allow_pickle=False)
-        names = ["video"] if isinstance(z, np.ndarray) else list(z.files)
-        found = {"video": z} if isinstance(z, np.ndarray) else {k: z[k] for k in ARRAYS if k in names}
-    except Exception as e:  # pickled object arrays too: loading them would run code
+        names, files = array_files(path, cache_dir)
+        labels = {k: np.load(files[k], allow_pickle=False) for k in ("label", "test_label") if k in files}
+        for k in ("video", "test_video"):  # mapped here to fail here
+            if k in files:
+                open_npy(files[k])
+    except Exception as e:  # a broken zip or header, pickled object arrays too: loading them would run code
         raise UserError(f"cannot read {path}: {reason(e)}; save numeric or string arrays with np.save or np.savez") \
             from None
     if "video" not in names:
@@ -206,11 +252,11 @@ def arrays(path: Path, size: int | None, min_frames: int) -> dict:
     if ignored:
         print(f"multissl: data: {path}: ignored arrays {', '.join(ignored)} (reads {', '.join(ARRAYS)})",
               file=sys.stderr)
-    out = {"train": array_split(found["video"], found.get("label"), None, size, min_frames, str(path), "video")}
-    if "test_video" in found:
+    out = {"train": mapped_split(files["video"], labels.get("label"), None, size, min_frames, str(path), "video")}
+    if "test_video" in files:
         train = out["train"]
-        out["test"] = array_split(found["test_video"], found.get("test_label"), train.classes, train.shape[-1],
-                                  min_frames, str(path), "test_video")
+        out["test"] = mapped_split(files["test_video"], labels.get("test_label"), train.classes, train.shape[-1],
+                                   min_frames, str(path), "test_video")
     return out
 
 
@@ -302,9 +348,10 @@ def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: boo
     return out
 
 
-def load(data: dict, size: int | None, min_frames: int, decoder: str = "auto") -> dict[str, Clips]:
+def load(data: dict, size: int | None, min_frames: int, decoder: str = "auto", cache_dir=None) -> dict[str, Clips]:
     """{"train": Clips, "test": Clips (when the source has a test split)} from data["path"]; frames come out
-    [c size size] (size None: the shorter side of the first training clip). Says how many bad files were skipped."""
+    [c size size] (size None: the shorter side of the first training clip). A .npz's arrays are converted into
+    cache_dir (None: the default cache). Says how many bad files were skipped."""
     path = data.get("path")
     if in_memory(path):
         return memory_clips(path, size, min_frames)
@@ -315,7 +362,7 @@ def load(data: dict, size: int | None, min_frames: int, decoder: str = "auto") -
     if kind == "folder":
         out = folder(where, size, min_frames, skip_bad, decoder)
     elif kind == "file":
-        out = arrays(where, size, min_frames)
+        out = arrays(where, size, min_frames, cache_dir)
     else:
         out = hf(str(where), kind == "saved", size, min_frames, skip_bad, decoder)
     skipped = sum(c.skipped for c in out.values())
