@@ -15,7 +15,8 @@ ROOT = Path(__file__).parents[1]
 # distribution name (pyproject.toml) -> import name (multissl.errors.EXTRAS)
 MODULE = {"torchaudio": "torchaudio", "soundfile": "soundfile", "espeakng-loader": "espeakng_loader", "av": "av",
           "tokenizers": "tokenizers", "chatterbot-corpus": "chatterbot_corpus", "transformers": "transformers",
-          "gymnasium": "gymnasium", "ale-py": "ale_py", "pygame-ce": "pygame", "stable-baselines3": "stable_baselines3"}
+          "gymnasium": "gymnasium", "ale-py": "ale_py", "pygame-ce": "pygame", "stable-baselines3": "stable_baselines3",
+          "minari": "minari"}
 DOMAIN_EXTRAS = ("audio", "video", "text", "rl")
 
 

@@ -1,6 +1,8 @@
 """The rl domain (`domain=rl`): replay buffers -> observations -> tokens, and the RL tooling around it.
 
     buffer.py      the buffer format, its layouts, reading and checking, the cached default buffer
+    mmap.py        buffers on disk memory-mapped: a folder of .npy as it is, a .npz through a copy in the cache
+    formats.py     Minari datasets read into that format; stable-baselines3 pickles refused
     observations.py  stored observations -> float frames or vectors, their statistics, the default encoder choice
     views.py       temporal positives inside episodes, DrQ shifts, intensity jitter, state-vector noise
     tokens.py      patches of frames (or one token per state feature) and the embedder

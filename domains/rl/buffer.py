@@ -1,15 +1,19 @@
 """The replay-buffer format of the rl domain (docs/domains/rl.md) and the embedded default buffer.
 
-A buffer is one .npz file (in memory: a dict of the same arrays) with one entry per step in each array: obs, action,
-reward, terminated, truncated (the step ended its episode: a terminal state or a time limit), optionally episode ids,
-the true `state` [N S] and `state_names`, and `env_config` (JSON: what `collect.make_env` rebuilds the env from).
+A buffer is one .npz file or a folder of .npy files, one per key (in memory: a dict of the same arrays), with one entry
+per step in each array: obs, action, reward, terminated, truncated (the step ended its episode: a terminal state or a
+time limit), optionally episode ids, the true `state` [N S] and `state_names`, and `env_config` (JSON: what
+`collect.make_env` rebuilds the env from).
 Observations are stored in one of these layouts:
 
     vector  [D]          float state vectors
     hw      [H W]        one grayscale frame
     hwc     [H W C]      frames as gymnasium renders them
     chw     [K H W]      Atari-style frame stacks (or CHW)
-    khwc    [K H W C]    stacks of colour frames"""
+    khwc    [K H W C]    stacks of colour frames
+
+A buffer on disk is memory-mapped (mmap.py) and never read whole: its small per-step arrays are checked in full, its
+observations from their header and, for values, on an evenly spread sample of steps."""
 import hashlib
 import json
 import os
@@ -24,6 +28,7 @@ from multissl.errors import UserError, reason
 
 from ..cache import default_cache_dir
 from ..memory import describe, numpy
+from .mmap import FOLDER_HELP, open_folder, open_npz
 
 REQUIRED = ("obs", "action", "reward", "terminated", "truncated")
 LAYOUTS = ("vector", "hw", "hwc", "chw", "khwc")
@@ -34,6 +39,7 @@ DEFAULT_BUFFER = {"env": "CartPole-v1", "steps": 10000, "seed": 0, "size": [48, 
 NUMBERS = "biuf"  # numpy dtype kinds that are numbers: bool, integers, floats (no complex, dates or strings)
 MAX_ACTIONS = 1 << 16  # discrete action ids index an embedding table: a larger id is a label, not an action id
 FORMAT = 3  # of the cached default buffer: bump when collection changes, so an old cache is not reused
+SAMPLE = 4096  # observations read from a buffer on disk for statistics and value checks, evenly spread
 
 
 def detect_layout(shape: tuple) -> str:
@@ -75,17 +81,15 @@ def action_space(action: np.ndarray) -> tuple[str, int]:
     return "continuous", int(np.prod(action.shape[1:]))
 
 
-def read_buffer(source) -> dict:
-    """A replay buffer — a .npz file, or in memory a dict of arrays with its keys (`memory_arrays`) -> dict of numpy
-    arrays, every array checked for presence, length, dtype and range."""
+def read_buffer(source, cache_dir: str | None = None) -> dict:
+    """A replay buffer — a .npz file, a folder of .npy files, or in memory a dict of arrays with its keys
+    (`memory_arrays`) -> dict of numpy arrays, every array checked for presence, length, dtype and range. On disk the
+    arrays are memory-mapped (`mmap.Mapped`); a .npz is copied once into a folder of .npy under cache_dir (None = the
+    multissl cache, `cache_root`)."""
     if isinstance(source, Mapping):
         buf, where = memory_arrays(source), "the replay buffer in data.path"
     elif isinstance(source, (str, os.PathLike)):
-        path, where = Path(source), f"replay buffer {source}"
-        if path.suffix.lower() != ".npz":
-            raise UserError(f"{path} is not a replay buffer (.npz with {', '.join(REQUIRED)}); write one with "
-                            f"numpy.savez or python -m multissl.collect")
-        buf = load_arrays(path)
+        buf, where = open_buffer(Path(source).expanduser(), cache_dir), f"replay buffer {source}"
     else:
         raise UserError(f"data.path holds {describe(source)}; the rl domain reads {MEMORY}")
     missing = [k for k in REQUIRED if k not in buf]
@@ -117,9 +121,11 @@ def read_buffer(source) -> dict:
     if "state" in buf and buf["state"].dtype.kind not in NUMBERS:
         raise UserError(f"{where}: 'state' holds {holds(buf['state'])}; the true state must be numbers (float "
                         f"vectors, one per step): convert it, or leave it out (it is only used for evaluation)")
-    for k in ("obs", "state"):
-        if k in buf and np.issubdtype(buf[k].dtype, np.floating) and not np.isfinite(buf[k]).all():
-            bad = int(np.flatnonzero(~np.isfinite(buf[k]).reshape(n, -1).all(1))[0])
+    for k in [k for k in ("obs", "state") if k in buf and np.issubdtype(buf[k].dtype, np.floating)]:
+        rows = evenly_spread(n) if k == "obs" and isinstance(buf[k], np.memmap) else slice(None)  # on disk: a sample
+        v = buf[k][rows]
+        if not np.isfinite(v).all():
+            bad = int(np.arange(n)[rows][np.flatnonzero(~np.isfinite(v).reshape(len(v), -1).all(1))[0]])
             raise UserError(f"{where}: {k!r} holds NaN or Inf (first at step {bad}); clean those steps "
                             f"or drop them from the buffer")
     if "state" in buf:
@@ -127,8 +133,31 @@ def read_buffer(source) -> dict:
     return buf
 
 
-MEMORY = ("a replay buffer: a .npz file, or a dict of arrays with its keys (obs, action, reward, terminated, "
-          "truncated, optionally episode, state, state_names, env_config)")
+MEMORY = ("a replay buffer: a .npz file, a folder of .npy files, or a dict of arrays with its keys (obs, action, "
+          "reward, terminated, truncated, optionally episode, state, state_names, env_config)")
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """Where the rl domain caches the default buffer and the memory-mappable copies of .npz buffers."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "rl"
+
+
+def open_buffer(path: Path, cache_dir: str | None) -> dict:
+    """A buffer on disk, memory-mapped: a folder of .npy as it is, a .npz through its copy in the cache."""
+    if path.is_dir():
+        return open_folder(path, f"replay buffer {path}")
+    if path.suffix.lower() == ".npy":
+        raise UserError(f"{path} holds one array; a replay buffer is a .npz or {FOLDER_HELP}, with "
+                        f"{', '.join(REQUIRED)}: point data.path at the folder")
+    if path.suffix.lower() != ".npz":
+        raise UserError(f"{path} is not a replay buffer (.npz or {FOLDER_HELP}, with {', '.join(REQUIRED)}); write "
+                        f"one with numpy.savez or python -m multissl.collect")
+    return open_npz(path, cache_root(cache_dir) / "mapped")
+
+
+def evenly_spread(n: int, most: int = SAMPLE) -> np.ndarray:
+    """Up to `most` indices of 0..n-1, evenly spread, in order (rows read from a memmap are read alone)."""
+    return np.linspace(0, n - 1, min(n, most)).astype(int)
 
 
 def memory_arrays(d: Mapping) -> dict:
@@ -146,29 +175,6 @@ def memory_arrays(d: Mapping) -> dict:
             raise UserError(f"the replay buffer in data.path: {k!r} holds Python objects ({describe(v)}); give arrays "
                             f"of numbers (strings for state_names and env_config)")
         buf[str(k)] = a
-    return buf
-
-
-def load_arrays(path: Path) -> dict:
-    """Every array of the .npz, none as a pickle: an object array is refused by name, since unpickling a file
-    written by someone else can run their code."""
-    buf = {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for k in z.files:
-                try:
-                    buf[k] = z[k]
-                except ValueError as e:
-                    if "allow_pickle" not in str(e):
-                        raise
-                    raise UserError(f"cannot read replay buffer {path}: {k!r} holds Python objects (an object "
-                                    f"array, which only loads as a pickle); write it again with numpy.savez as a "
-                                    f"plain array of numbers (no Python objects)") from None
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"cannot read replay buffer {path}: {reason(e)}; write it again with numpy.savez (plain "
-                        f"arrays, no Python objects)") from None
     return buf
 
 
@@ -249,15 +255,15 @@ def default_buffer(settings: dict, cache_dir: str | None = None) -> dict:
     env, steps, seed = settings.pop("env"), int(settings.pop("steps")), int(settings.pop("seed"))
     # gymnasium's version is in the key: its renderer and physics decide what the frames hold
     key = json.dumps([FORMAT, env, steps, seed, env_config(env, **settings), gymnasium.__version__])
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "rl"
+    root = cache_root(cache_dir)
     path = root / f"{env.replace('/', '_')}_{steps}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if path.exists():
         try:
-            return read_buffer(path)
+            return read_buffer(path, cache_dir)
         except UserError as e:
             print(f"multissl: warning: collecting the default buffer again: {e}", file=sys.stderr)
             path.unlink(missing_ok=True)
     print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
           f"{path}", file=sys.stderr)
     collect(env, steps, out=path, seed=seed, **settings)
-    return read_buffer(path)
+    return read_buffer(path, cache_dir)

@@ -1,5 +1,5 @@
-"""RL domain: replay buffers (.npz, `buffer`) -> observations -> tokens. Default data: a CartPole pixel buffer
-collected with gymnasium on first use and cached (`buffer.default_buffer`).
+"""RL domain: replay buffers (.npz or folders of .npy, memory-mapped: `buffer`) -> observations -> tokens. Default
+data: a CartPole pixel buffer collected with gymnasium on first use and cached (`buffer.default_buffer`).
 
 A sample is one step of the buffer: `x` is its index, and the domain reads the observation and its episode
 from the buffer, so a view can be another step of the same episode (temporal positives, never across an
@@ -34,9 +34,9 @@ from ..files import locate
 from ..masking import random_mask
 from ..memory import in_memory
 from ..patches import masked_mse, patchify
-from . import evaluation, observations, tokens
+from . import evaluation, formats, observations, tokens
 from .buffer import (DEFAULT_BUFFER, LAYOUTS, NDIM, action_space, default_buffer, detect_layout, episode_bounds,
-                     read_buffer)
+                     evenly_spread, read_buffer)
 from .views import apply_views, frame_draw, future_actions, noise_draw, view_steps
 
 
@@ -82,12 +82,14 @@ class RLDomain:
         path = self.data.get("path")
         if in_memory(path):
             buf = read_buffer(path)
+        elif path and (buf := formats.read_format(path, self.cache_dir)) is not None:
+            pass  # a Minari dataset, converted once into memory-mapped arrays (a pickle is refused in one line)
         elif path:
-            kind, where = locate(path, "a replay buffer (.npz)", folders=False, files=True)
-            if kind != "file":
-                raise UserError(f"data.path {path} is a folder or an HF dataset; the rl domain reads one replay "
-                                f"buffer file (.npz, docs/domains/rl.md)")
-            buf = read_buffer(where)
+            kind, where = locate(path, "a replay buffer (.npz, or a folder of .npy arrays)", folders=True, files=True)
+            if kind not in ("file", "folder"):
+                raise UserError(f"data.path {path} is an HF dataset; the rl domain reads one replay buffer file (.npz) "
+                                f"or a folder of .npy arrays, one per key (docs/domains/rl.md)")
+            buf = read_buffer(where, self.cache_dir)  # memory-mapped: a .npz through its copy in the cache
         else:
             buf = default_buffer(self.default, self.cache_dir)
         obs = buf["obs"]
@@ -113,8 +115,8 @@ class RLDomain:
         return splits
 
     def _fit_stats(self, train_index: np.ndarray):
-        """The statistics (`observations.fit_stats`) of up to 4096 training observations, evenly spread."""
-        idx = train_index[np.linspace(0, len(train_index) - 1, min(len(train_index), 4096)).astype(int)]
+        """The statistics (`observations.fit_stats`) of up to `buffer.SAMPLE` training observations, evenly spread."""
+        idx = train_index[evenly_spread(len(train_index))]  # indexing a memmap reads these rows only
         x = self.scaled(torch.from_numpy(self._buf["obs"][idx]))  # [n c h w] or [n D]
         self._stats = None
         self.mean, self.std = observations.fit_stats(x, self.is_vector, self.normalize_mode)
@@ -168,14 +170,14 @@ class RLDomain:
         return self.normalize(self.scaled(observations.stored_batch(raw, self.obs_shape, self.layout)))
 
     def _input(self, i: int) -> torch.Tensor:
-        return self.scaled(torch.from_numpy(self._buf["obs"][i:i + 1]))[0]  # [c h w] in [0, 1] or [D]
+        return self.scaled(torch.from_numpy(np.array(self._buf["obs"][i:i + 1])))[0]  # [c h w] in [0, 1] or [D]
 
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(self._input(int(x)))
 
     def eval_raw(self, x) -> torch.Tensor:
         """Evaluation sends the stored observation; `preprocess` scales and normalizes the batch on the device."""
-        return torch.from_numpy(np.asarray(self._buf["obs"][int(x)]))
+        return torch.from_numpy(np.array(self._buf["obs"][int(x)]))  # a copy: a memmap's rows are read-only
 
     # ---- views (views.py) --------------------------------------------------------------------------------------
     @property

@@ -79,8 +79,13 @@ def stored_batch(raw, obs_shape: list, layout: str) -> torch.Tensor:
 
 
 def peek_obs_shape(path: str) -> tuple | None:
-    """One observation's shape in a .npz buffer, from its `obs` header alone (None when that cannot be read: loading
-    the buffer then says why)."""
+    """One observation's shape in a buffer — a .npz or a folder of .npy (their `obs` header alone), a Minari dataset
+    (its metadata) — reading no data (None when that cannot be read: loading the buffer then says why)."""
+    from .formats import minari_obs_shape
+    from .mmap import folder_obs_shape
+    shape = minari_obs_shape(path) or folder_obs_shape(path)
+    if shape:
+        return shape
     try:
         with zipfile.ZipFile(Path(path).expanduser()) as z, z.open("obs.npy") as f:
             major = np.lib.format.read_magic(f)[0]
