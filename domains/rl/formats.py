@@ -12,14 +12,13 @@ nested one, or a tuple index)."""
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from multissl.errors import UserError, disk_error, reason, require
 
-from ..cache import publish
+from ..cache import complete, finish, forget_stale, publish
 from ..memory import in_memory
 from .buffer import cache_root, read_buffer
 
@@ -118,15 +117,15 @@ def read_minari(source, obs_key: str | None = None, cache_dir: str | None = None
     root = cache_root(cache_dir) / "minari"
     name = str(meta["dataset_id"]).replace("/", "_")
     out = root / f"{name}-{hashlib.sha256(json.dumps([CONVERSION, source]).encode()).hexdigest()[:16]}"
-    if not (out / MANIFEST).is_file():
+    if not complete(out, MANIFEST):
         dataset = open_minari(data, where)
         try:
             convert(dataset, obs_key, out, where)
         except (OSError, KeyError, ValueError) as e:  # a damaged file, as h5py or pyarrow meet it; a full disk
             raise UserError(disk_error(e, str(out)) or f"cannot read {where}: {reason(e)}; check it with `minari "
                             f"show`, or write it again") from None
-        publish(lambda f: f.write(json.dumps(source).encode()), out / MANIFEST)  # last: the conversion is whole
-        forget_stale(root)
+        finish(out, MANIFEST, source)
+        forget_stale(root, MANIFEST, dataset_changed)
     return read_buffer(out)
 
 
@@ -137,17 +136,9 @@ def fingerprint(data: Path) -> list:
                   if p.is_file())
 
 
-def forget_stale(root: Path):
-    """Removes the conversions whose dataset has changed or is gone since: each holds its observations uncompressed."""
-    for manifest in root.glob(f"*/{MANIFEST}"):
-        try:
-            source = json.loads(manifest.read_text())
-            stale = fingerprint(Path(source["path"])) != source["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if stale:  # the manifest first: a reader never finds one over missing arrays
-            manifest.unlink(missing_ok=True)
-            shutil.rmtree(manifest.parent, ignore_errors=True)
+def dataset_changed(source: dict) -> bool:
+    """Whether the dataset of a conversion's manifest has changed or is gone since (`cache.forget_stale`)."""
+    return fingerprint(Path(source["path"])) != source["files"]
 
 
 def minari_obs_shape(path) -> tuple | None:

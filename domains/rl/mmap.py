@@ -2,9 +2,6 @@
 key: obs.npy, action.npy, …) is opened as it is; a .npz is copied once into such a folder in the cache, member by
 member in bounded chunks, then opened. The arrays travel to loader workers as their paths (`Mapped`), never as their
 contents: a memmap pickles as a full copy of its data."""
-import hashlib
-import json
-import os
 import shutil
 import zipfile
 import zlib
@@ -14,10 +11,11 @@ import numpy as np
 
 from multissl.errors import UserError, reason
 
-from ..cache import publish
+from ..arrays import copy_members, member_dtype, npz_members
+from ..arrays import open_npy as map_npy
+from ..cache import complete, file_version, finish, forget_stale, version_folder
 
 MANIFEST = "buffer.json"  # a copy's source and keys, published last: a copy without one is unfinished
-CHUNK = 1 << 22  # bytes of a .npz member copied at a time
 FOLDER_HELP = "a folder of .npy arrays, one per key (obs.npy, action.npy, …; numpy.save)"
 
 
@@ -50,9 +48,9 @@ def objects_refused(where: str, key: str) -> UserError:
 
 
 def open_npy(path: Path, key: str, where: str) -> np.ndarray:
-    """One .npy memory-mapped (read-only); an object array is refused by name, never unpickled."""
+    """One .npy memory-mapped (`domains.arrays.open_npy`); an object array is refused by name, never unpickled."""
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return map_npy(path)
     except ValueError as e:
         if "Python objects" in str(e):
             raise objects_refused(where, key) from None
@@ -74,24 +72,23 @@ def open_folder(folder: Path, where: str) -> Mapped:
 def folder_obs_shape(path: str) -> tuple | None:
     """One observation's shape in a folder buffer, from obs.npy's header (None for anything else)."""
     try:
-        return tuple(np.load(Path(path).expanduser() / "obs.npy", mmap_mode="r", allow_pickle=False).shape[1:])
+        return tuple(map_npy(Path(path).expanduser() / "obs.npy").shape[1:])
     except (OSError, ValueError):
         return None
 
 
 def open_npz(path: Path, root: Path) -> Mapped:
-    """A .npz buffer, memory-mapped from its copy under `root`: a folder of .npy keyed by the file's path, size and
-    modification time, made on first use (`convert`), so a changed file is copied again."""
+    """A .npz buffer, memory-mapped from its copy under `root`: a folder of .npy for the file's version
+    (`cache.version_folder`), made on first use (`convert`), so a changed file is copied again."""
     where = f"replay buffer {path}"
     try:
-        stat = path.stat()
+        source = file_version(path)
     except OSError as e:
         raise UserError(f"cannot read {where}: {reason(e)}; point data.path at a replay buffer .npz") from None
-    source = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    folder = root / hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:24]
-    if not (folder / MANIFEST).exists():
+    folder = version_folder(root, source)
+    if not complete(folder, MANIFEST):
         convert(path, folder, source, where)
-        forget_stale(root)
+        forget_stale(root, MANIFEST)
     return open_folder(folder, where)
 
 
@@ -101,17 +98,16 @@ def plain(key: str) -> bool:
 
 
 def convert(path: Path, folder: Path, source: dict, where: str):
-    """The .npz's arrays -> folder/<key>.npy, byte for byte (a .npz member is a .npy file), each published
-    atomically (`cache.publish`: processes converting at once write the same bytes), then the manifest."""
+    """The .npz's arrays -> folder/<key>.npy (`domains.arrays.copy_members`), every header checked first (a refused
+    array costs no copy), then the manifest."""
     try:
         with zipfile.ZipFile(path) as z:
-            members = {n[:-4]: n for n in z.namelist() if n.endswith(".npy") and plain(n[:-4])}
-            for key, name in members.items():  # every header first: a refused array costs no copy
-                with z.open(name) as f:
-                    check_header(f, key, where)
-            for key, name in members.items():
-                publish(lambda out, name=name: copy_member(z, name, out), folder / f"{key}.npy")
-        publish(lambda out: out.write(json.dumps({**source, "keys": sorted(members)}).encode()), folder / MANIFEST)
+            members = {k: m for k, m in npz_members(z).items() if m.endswith(".npy") and plain(k)}
+            for key, member in members.items():
+                if member_dtype(z, member).hasobject:
+                    raise objects_refused(where, key)
+            copy_members(z, {member: folder / f"{key}.npy" for key, member in members.items()})
+        finish(folder, MANIFEST, {**source, "keys": sorted(members)})
     except UserError:
         raise
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError) as e:
@@ -123,32 +119,3 @@ def convert(path: Path, folder: Path, source: dict, where: str):
         raise UserError(f"cannot copy {where} into {folder} to memory-map it: {reason(e)}; check that the file is "
                         f"readable and that the cache has room for its uncompressed arrays (MULTISSL_CACHE= or "
                         f"domain.cache_dir= moves it), or give the buffer as {FOLDER_HELP}") from None
-
-
-def check_header(f, key: str, where: str):
-    """A .npy member's header: an object array is refused before anything is copied."""
-    major = np.lib.format.read_magic(f)[0]
-    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    if read(f)[2].hasobject:
-        raise objects_refused(where, key)
-
-
-def copy_member(z: zipfile.ZipFile, name: str, out):
-    with z.open(name) as f:  # decompressed CHUNK bytes at a time; zipfile checks the CRC at the end
-        shutil.copyfileobj(f, out, CHUNK)
-
-
-def forget_stale(root: Path):
-    """Removes the copies whose .npz has changed or is gone since: each holds the buffer's uncompressed arrays."""
-    for manifest in root.glob(f"*/{MANIFEST}"):
-        try:
-            source = json.loads(manifest.read_text())
-            stat = os.stat(source["path"])
-            stale = (stat.st_size, stat.st_mtime_ns) != (source["size"], source["mtime_ns"])
-        except FileNotFoundError:
-            stale = True
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if stale:  # the manifest first: a reader never finds one over missing arrays
-            manifest.unlink(missing_ok=True)
-            shutil.rmtree(manifest.parent, ignore_errors=True)

@@ -42,3 +42,27 @@ def test_a_tokenizer_trained_twice_at_once_is_the_first_published_for_both(tmp_p
     monkeypatch.setattr(tokenizer, "build", published_meanwhile)
     assert tokenizer.cached("wordpiece", 64, True, texts, tmp_path) == first
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_stale_conversions_are_removed_and_only_they(tmp_path):
+    """Conversions of two files under one root: changing one removes its folder only; a folder whose manifest was
+    never written (a conversion under way) is left alone."""
+    import os
+    from multissl.domains.cache import complete, file_version, finish, forget_stale, version_folder
+    root, sources = tmp_path / "root", [tmp_path / "a.npz", tmp_path / "b.npz"]
+    folders = []
+    for s in sources:
+        s.write_bytes(b"x")
+        folder = version_folder(root, file_version(s))
+        folder.mkdir(parents=True)
+        finish(folder, "source.json", file_version(s))
+        folders.append(folder)
+    under_way = root / "under-way"
+    under_way.mkdir()
+    assert all(complete(f, "source.json") for f in folders) and not complete(under_way, "source.json")
+    forget_stale(root, "source.json")
+    assert all(f.is_dir() for f in folders)  # nothing changed
+    sources[0].write_bytes(b"xy")
+    os.utime(sources[0], ns=(1, 1))
+    forget_stale(root, "source.json")
+    assert not folders[0].exists() and folders[1].is_dir() and under_way.is_dir()
