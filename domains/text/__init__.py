@@ -1,6 +1,8 @@
 """The text domain (`domain=text`): a corpus -> subword ids -> one token per id.
 
-    corpus.py     where text comes from (the embedded chatterbot corpus, .txt, folders, tables, HF datasets)
+    corpus.py     where text comes from (the embedded chatterbot corpus, .txt, folders, tables, HF datasets), read
+                  once into a cached, memory-mapped text store
+    tokens.py     the corpus tokenized once into cached, memory-mapped ids + offsets per split (nanoGPT's .bin)
     tokenizer.py  WordPiece / byte-level BPE trained once and cached, or a user's tokenizer.json
     views.py      word-span crops, word deletion, local shuffles; BERT and SpanBERT masks, BERT's corruption
     losses.py     masked language modelling's cross-entropy

@@ -18,22 +18,10 @@ from . import corpus
 from .baseline import tfidf_knn
 from .losses import masked_token_loss
 from .tokenizer import Vocab, cached, read_file
+from .tokens import Texts, tokenized
 from .views import corrupt, random_positions, span_positions, view
 
 MASKS = ("bert", "span")
-
-
-class Texts(torch.utils.data.Dataset):
-    """Encoded texts: x [2 L] (ids, word index) per sample, class ids y (-1: none), and the strings."""
-
-    def __init__(self, texts: list[str], x: list[torch.Tensor], y: list[int]):
-        self.texts, self.x, self.y = texts, x, y
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "y": self.y[i]}
 
 
 class TokenEmbed(nn.Module):
@@ -81,7 +69,8 @@ class TextDomain:
         self.span_p, self.span_max = span_p, span_max
         self.cache_dir = cache_dir or default_cache_dir()
         self.data = data or {}
-        self.vocab, self.classes, self._splits, self._raw, self._tfidf = None, None, None, None, {}
+        self.vocab, self.classes, self._splits, self._tfidf = None, None, None, {}
+        self._corpus = None  # corpus.Corpus: the texts and labels read
         if state:
             self.load_state(state)
 
@@ -92,40 +81,48 @@ class TextDomain:
         return self._splits.get(split)
 
     def _load(self) -> dict:
-        raw = corpus.load(self.data)
-        if "test" not in raw and self.test_fraction > 0 and len(raw["train"][0]) > 1:
-            texts, labels = raw["train"]
-            strata = None if labels is None else np.array([str(v) for v in labels])
-            tr, te = split_rows(len(texts), strata, self.test_fraction)
-            pick = lambda idx: ([texts[i] for i in idx], None if labels is None else [labels[i] for i in idx])  # noqa
-            raw = {"train": pick(sorted(tr)), "test": pick(sorted(te))}
+        """The corpus (read once and cached), its split, the tokenizer (trained on the training split unless given)
+        and the token files (tokenized once and cached)."""
+        self._corpus = corpus.Corpus(corpus.source(self.data), self.cache_dir)
+        plan = self._split(self._corpus)
         if self.vocab is None:
+            train = self._corpus.texts(*plan["train"])
             js = (read_file(self.tokenizer_path) if self.tokenizer_path else
-                  cached(self.kind, self.vocab_size, self.lowercase, raw["train"][0], self.cache_dir))
+                  cached(self.kind, self.vocab_size, self.lowercase, train, self.cache_dir))
             self.vocab = Vocab(js)
         if self.classes is None:
-            self.classes = sorted({v for v in raw["train"][1] or [] if v is not None})
-        self._raw = raw
-        return self._encode(raw)
+            self.classes = sorted({v for v in self._corpus.labels(*plan["train"]) or [] if v is not None})
+        return self._encode(plan)
 
-    def _encode(self, raw: dict) -> dict:
-        """Each split's texts -> Texts; texts with no token (nothing the tokenizer keeps) are left out and counted,
-        texts longer than max_length are cut and counted."""
+    def _split(self, read: corpus.Corpus) -> dict:
+        """{split: (the corpus split it comes from, rows of it)}: the corpus's own splits, else a fixed share of its
+        training split held out (stratified by label where it can be)."""
+        n = read.sizes["train"]
+        if "test" in read.sizes or self.test_fraction <= 0 or n <= 1:
+            return {split: (split, np.arange(size)) for split, size in read.sizes.items()}
+        labels = read.labels("train")
+        strata = None if labels is None else np.array([str(v) for v in labels])
+        tr, te = split_rows(n, strata, self.test_fraction)
+        return {"train": ("train", np.sort(tr)), "test": ("train", np.sort(te))}
+
+    def _encode(self, plan: dict) -> dict:
+        """Each split's token files -> Texts; texts with no token (nothing the tokenizer keeps) are left out and
+        counted, texts longer than max_length are cut and counted."""
+        tokens, info = tokenized(self.vocab, self._corpus, plan, self.max_length, self.cache_dir)
         index = {c: i for i, c in enumerate(self.classes)}
-        out, cut, dropped, total = {}, 0, 0, 0
-        for split, (texts, labels) in raw.items():
-            x, n_cut = self.vocab.encode(texts, self.max_length)
-            keep = [i for i, v in enumerate(x) if v.shape[1] > 0]
+        out = {}
+        for split, (source, _) in plan.items():
+            labels = self._corpus.labels(source, tokens[f"{split}.rows"])
             if labels and split != "train":
-                say_unseen([labels[i] for i in keep], index, f"the {split} split")
-            y = [index.get(labels[i], -1) if labels else -1 for i in keep]
-            out[split] = Texts([texts[i] for i in keep], [x[i] for i in keep], y)
-            cut, dropped, total = cut + n_cut, dropped + len(x) - len(keep), total + len(x)
-        if cut:
-            print(f"multissl: data: {cut} of {total} texts are longer than domain.max_length={self.max_length} tokens "
-                  f"and were cut to it", file=sys.stderr)
-        if dropped:
-            print(f"multissl: data: {dropped} texts have no token the tokenizer keeps and are left out", file=sys.stderr)
+                say_unseen(labels, index, f"the {split} split")
+            y = [index.get(v, -1) for v in labels] if labels else [-1] * len(tokens[f"{split}.rows"])
+            out[split] = Texts(tokens, split, self._corpus, source, y)
+        if info["cut"]:
+            print(f"multissl: data: {info['cut']} of {info['total']} texts are longer than "
+                  f"domain.max_length={self.max_length} tokens and were cut to it", file=sys.stderr)
+        if info["dropped"]:
+            print(f"multissl: data: {info['dropped']} texts have no token the tokenizer keeps and are left out",
+                  file=sys.stderr)
         self._tfidf = {}
         return out
 
@@ -142,7 +139,7 @@ class TextDomain:
         changed = self.vocab is None or self.vocab.json != s["tokenizer"]
         self.vocab, self.classes, self.max_length = Vocab(s["tokenizer"]), s["classes"], s["max_length"]
         if changed and self._splits is not None:
-            for split, ds in self._encode(self._raw).items():
+            for split, ds in self._encode(self._split(self._corpus)).items():
                 vars(self._splits[split]).update(vars(ds))  # in place: the engine holds these datasets
 
     # ---- views ------------------------------------------------------------------------------------------
@@ -210,8 +207,8 @@ class TextDomain:
         if te is None or not self.classes:
             return {}
         if limit not in self._tfidf:
-            tr_s, te_s = subset(tr, limit), subset(te, limit)
-            idx = lambda s: getattr(s, "indices", range(len(s)))  # noqa: E731
-            self._tfidf[limit] = {"tfidf_knn_acc": tfidf_knn([tr.texts[i] for i in idx(tr_s)], [tr.y[i] for i in idx(tr_s)],
-                                                             [te.texts[i] for i in idx(te_s)], [te.y[i] for i in idx(te_s)])}
+            def pick(ds):  # the texts and labels of the samples the engine's kNN uses
+                idx, texts = getattr(subset(ds, limit), "indices", range(len(ds))), ds.texts
+                return [texts[i] for i in idx], [ds.y[i] for i in idx]
+            self._tfidf[limit] = {"tfidf_knn_acc": tfidf_knn(*pick(tr), *pick(te))}
         return self._tfidf[limit]

@@ -4,6 +4,7 @@ by a hash of the texts and the settings, or a user's own tokenizer.json. A token
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -45,9 +46,10 @@ def build(kind: str, vocab_size: int, lowercase: bool, texts: list[str]):
     return tok
 
 
-def cached(kind: str, vocab_size: int, lowercase: bool, texts: list[str], cache_dir: Path) -> str:
-    """The JSON of the tokenizer trained on texts with these settings: read from the cache, or trained and published
-    there (`publish`: when several processes train it at once, every one reads the first published)."""
+def cached(kind: str, vocab_size: int, lowercase: bool, texts: Sequence[str], cache_dir: Path) -> str:
+    """The JSON of the tokenizer trained on texts (read twice: to hash, then to train) with these settings: read from
+    the cache, or trained and published there (`publish`: when several processes train it at once, every one reads
+    the first published)."""
     if kind not in KINDS:
         raise UserError(f"domain.tokenizer={kind!r} is not one of {', '.join(KINDS)}; or give your own with "
                         f"domain.tokenizer_path=<tokenizer.json>")
@@ -100,12 +102,17 @@ class Vocab:
         self.special = torch.zeros(self.size, dtype=torch.bool)
         self.special[[i for i in {*added, *ids.values()} if i is not None]] = True
 
-    def encode(self, texts: list[str], max_length: int) -> tuple[list[torch.Tensor], int]:
-        """texts -> ([2 L] per text: ids, then each token's word index), cut to max_length tokens, and how many
-        texts were cut. No special tokens are added (the encoder has its own CLS)."""
-        out, cut = [], 0
+    def pieces(self, texts: list[str], max_length: int):
+        """Per text (one encode_batch call for all): its ids and each token's word index (-1: none), cut to
+        max_length tokens, and whether it was cut. No special tokens are added (the encoder has its own CLS)."""
         for e in self.tok.encode_batch(list(texts), add_special_tokens=False):
-            ids, words = e.ids, [(-1 if w is None else w) for w in e.word_ids]
-            cut += len(ids) > max_length
-            out.append(torch.tensor([ids[:max_length], words[:max_length]], dtype=torch.long))
+            yield e.ids[:max_length], [-1 if w is None else w for w in e.word_ids[:max_length]], len(e.ids) > max_length
+
+    def encode(self, texts: list[str], max_length: int) -> tuple[list[torch.Tensor], int]:
+        """texts -> ([2 L] per text: ids, then each token's word index), cut to max_length tokens (`pieces`), and how
+        many texts were cut."""
+        out, cut = [], 0
+        for ids, words, was_cut in self.pieces(texts, max_length):
+            cut += was_cut
+            out.append(torch.tensor([ids, words], dtype=torch.long))
         return out, cut

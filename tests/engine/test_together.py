@@ -103,7 +103,11 @@ def test_two_nodes_with_their_own_caches_and_no_shared_folder_match_one_process_
     resumed = launch(nodes, *args, cache=cache, torchrun=True)
     assert [s for s, _, _ in resumed] == [0, 0], resumed[0][1][-2000:] + resumed[1][1][-2000:]
     assert "resuming runs/t from step 2" in resumed[0][1]
-    assert not (nodes[1] / "runs/t").exists() and not (nodes[1] / "cache").exists()  # node 1 derived, wrote nothing
+    assert not (nodes[1] / "runs/t").exists()  # the run folder is the main process's alone
+    # node 1 derived nothing (no tokenizer of its own); its cache holds only the corpus read and tokenized once with
+    # the main process's tokenizer, for its own processes and loader workers
+    cached = {p.name.split("-")[0] for p in (nodes[1] / "cache" / "text").iterdir()}
+    assert cached <= {"corpus", "tokens"} and not list((nodes[1] / "cache").rglob("tokenizer-*"))
     export = json.loads((nodes[0] / "runs/t/encoder/config.json").read_text())["preprocess"]
     for r, node in enumerate(nodes):
         assert json.loads((node / f"runs/t.rank{r}.json").read_text()) == export
