@@ -1,4 +1,4 @@
-"""Where the domains' data comes from, shared by them: folders of sample files (splits, labels from class
+"""Where the domains' data comes from, shared by them: folders of sample files (listing, splits, labels from class
 subfolders, lazy reading with an optional counted skip of unreadable files) and HF `datasets` splits."""
 import contextlib
 import os
@@ -29,6 +29,38 @@ class Files(torch.utils.data.Dataset):
                 if not self.skip_bad:
                     raise
         raise UserError(f"no readable file among {len(self.files)}; check the data folder")
+
+
+def scan(folder, extensions) -> list[Path]:
+    """The files at any depth under `folder` whose suffix, lowercased, is one of `extensions` (lowercase, with their
+    dot: {".png", ".jpg"}), sorted: `sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in extensions
+    and f.is_file())`, in one walk. Each folder is read once by os.scandir, whose entries carry their type, so a
+    regular file or folder costs no stat and a name that does not match no Path object (a matching symbolic link
+    costs one stat, of its target). As rglob: hidden files and folders count, a link to a file is listed by its own
+    path, a linked folder is not entered, an unreadable folder is passed over, a missing folder lists nothing.
+
+    No cache of the listing: before reusing one, it would have to be checked against the folders as they are now,
+    and that check walks the same folders — on a local disk, the listing's own cost."""
+    extensions = frozenset(extensions)
+    found = []
+    todo = [os.fspath(folder)] if os.path.isdir(folder) else []
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
+                    elif suffix(entry.name).lower() in extensions and entry.is_file():
+                        found.append(Path(entry.path))
+        except PermissionError:
+            continue
+    return sorted(found)  # as Paths: part by part, as the callers have always listed them
+
+
+def suffix(name: str) -> str:
+    """Path(name).suffix without the Path: from the last dot, unless that dot begins or ends the name."""
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
 
 
 def split_folders(root: Path) -> dict[str, Path]:

@@ -10,7 +10,7 @@ import torch
 from multissl.errors import UserError
 
 from ..cache import default_cache_dir
-from ..files import Files, hf_splits, labelled, split_folders
+from ..files import Files, hf_splits, labelled, scan, split_folders
 from ..memory import describe, is_array, memory_split, numpy, unpack
 from ..rows import label_column, row_split
 
@@ -133,7 +133,7 @@ def folder_splits(root: Path, rate: int, min_samples: int, skip_bad: bool) -> di
     whose clips are read when their item is asked for."""
     out = {}
     for split, d in split_folders(root).items():
-        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in AUDIO_EXT | OTHER_AUDIO_EXT)
+        files = scan(d, AUDIO_EXT | OTHER_AUDIO_EXT)
         if not any(f.suffix.lower() in AUDIO_EXT for f in files) and not (skip_bad and files):
             other = sorted({f.suffix for f in files})
             hint = f" (found {' '.join(other)}: convert to .flac or .wav)" if other else ""

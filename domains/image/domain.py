@@ -12,7 +12,7 @@ from torch import nn
 from multissl.data import sample_views
 from multissl.errors import UserError
 
-from ..files import Files, class_count, hf_splits, labelled, locate, split_folders
+from ..files import Files, class_count, hf_splits, labelled, locate, scan, split_folders
 from ..masking import random_mask
 from ..memory import in_memory
 from ..patches import PatchEmbed, masked_mse, patchify
@@ -93,7 +93,7 @@ class ImageDomain:
         skip_bad = bool(self.data.get("skip_bad", False))
         found = {}
         for split, d in split_folders(root).items():
-            found[split] = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXT)
+            found[split] = scan(d, IMAGE_EXT)
             if not found[split]:
                 raise UserError(f"no images ({', '.join(sorted(IMAGE_EXT))}) under {d}; "
                                 f"put image files (optionally in class subfolders) there")

@@ -13,7 +13,7 @@ import torch
 from multissl.errors import UserError, reason
 
 from ..arrays import is_npz, npz_names, npz_to_npy, open_npy
-from ..files import hf_splits, labelled, locate, split_folders
+from ..files import hf_splits, labelled, locate, scan, split_folders
 from ..image import resize_uint8
 from ..memory import describe, encode_labels, in_memory, is_array, numpy, unpack
 from .decode import backend, gif_probe, gif_read
@@ -265,7 +265,7 @@ def arrays(path: Path, size: int | None, min_frames: int, cache_dir=None) -> dic
 def folder(root: Path, size: int | None, min_frames: int, skip_bad: bool, decoder: str) -> dict:
     out, classes = {}, None
     for split, d in split_folders(root).items():
-        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in VIDEO_EXT and f.is_file())
+        files = scan(d, VIDEO_EXT)
         if not files:
             raise UserError(f"no videos ({', '.join(sorted(VIDEO_EXT))}) under {d}; put video files (optionally in "
                             f"class subfolders) there")
