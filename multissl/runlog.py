@@ -34,6 +34,15 @@ def read_rows(path: Path, say: bool = True) -> list[dict]:
     return rows
 
 
+def evaluated(folder: Path, step: int) -> bool:
+    """The run in `folder` exported its encoder and logged its final evaluation at `step` or later (the last things a
+    run does: the only row without a training loss at its last step)."""
+    path = Path(folder) / "metrics.jsonl"
+    if not path.is_file() or not (Path(folder) / "encoder" / "config.json").is_file():
+        return False
+    return any(r.get("step", -1) >= step and "loss" not in r for r in read_rows(path, say=False))
+
+
 class RunLog:
     def __init__(self, folder: Path, cfg, resumed_step: int | None, main: bool):
         self.folder, self.main, self.writer = Path(folder), main, None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from multissl.cli import compose_config, config_dir_args, load_config
 from multissl.errors import UserError, reason
-from multissl.runlog import read_rows
+from multissl.runlog import evaluated, read_rows
 
 SEED = "trainer.seed"
 # a launcher plugin runs Hydra's job machinery: multissl owns the run folder (no .hydra/, no job log, no chdir)
@@ -159,13 +159,8 @@ def plan(argv: list[str]) -> tuple[Path, list[Job], list[str]]:
 
 
 def finished(job: Job) -> bool:
-    """The run reached its last step, exported its encoder and logged its final evaluation (the last thing a run
-    does: the only row without a training loss at the last step)."""
-    path = job.folder / "metrics.jsonl"
-    if not path.is_file() or not (job.folder / "encoder").is_dir():
-        return False
-    last = job.cfg.trainer.max_steps
-    return any(r["step"] >= last and "loss" not in r for r in read_rows(path, say=False))
+    """The run reached its last step, exported its encoder and logged its final evaluation."""
+    return evaluated(job.folder, job.cfg.trainer.max_steps)
 
 
 def run_here(jobs: list[Job]):

@@ -28,7 +28,7 @@ from multissl.optim import apply_schedule, build_optimizer
 from multissl.plugins import folder_name
 from multissl.precision import Precision
 from multissl.registry import read_yaml
-from multissl.runlog import RunLog, ScalarLogs, read_rows
+from multissl.runlog import RunLog, ScalarLogs, evaluated
 from multissl.schedules import scaled_lr, step_values
 from multissl.stop import Stopped, StopSignal, Together
 
@@ -129,10 +129,7 @@ def open_run(cfg) -> tuple[Path, dict | None, bool]:
 def finished(folder: Path, saved: dict | None, max_steps: int) -> bool:
     """The run in `folder` reached trainer.max_steps, exported its encoder and logged its final evaluation: a relaunch
     has nothing to do (and must not log that evaluation twice)."""
-    if saved is None or saved.get("step", -1) < max_steps or not (folder / "encoder" / "config.json").is_file():
-        return False
-    path = folder / "metrics.jsonl"
-    return path.is_file() and any(r.get("step") == saved["step"] and "loss" not in r for r in read_rows(path, say=False))
+    return saved is not None and saved["step"] >= max_steps and evaluated(folder, saved["step"])
 
 
 def fit_batch(cfg, n_train: int, world: int):

@@ -1,13 +1,17 @@
 """Tiny test configurations: a tiny model, the small data the tests use per domain, a mixed table, and `TinyRuns`
 (configs under a tmp folder and a metrics.jsonl reader)."""
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from multissl.cli import load_config
-from multissl.testing import TINY_ENCODER, assert_every_parameter_learns, item_views  # noqa: F401  (the tests' names)
+from multissl.testing import TINY_ENCODER, assert_every_parameter_learns, item_views  # noqa: F401  (tests' names)
 from multissl.train import run
 
 # Small enough that one training step takes well under a second on 2 busy cores.
@@ -56,3 +60,22 @@ def write_mixed_table(path: Path, n: int = 120, seed: int = 0) -> Path:
                           "children": rng.integers(0, 4, n), "churned": np.where(rng.random(n) < 0.3, "yes", "no")})
     table.to_csv(path, index=False)
     return path
+
+
+def run_two_processes(script, folder: Path, timeout: int = 120) -> list:
+    """`python script <rank> <folder>/init <folder>/<rank>.pt` for ranks 0 and 1 (the script joins a process group
+    through the init file and saves its result); both must exit 0, else the test fails with their stderr. Returns
+    what each saved."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), str(folder / "init"), str(folder / f"{r}.pt")],
+                              cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    try:
+        errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errs)
+    return [torch.load(folder / f"{r}.pt", weights_only=True) for r in (0, 1)]

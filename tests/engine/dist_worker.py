@@ -7,9 +7,6 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
 from omegaconf import open_dict
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: toys, tiny
@@ -18,8 +15,8 @@ from tiny import TINY_ENCODER, domain_data  # noqa: E402
 
 from multissl import dist  # noqa: E402
 from multissl.cli import load_config, options, pairs  # noqa: E402
-from multissl.data import make_views, objective_loader  # noqa: E402
-from multissl.train import build_domain, build_models, prepare_model, run  # noqa: E402
+from multissl.testing.parity import parity_step  # noqa: E402
+from multissl.train import build_domain, run  # noqa: E402
 
 DOMAINS, OBJECTIVES = options("domain"), options("objective")
 PAIRS = pairs()
@@ -44,37 +41,16 @@ E2E |= {f"{d}-{o}": (f"domain={d}", f"objective={o}", *TINY_ENCODER, "data.batch
 QUEUE = {"_target_": "toys.QueueContrast", "size": 48, "dim": 16, "temperature": 0.2}
 
 
-def double(x):
-    return x.double() if torch.is_floating_point(x) else x
-
-
 def parity() -> dict:
     """First-step loss and gradients of every domain x objective as the engine computes them, in float64 (the
-    check is about gathering and averaging; float32 summation order alone moved a SimCLR gradient by 2e-5)."""
+    check is about gathering and averaging; float32 summation order alone moved a SimCLR gradient by 2e-5):
+    multissl.testing's parity step, the one plugin authors run."""
     results, domains = {}, {}
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # parameters; the data pipeline's float32 inputs are cast below
-    try:
-        for name, (d, *args) in PARITY.items():
-            cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"])])
-            AcceleratorState._reset_state()
-            acc = Accelerator(cpu=True)
-            if d not in domains:
-                domains[d] = build_domain(cfg)
-            set_seed(0)
-            model = prepare_model(*build_models(cfg, domains[d]), acc)
-            loader = objective_loader(domains[d].dataset("train"), domains[d], model.objective, 0, 32, 0, 1,
-                                      acc.process_index, acc.num_processes)
-            batch = make_views(domains[d], next(iter(loader)))
-            batch.pop("skipped")
-            batch = {k: [double(v) for v in x] if isinstance(x, list) else double(x) for k, x in batch.items()}
-            loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0})
-            loss.backward()
-            dist.average_gradients(model)
-            results[name] = {"loss": acc.reduce(loss.detach(), "mean").item(),
-                                   "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}}
-    finally:
-        torch.set_default_dtype(previous)
+    for name, (d, *args) in PARITY.items():
+        cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"])])
+        if d not in domains:
+            domains[d] = build_domain(cfg)
+        results[name] = parity_step(cfg, domains[d])
     return results
 
 

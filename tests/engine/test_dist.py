@@ -3,7 +3,6 @@ optimizer reads (both classes), and the bucketed gradient average on 2 gloo proc
 is one of them). The engine's 2-process behaviour is in test_distributed.py."""
 import copy
 import os
-import subprocess
 import sys
 
 import pytest
@@ -48,21 +47,10 @@ def average_on(rank: int, init: str, out: str):
 def test_bucketed_gradient_average_on_two_processes_is_the_per_parameter_mean(tmp_path):
     """Bitwise the mean a per-parameter all-reduce gives (a sum of two adds in any order), in fewer all-reduces,
     in place, None gradients left None, on both processes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, __file__, str(r), str(tmp_path / "init"), str(tmp_path / f"{r}.pt")],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for r in (0, 1)]
-    try:
-        errs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errs)
+    from tiny import run_two_processes  # here: this file is also the processes' script, run without tests/ on sys.path
+    saved = run_two_processes(__file__, tmp_path)
     want = [None if a.grad is None else (a.grad + b.grad) / 2 for a, b in zip(gradients(0), gradients(1))]
-    for r in (0, 1):
-        got = torch.load(tmp_path / f"{r}.pt", weights_only=True)
+    for r, got in enumerate(saved):
         assert got["calls"] == CALLS and all(got["in_place"])
         assert [g is None for g in got["grads"]] == [w is None for w in want]
         for i, (g, w) in enumerate(zip(got["grads"], want)):

@@ -3,13 +3,11 @@ collective inside a process group (multissl.dist.one_process); and a user's own 
 exactly as one process on the whole batch (2 gloo processes, tests/engine/ddp_loop_worker.py)."""
 import importlib.util
 import inspect
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tiny import run_two_processes
 
 from multissl import dist, losses
 from multissl.errors import UserError
@@ -145,19 +143,7 @@ def test_one_process_acts_as_one_process_until_it_ends(two_processes):
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory) -> list[dict]:
     """The 2 DDP processes' results."""
-    d = tmp_path_factory.mktemp("ddp_loop")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), str(d / "init"), str(d / f"{r}.pt")], cwd=d,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
-    try:
-        errs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errs)
-    return [torch.load(d / f"{r}.pt", weights_only=True) for r in (0, 1)]
+    return run_two_processes(WORKER, tmp_path_factory.mktemp("ddp_loop"))
 
 
 def close(a: dict, b: dict, tol: float = 1e-10) -> bool:
