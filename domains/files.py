@@ -9,6 +9,8 @@ import torch
 
 from multissl.errors import UserError, reason, require
 
+from .shards import is_shards
+
 
 class Files(torch.utils.data.Dataset):
     """`read(path)` per item; with skip_bad, an unreadable file (a UserError) is replaced by the next
@@ -93,11 +95,14 @@ def say_unseen(labels, known, where: str) -> int:
 
 
 def locate(path: str, what: str, folders: bool = True, files: bool = False) -> tuple[str, Path | str]:
-    """data.path -> (kind, where): "folder" (a folder of sample files, when the domain reads `folders`),
-    "file" (when it reads `files`), "saved" (a saved HF dataset folder) or "cache" (hf:<name>, an HF
-    dataset in the local cache). `what` names what the domain reads, for the error."""
+    """data.path -> (kind, where): "shards" (a folder or URL written by python -m multissl.shards, opened with
+    shards.Shards), "folder" (a folder of sample files, when the domain reads `folders`), "file" (when it reads
+    `files`), "saved" (a saved HF dataset folder) or "cache" (hf:<name>, an HF dataset in the local cache). `what`
+    names what the domain reads, for the error."""
     if not isinstance(path, (str, os.PathLike)):  # an object that a domain reading no in-memory data was given
         raise UserError(f"data.path holds a {type(path).__name__}; this domain reads {what}: pass its path")
+    if is_shards(path):
+        return "shards", str(path)
     p = Path(path).expanduser()
     if p.is_dir():
         saved = any(p.glob("*.arrow")) or any((p / f).exists() for f in ("dataset_dict.json", "state.json"))

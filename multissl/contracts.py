@@ -124,9 +124,18 @@ class Objective(Protocol, metaclass=_Present):
         probe reads it); every other scalar in logs reaches metrics.jsonl as `<objective>/<key>`."""
 
 
+class Sharded(Protocol, metaclass=_Present):
+    """Its data can be written as shards (python -m multissl.shards), and data.path= the shards reads them back with
+    the same samples, order and labels (domains.shards: Records out, Shards in)."""
+
+    @staticmethod
+    def records(data: dict) -> dict:
+        """The data section -> {split: domains.shards.Records}, without loading the domain (no statistics)."""
+
+
 CAPABILITIES = {Masked: "masked modelling (mask, target, reconstruction_loss)", BatchedViews: "batched views",
                 VariableLength: "variable-length samples", LocalViews: "local views",
-                Episodes: "episodes with actions", Downstream: "metrics of its own"}
+                Episodes: "episodes with actions", Downstream: "metrics of its own", Sharded: "shards"}
 
 
 def _no_op(*args, **kwargs):

@@ -28,7 +28,8 @@ def reason(e: Exception, limit: int = 160) -> str:
 EXTRAS = {"torchaudio": "audio", "soundfile": "audio", "espeakng_loader": "audio",
           "av": "video",
           "tokenizers": "text", "chatterbot_corpus": "text", "transformers": "text",
-          "gymnasium": "rl", "ale_py": "rl", "pygame": "rl", "stable_baselines3": "rl", "minari": "rl"}
+          "gymnasium": "rl", "ale_py": "rl", "pygame": "rl", "stable_baselines3": "rl", "minari": "rl",
+          "litdata": "shards"}
 
 
 def install_command(module: str) -> str:

@@ -16,8 +16,8 @@ ROOT = Path(__file__).parents[1]
 MODULE = {"torchaudio": "torchaudio", "soundfile": "soundfile", "espeakng-loader": "espeakng_loader", "av": "av",
           "tokenizers": "tokenizers", "chatterbot-corpus": "chatterbot_corpus", "transformers": "transformers",
           "gymnasium": "gymnasium", "ale-py": "ale_py", "pygame-ce": "pygame", "stable-baselines3": "stable_baselines3",
-          "minari": "minari"}
-DOMAIN_EXTRAS = ("audio", "video", "text", "rl")
+          "minari": "minari", "litdata": "litdata"}
+DOMAIN_EXTRAS = ("audio", "video", "text", "rl", "shards")
 
 
 def requirement_name(req: str) -> str:

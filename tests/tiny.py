@@ -62,6 +62,29 @@ def write_mixed_table(path: Path, n: int = 120, seed: int = 0) -> Path:
     return path
 
 
+def write_image_folder(root: Path, n_train: int = 48, n_test: int = 16, seed: int = 0) -> Path:
+    """PNGs of a few sizes in class subfolders of train/ and test/ (three classes, each its own mean colour, so kNN
+    has something to find)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            c = i % 3
+            folder = Path(root) / split / ("red", "green", "blue")[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 120, (14 + i % 4, 16, 3))
+            pixels[..., c] += 120
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return Path(root)
+
+
+def write_image_shards(root: Path) -> Path:
+    """write_image_folder's images as image shards in root/shards (python -m multissl.shards)."""
+    from multissl.shards import convert
+    convert(str(write_image_folder(Path(root) / "images")), str(Path(root) / "shards"), ["domain=image"])
+    return Path(root) / "shards"
+
+
 def run_two_processes(script, folder: Path, timeout: int = 120) -> list:
     """`python script <rank> <folder>/init <folder>/<rank>.pt` for ranks 0 and 1 (the script joins a process group
     through the init file and saves its result); both must exit 0, else the test fails with their stderr. Returns

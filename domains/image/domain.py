@@ -17,9 +17,21 @@ from ..masking import random_mask
 from ..memory import in_memory
 from ..patches import PatchEmbed, masked_mse, patchify
 from ..rows import Rows, label_column, row_split
+from ..shards import Payloads, Shards, file_split, folder_records, row_records
 from . import views as V
 from .pixels import as_images, auto_patch, normalize
 from .sources import IMAGE_EXT, channel_stats, choose_size, digits_split, memory_images, read_image, survey
+
+
+WHAT = "an image folder, a saved HF dataset or shards"
+
+
+def image_column(features, where) -> str:
+    import datasets
+    col = next((k for k, v in features.items() if isinstance(v, datasets.Image)), None)
+    if col is None:
+        raise UserError(f"HF dataset at {where} has no Image column (columns: {list(features)})")
+    return col
 
 
 class ImageDomain:
@@ -70,8 +82,9 @@ class ImageDomain:
             splits = digits_split()
             self.channels, self.image_size = splits["train"].x.shape[1], splits["train"].x.shape[-1]  # 1, 8
         else:
-            kind, where = locate(path, "an image folder or a saved HF dataset")
-            splits = self._folder(where) if kind == "folder" else self._hf(where, from_disk=kind == "saved")
+            kind, where = locate(path, WHAT)
+            splits = (self._folder(where) if kind == "folder" else self._shards(where) if kind == "shards" else
+                      self._hf(where, from_disk=kind == "saved"))
         self.num_classes = class_count(splits["train"])
         if self.patch is None:
             self.patch = auto_patch(self.image_size)
@@ -109,16 +122,34 @@ class ImageDomain:
         """The Image column of an HF dataset, each row decoded when its item is asked for (rows.Rows)."""
         splits = hf_splits(str(path), from_disk)
         import datasets
-        feats = splits["train"].features
-        col = next((k for k, v in feats.items() if isinstance(v, datasets.Image)), None)
-        if col is None:
-            raise UserError(f"HF dataset at {path} has no Image column (columns: {list(feats)})")
-        lab, skip_bad = label_column(feats), bool(self.data.get("skip_bad", False))
+        col, lab = image_column(splits["train"].features, path), label_column(splits["train"].features)
+        skip_bad = bool(self.data.get("skip_bad", False))
         stored = datasets.Image(decode=False)  # the file each row stores, decoded by read_image
         train = Rows(splits["train"], col, stored, str(path))  # the stored files, for the headers
         self._choose(len(train), lambda i: (train.source(i), train.name(i)))
         read = partial(read_image, channels=self.channels, size=self.image_size)
         return {k: row_split(ds, col, stored, str(path), read, lab, skip_bad) for k, ds in splits.items()}
+
+    def _shards(self, where: str):
+        """Shards of image files (domains.shards), each item decoded when asked for, as files are."""
+        shards = Shards(where, self.name)
+        train = Payloads(shards, "train")  # the stored files, for the headers
+        self._choose(len(train), lambda i: (train.source(i), train.name(i)))
+        read, skip_bad = partial(read_image, channels=self.channels, size=self.image_size), self.data.get("skip_bad")
+        return {s: file_split(shards, s, read, bool(skip_bad)) for s in shards.splits}
+
+    @staticmethod
+    def records(data: dict) -> dict:
+        """data.path's images as shard items: each file as stored, in the order and with the labels training reads
+        (domains.shards)."""
+        kind, where = locate(data.get("path"), WHAT)
+        if kind == "folder":
+            return folder_records(where, IMAGE_EXT)
+        splits = hf_splits(str(where), kind == "saved")
+        import datasets
+        feats = splits["train"].features
+        return row_records(splits, image_column(feats, where), datasets.Image(decode=False), label_column(feats),
+                           str(where))
 
     def _fit_stats(self, ds):
         """Per-channel mean and std of the training pixels, one image at a time (sources.channel_stats)."""

@@ -38,6 +38,8 @@ E2E |= {f"{d}-{OBJECTIVES[i % len(OBJECTIVES)]}": (f"domain={d}", f"objective={O
 E2E |= {f"{d}-{o}": (f"domain={d}", f"objective={o}", *TINY_ENCODER, "data.batch_size=32", *domain_data([f"domain={d}"]),
                      *RUN)  # an objective that images cannot train (SPR: episodes), on its first domain
         for d, o in dict((o, (d, o)) for d, o in reversed(PAIRS)).values() if ("image", o) not in PAIRS}
+# images read by index from shards (tests/tiny.write_image_shards, in the launch's folder: {shards})
+E2E["image-shards"] = ("domain=image", "objective=simclr", *TINY_ENCODER, "data.batch_size=16", "data.path={shards}", *RUN)
 QUEUE = {"_target_": "toys.QueueContrast", "size": 48, "dim": 16, "temperature": 0.2}
 
 
@@ -58,6 +60,7 @@ def end_to_end(out: Path):
     """The whole engine (data split, gathers, gradient average, after_step, logging, export) for 3 steps of each
     E2E config, into out/<name>."""
     for name, args in E2E.items():
+        args = [a.format(shards=out.parent / "shards") for a in args]
         run(load_config([*args, f"run.dir={out / name}"]))
 
 

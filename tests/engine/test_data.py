@@ -7,12 +7,22 @@ from multissl.data import Collate, StepSampler, Views, make_views, train_loader
 from multissl.domains.image import ImageDomain
 from multissl.errors import UserError
 
-from tiny import item_views
+from tiny import item_views, write_image_shards
 
 
 @pytest.fixture(scope="module")
 def digits():
     d = ImageDomain()
+    d.dataset("train")
+    return d
+
+
+@pytest.fixture(scope="module", params=["digits", "shards"])
+def images(request, tmp_path_factory):
+    """The digits, and images read by index from shards (LitData chunks): the promise holds for both."""
+    if request.param == "digits":
+        return request.getfixturevalue("digits")
+    d = ImageDomain(data={"path": str(write_image_shards(tmp_path_factory.mktemp("shards")))})
     d.dataset("train")
     return d
 
@@ -50,12 +60,14 @@ def test_step_sampler_draw_positions():
     assert len(StepSampler(3, 3, 4, 0, 1)) == 0
 
 
-def test_global_batch_is_process_count_invariant(digits):
+def test_global_batch_is_process_count_invariant(images):
+    digits = images
     base, seed, step, b = digits.dataset("train"), 11, 5, 6
     one = make_views(digits, next(iter(train_loader(base, digits, seed, 2, b, step, step + 1, rank=0, world=1))))
     parts = [make_views(digits, next(iter(train_loader(base, digits, seed, 2, b, step, step + 1, rank=r, world=2))))
              for r in (0, 1)]
-    assert one["views"][0].shape == (b, 1, 8, 8) and len(one["views"]) == 2
+    assert one["views"][0].shape == (b, digits.channels, digits.image_size, digits.image_size)
+    assert len(one["views"]) == 2
     for i in range(2):
         assert torch.equal(torch.cat([p["views"][i] for p in parts]), one["views"][i])
     for key in ("y", "keep", "masked"):
@@ -65,7 +77,8 @@ def test_global_batch_is_process_count_invariant(digits):
     assert torch.equal(ref["views"][1], one["views"][1]) and torch.equal(ref["y"], one["y"])
 
 
-def test_batches_do_not_depend_on_loader_workers(digits):
+def test_batches_do_not_depend_on_loader_workers(images):
+    digits = images
     base = digits.dataset("train")
     batches = {w: [make_views(digits, b) for b in train_loader(base, digits, 3, 2, 16, 4, 7, 0, 1, workers=w)]
                for w in (0, 2)}

@@ -14,6 +14,8 @@ import torch
 
 from multissl import checkpoint
 
+from tiny import write_image_shards
+
 WORKER = Path(__file__).with_name("dist_worker.py")
 spec = importlib.util.spec_from_file_location("dist_worker", WORKER)
 worker = importlib.util.module_from_spec(spec)
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.distributed
 def launched(tmp_path_factory):
     """Starts the 2-process launch, computes the 1-process side meanwhile, then waits for the launch."""
     d = tmp_path_factory.mktemp("dist")
+    write_image_shards(d)  # d/shards, for E2E's image-shards
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                             str(WORKER), str(d)], cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -16,6 +16,8 @@ import multissl.objectives.simclr as simclr
 from multissl import checkpoint
 from multissl.errors import UserError
 
+from tiny import write_image_shards
+
 TINY_CLI = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=32", "trainer.log_every=1",
             "trainer.eval_every=0", "trainer.eval_samples=256"]
 
@@ -68,11 +70,13 @@ def losses(folder):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["nnclr", "dino"])
-def test_sigkill_then_relaunch_gives_identical_losses_and_objective_state(tmp_path, objective):
+@pytest.mark.parametrize("objective,data", [("nnclr", "shards"), ("dino", "digits")])
+def test_sigkill_then_relaunch_gives_identical_losses_and_objective_state(tmp_path, objective, data):
     """An objective with a queue (nnclr) and one with a centre and a teacher (dino), all in buffers: the relaunch
-    after a SIGKILL logs the losses of a run that was never stopped and ends in the same state, bit for bit."""
-    args = ("trainer.max_steps=16", "trainer.checkpoint_every=8", f"objective={objective}")
+    after a SIGKILL logs the losses of a run that was never stopped and ends in the same state, bit for bit —
+    from shards (images read by index from LitData chunks) as from the digits."""
+    path = (f"data.path={write_image_shards(tmp_path)}",) if data == "shards" else ()
+    args = ("trainer.max_steps=16", "trainer.checkpoint_every=8", f"objective={objective}", *path)
     straight = launch(tmp_path, "straight", *args)  # runs beside the killed one: both cores busy either way
     p = launch(tmp_path, "killed", *args)
     ckpt = tmp_path / "killed" / "checkpoints" / "step_00000008.pt"
