@@ -4,10 +4,8 @@ does. The promise from shards across processes, workers and a SIGKILL is checked
 tests/engine/test_data.py, test_distributed.py and test_guards.py take a shard-backed dataset too."""
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from multissl.domains.shards import META, Shards
 from multissl.errors import UserError
 from multissl.shards import convert
+from multissl.testing.storage import local_s3
 
 from tiny import write_image_folder, write_image_shards
 
@@ -60,43 +59,16 @@ def test_a_run_from_shards_is_the_run_from_their_files(tiny, tmp_path):
 
 @pytest.fixture
 def s3(tmp_path, monkeypatch):
-    """A local S3 server (moto) on 127.0.0.1 with a bucket; boto3 (LitData's S3 client) pointed at it."""
-    boto3 = pytest.importorskip("boto3")
+    """A local S3 server (moto) on 127.0.0.1 with a bucket, boto3 (LitData's S3 client) pointed at it."""
     pytest.importorskip("moto")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                     "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.setenv("MULTISSL_CACHE", str(tmp_path / "cache"))
-        client = boto3.client("s3")
-        client.create_bucket(Bucket="data")
-        yield client
-    finally:
-        server.terminate()
-        server.wait(30)
-
-
-def upload(client, folder: Path, prefix: str):
-    for f in folder.rglob("*"):
-        if f.is_file():
-            client.upload_file(str(f), "data", f"{prefix}/{f.relative_to(folder).as_posix()}")
+    monkeypatch.setenv("MULTISSL_CACHE", str(tmp_path / "cache"))
+    with local_s3("data") as bucket:
+        yield bucket
 
 
 def test_shards_in_object_storage_train_as_the_local_folder(tiny, tmp_path, s3):
     shards = write_image_shards(tmp_path)
-    upload(s3, shards, "photos")
-    url = "s3://data/photos"
+    url = s3.upload(shards, "photos")
     remote = Shards(url, "image")
     assert remote.meta == Shards(shards, "image").meta
     assert list(remote.stream("test")) == list(Shards(shards, "image").stream("test"))  # copied once, in order
