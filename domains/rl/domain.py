@@ -1,5 +1,6 @@
-"""RL domain: replay buffers (.npz or folders of .npy, memory-mapped: `buffer`) -> observations -> tokens. Default
-data: a CartPole pixel buffer collected with gymnasium on first use and cached (`buffer.default_buffer`).
+"""RL domain: replay buffers (.npz, folders of .npy or their shards, memory-mapped: `buffer`) -> observations ->
+tokens. Default data: a CartPole pixel buffer collected with gymnasium on first use and cached
+(`buffer.default_buffer`).
 
 A sample is one step of the buffer: `x` is its index, and the domain reads the observation and its episode
 from the buffer, so a view can be another step of the same episode (temporal positives, never across an
@@ -32,12 +33,32 @@ from multissl.errors import UserError
 from ..features import FeatureTokenizer
 from ..files import locate
 from ..masking import random_mask
-from ..memory import in_memory
+from ..memory import given, in_memory
 from ..patches import masked_mse, patchify
 from . import evaluation, formats, observations, tokens
-from .buffer import (DEFAULT_BUFFER, LAYOUTS, NDIM, action_space, default_buffer, detect_layout, episode_bounds,
-                     evenly_spread, read_buffer)
+from .buffer import (DEFAULT_BUFFER, LAYOUTS, NDIM, action_space, cache_root, default_buffer, detect_layout,
+                     episode_bounds, evenly_spread, read_buffer)
+from .mmap import block_records, shards_folder, shards_obs_shape
 from .views import apply_views, frame_draw, future_actions, noise_draw, view_steps
+
+WHAT = "a replay buffer (.npz, or a folder of .npy arrays)"
+
+
+def read_data(path, cache_dir: str | None = None) -> dict:
+    """data.path -> the buffer read_buffer returns, memory-mapped: from memory as it is, a Minari dataset converted
+    once (a pickle is refused in one line), rl shards streamed once into the cache, a .npz through its copy in the
+    cache, a folder of .npy as it is."""
+    if in_memory(path):
+        return read_buffer(path)
+    if (buf := formats.read_format(path, cache_dir)) is not None:
+        return buf
+    kind, where = locate(path, f"{WHAT} or its shards", folders=True, files=True)
+    if kind == "shards":
+        return read_buffer(shards_folder(where, cache_root(cache_dir) / "shards"), cache_dir)
+    if kind not in ("file", "folder"):
+        raise UserError(f"data.path {path} is an HF dataset; the rl domain reads one replay buffer file (.npz) "
+                        f"or a folder of .npy arrays, one per key (docs/domains/rl.md)")
+    return read_buffer(where, cache_dir)
 
 
 class RLDomain:
@@ -80,18 +101,7 @@ class RLDomain:
 
     def _load(self) -> dict:
         path = self.data.get("path")
-        if in_memory(path):
-            buf = read_buffer(path)
-        elif path and (buf := formats.read_format(path, self.cache_dir)) is not None:
-            pass  # a Minari dataset, converted once into memory-mapped arrays (a pickle is refused in one line)
-        elif path:
-            kind, where = locate(path, "a replay buffer (.npz, or a folder of .npy arrays)", folders=True, files=True)
-            if kind not in ("file", "folder"):
-                raise UserError(f"data.path {path} is an HF dataset; the rl domain reads one replay buffer file (.npz) "
-                                f"or a folder of .npy arrays, one per key (docs/domains/rl.md)")
-            buf = read_buffer(where, self.cache_dir)  # memory-mapped: a .npz through its copy in the cache
-        else:
-            buf = default_buffer(self.default, self.cache_dir)
+        buf = read_data(path, self.cache_dir) if given(path) else default_buffer(self.default, self.cache_dir)
         obs = buf["obs"]
         if self.obs_shape is None:  # a fresh run; an exported encoder keeps its own layout and statistics
             self.layout = detect_layout(obs.shape[1:]) if self.layout == "auto" else self.layout
@@ -133,11 +143,19 @@ class RLDomain:
         self.mean, self.std, self.env_config, self.state_names = s["mean"], s["std"], s["env_config"], s["state_names"]
         self._stats = None
 
+    @staticmethod
+    def records(data: dict) -> dict:
+        """data.path's buffer as shard items (`mmap.block_records`): the arrays training reads, in blocks of steps, one
+        split (the held-out episodes are chosen from the buffer when training, as from its file)."""
+        return {"train": block_records(read_data(data.get("path")))}
+
     # ---- model input (observations.py) -------------------------------------------------------------------------
     @staticmethod
     def default_encoder(data: dict, layout: str = "auto", **keys) -> str | None:
         """Frames read best through the DQN convolutions (docs/domains/rl.md), vectors through the configured
         default: asked when the config is composed, so the buffer's observation shape is read from its header."""
+        if layout == "auto" and (shape := shards_obs_shape(data.get("path"))):
+            layout = detect_layout(shape)  # shards: from their meta
         return observations.encoder_for(data, layout)
 
     @property
