@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,8 @@ def write(domain: str, splits: dict[str, Records], out, source: str, chunk_bytes
     forms = {r.form for r in splits.values()}
     if len(forms) != 1:
         raise UserError(f"the splits of {source} would be written as different forms ({', '.join(sorted(forms))})")
-    meta = {"format": FORMAT, "version": VERSION, "domain": domain, "form": forms.pop(), "source": source,
+    meta = {"format": FORMAT, "version": VERSION, "written": uuid.uuid4().hex,  # a new version at each write
+            "domain": domain, "form": forms.pop(), "source": source,
             "classes": splits["train"].classes, "info": splits["train"].info, "splits": {}}
     for split, rec in splits.items():
         shutil.rmtree(out / split, ignore_errors=True)
@@ -151,7 +153,7 @@ class Shards:
         if self.meta["domain"] != domain:
             raise UserError(f"data.path {path} holds shards of the {self.meta['domain']} domain; train them with "
                             f"domain={self.meta['domain']}, or write shards for domain={domain}")
-        self.version = hashlib.sha256(raw).hexdigest()[:24]  # changes with any rewrite (counts, labels, source)
+        self.version = hashlib.sha256(raw).hexdigest()[:24]  # META names each write: a rewrite is a new version
         self.form, self.classes, self.info = self.meta["form"], self.meta.get("classes"), self.meta.get("info", {})
 
     @property

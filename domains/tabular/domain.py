@@ -5,7 +5,14 @@ from their column's empirical marginal; reconstruct them and predict which featu
 Schema and statistics come from the training split only.
 
 The class holds the recipe (its constructor), the data, the state, and thin members over `table` (reading and
-encoding), `schema`, `views`, `masking` and `downstream` (held-out metrics)."""
+encoding), `schema`, `views`, `masking` and `downstream` (held-out metrics).
+
+Tables are held in memory, whatever they are read from (a file, an HF dataset, shards: their blocks concatenated):
+the DataFrame as read, each split's encoded rows float32 [rows x features] (4 bytes a cell, one column per feature),
+and the training rows once more on each training device (the views' and VIME's donor rows). A table trains when its
+DataFrame plus these matrices fit in host memory and its training matrix in device memory; for a larger one, train on
+a sample of its rows. There is no size check: the DataFrame, read first, is usually the larger part already (8 bytes
+a numeric cell, more for text)."""
 import numpy as np
 import pandas as pd
 import torch
@@ -19,9 +26,13 @@ from ..files import locate, say_unseen
 from ..memory import in_memory
 from . import downstream, masking
 from .schema import fit_schema, missing_values, vocab_sizes
-from .table import (EMBED_FIX, TABLES, TRAIN_FIX, Rows, category_strings, class_ids, column_list, encode, hf_frames,
-                    is_categorical, memory_frames, numbers, read_table, sklearn_table, split_rows, vocabulary)
+from .table import (EMBED_FIX, TABLES, TRAIN_FIX, Rows, category_strings, class_ids, column_list, encode,
+                    is_categorical, located_frames, memory_frames, numbers, sklearn_table, split_rows, table_records,
+                    vocabulary)
 from .views import apply_views, draw_view
+
+
+WHAT = "a .csv or .parquet file, a saved HF dataset folder or shards"
 
 
 class TabularDomain:
@@ -62,8 +73,13 @@ class TabularDomain:
             return {"train": sklearn_table(name or TABLES[0])}, "target"
         if name:
             raise UserError(f"data.name={name} picks an embedded table but data.path={path} is set too; unset one")
-        kind, where = locate(path, "a .csv or .parquet file or a saved HF dataset folder", folders=False, files=True)
-        return ({"train": read_table(where)}, None) if kind == "file" else hf_frames(str(where), kind == "saved")
+        return located_frames(*locate(path, WHAT, folders=False, files=True), self.name)
+
+    @staticmethod
+    def records(data: dict) -> dict:
+        """data.path's table as shard items (table.table_records): the DataFrames read from it, whole; data.target,
+        data.drop, data.numeric and data.categorical apply when the shards are read, as for the file."""
+        return table_records(*located_frames(*locate(data.get("path"), WHAT, folders=False, files=True)))
 
     def _load(self) -> dict:
         frames, default_target = self._frames()

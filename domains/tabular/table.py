@@ -19,6 +19,7 @@ from multissl.errors import UserError, reason
 from ..features import FIRST_CATEGORY, MISSING, UNKNOWN
 from ..files import hf_splits
 from ..memory import describe, is_array, numpy, per_sample, unpack
+from ..shards import Records, Shards
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 TABLES = ("breast_cancer", "wine", "iris")  # scikit-learn's bundled tables (load_<name>), no download
@@ -29,6 +30,7 @@ SNIFF_BYTES = 1 << 16  # enough rows to compare, bounded however large the file
 SNIFF_AGREEMENT = 0.9  # share of rows with the header's field count: a few ragged rows do not hide a delimiter
 DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 DECIMAL_POINT = re.compile(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?")
+BLOCK_ROWS = 65536  # rows per shard item: parquet compresses a block well, and a table is a few items
 MIN_STD = 1e-6  # a constant column standardizes to 0 instead of dividing by zero
 TRAIN_FIX = "declare it data.categorical=[{c}], drop it with data.drop=[{c}], or blank those cells"
 EMBED_FIX = "the encoder was trained with it numeric: convert those values or set them to NaN (missing)"
@@ -191,6 +193,40 @@ def hf_frames(path: str, from_disk: bool) -> tuple[dict, str | None]:
 
     label = named[0] if named else ("label" if "label" in feats else None)
     return {k: frame(ds) for k, ds in splits.items()}, label
+
+
+def located_frames(kind: str, where, domain: str = "tabular") -> tuple[dict, str | None]:
+    """What files.locate found (a table file, an HF dataset, shards) -> ({split: DataFrame}, the default target)."""
+    if kind == "shards":
+        return shard_frames(Shards(where, domain))
+    return ({"train": read_table(where)}, None) if kind == "file" else hf_frames(str(where), kind == "saved")
+
+
+def table_records(frames: dict, target: str | None) -> dict[str, Records]:
+    """Each split's DataFrame as shard items of the "table" form: blocks of BLOCK_ROWS rows as parquet, every column
+    and the index with pandas' dtypes (one empty block for a split without rows), the default target in `info`."""
+    def split(df):
+        starts = range(0, max(len(df), 1), BLOCK_ROWS)
+        return Records("table", len(starts), lambda: (parquet_bytes(df.iloc[a:a + BLOCK_ROWS]) for a in starts),
+                       info={"target": target})
+    return {name: split(df) for name, df in frames.items()}
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    try:
+        df.to_parquet(buf)
+    except Exception as e:  # e.g. an object column mixing strings and numbers, which parquet cannot type
+        raise UserError(f"cannot write the table as parquet: {reason(e)}; give such a column one type (e.g. "
+                        f"strings) or drop it from the table") from None
+    return buf.getvalue()
+
+
+def shard_frames(shards: Shards) -> tuple[dict, str | None]:
+    """Shards `table_records` wrote -> ({split: the DataFrame its blocks make, streamed in order}, the default
+    target): the frames the table's own reader gave."""
+    frames = {s: pd.concat([pd.read_parquet(io.BytesIO(b)) for b in shards.stream(s)]) for s in shards.splits}
+    return frames, shards.info.get("target")
 
 
 # ---- column types and encoding ------------------------------------------------------------------------

@@ -1,14 +1,14 @@
 """Where text comes from: the embedded chatterbot corpus; a .txt file (one sample per line); a folder of .txt files
 (one sample per file, class subfolders label them, train/ and test/ honoured); a .csv / .tsv / .parquet / .jsonl table
 (data.text_column, data.target; a text table's delimiter sniffed as for tables: , ; tab |); an HF dataset (a saved
-folder or hf:<name>) with a string column; texts in memory (`memory`). Each is a `Source`: its splits as chunks of
-samples, and a key that changes when what is read changes. `Corpus` reads a source once into the cache (flat UTF-8
-and label files, `tokens`), and later runs read that instead.
+folder or hf:<name>) with a string column; shards of the "texts" form (`records` writes them); texts in memory
+(`memory`). Each is a `Source`: its splits as chunks of samples, and a key that changes when what is read changes.
+`Corpus` reads a source once into the cache (flat UTF-8 and label files, `tokens`), and later runs read that instead.
 
 Readers stream where the format allows — a .txt file line by line, a parquet file by row group, an HF dataset by
-batches — so such a corpus of any size is read at bounded memory; a .csv / .tsv / .jsonl table, the default corpus
-and texts in memory are read whole (a folder's file list too, one file at a time). Empty samples are skipped and
-counted; unreadable input is a one-line UserError."""
+batches, shards item by item — so such a corpus of any size is read at bounded memory; a .csv / .tsv / .jsonl table,
+the default corpus and texts in memory are read whole (a folder's file list too, one file at a time). Empty samples
+are skipped and counted; unreadable input is a one-line UserError."""
 import hashlib
 import itertools
 import json
@@ -300,8 +300,10 @@ def source(data: dict) -> Source:
     target = None if target is None else str(target)
     if in_memory(path):
         return memory(path, column, target)
-    kind, where = locate(path, "a .txt file, a folder of .txt files, a .csv/.parquet/.jsonl table or a saved HF "
-                               "dataset", folders=True, files=True)
+    kind, where = locate(path, "a .txt file, a folder of .txt files, a .csv/.parquet/.jsonl table, a saved HF "
+                               "dataset or shards", folders=True, files=True)
+    if kind == "shards":
+        return shard_source(where)
     if kind == "folder":
         return folder(where, bool(data.get("skip_bad")))
     if kind in ("saved", "cache"):
@@ -313,6 +315,40 @@ def source(data: dict) -> Source:
                         f"{' '.join(TABLES)} tables, a folder of .txt files, a saved HF dataset)")
     return Source(fingerprint("lines", [where]), lambda: {"train": ((v, None) for v in batches(lines(where)))},
                   "empty lines", str(where))
+
+
+def records(data: dict, cache_dir) -> dict:
+    """data.path's corpus as shard items of the "texts" form: per split, each sample's text in UTF-8 as the corpus
+    holds it (empty samples left out, as training leaves them), its label an id into the label names of every split
+    (train's first), the labels None for a split the source leaves unlabelled."""
+    from ..shards import Records
+    read = Corpus(source(data), cache_dir)
+    classes = list(dict.fromkeys(n for names in read.names.values() for n in names or []))
+    index = {c: k for k, c in enumerate(classes)}
+
+    def split(name):
+        texts, labels = read.texts(name), read.labels(name)
+        ids = None if labels is None else [-1 if v is None else index[v] for v in labels]
+        return Records("texts", len(texts), lambda: (texts[i].encode("utf-8") for i in range(len(texts))), ids,
+                       classes)
+    return {name: split(name) for name in read.sizes}
+
+
+def shard_source(where: str) -> Source:
+    """Shards `records` wrote, streamed in order (remote chunks copied once into the cache); the labels become their
+    names again, as the files' readers give them, so the corpus and the classes are the files' own."""
+    from ..shards import Shards
+    shards = Shards(where, "text")
+
+    def chunks(split):
+        labels = shards.meta["splits"][split]["labels"]  # None: unlabelled, unlike Shards.labels' -1s
+        texts = (b.decode("utf-8") for b in shards.stream(split))
+        for start, values in zip(itertools.count(0, CHUNK), batches(texts)):
+            yield values, None if labels is None else [None if c < 0 else shards.classes[c]
+                                                       for c in labels[start:start + len(values)]]
+
+    return Source(fingerprint(["shards", shards.version]), lambda: {split: chunks(split) for split in shards.splits},
+                  "empty texts", shards.url)
 
 
 class Corpus:

@@ -22,6 +22,7 @@ from .tokens import Texts, tokenized
 from .views import corrupt, random_positions, span_positions, view
 
 MASKS = ("bert", "span")
+TOKENIZER_TEXTS = 1_000_000  # the most training texts (evenly spread) a tokenizer is trained on
 
 
 class TokenEmbed(nn.Module):
@@ -86,7 +87,10 @@ class TextDomain:
         self._corpus = corpus.Corpus(corpus.source(self.data), self.cache_dir)
         plan = self._split(self._corpus)
         if self.vocab is None:
-            train = self._corpus.texts(*plan["train"])
+            split, rows = plan["train"]
+            if len(rows) > TOKENIZER_TEXTS:  # a vocabulary settles long before a corpus of millions is read through
+                rows = rows[np.linspace(0, len(rows) - 1, TOKENIZER_TEXTS).astype(int)]
+            train = self._corpus.texts(split, rows)
             js = (read_file(self.tokenizer_path) if self.tokenizer_path else
                   cached(self.kind, self.vocab_size, self.lowercase, train, self.cache_dir))
             self.vocab = Vocab(js)
@@ -125,6 +129,12 @@ class TextDomain:
                   file=sys.stderr)
         self._tfidf = {}
         return out
+
+    @staticmethod
+    def records(data: dict) -> dict:
+        """data.path's corpus as shard items: each sample's text, in the order, splits and with the labels the corpus
+        readers give (corpus.records; the corpus is read into the cache as training reads it)."""
+        return corpus.records(data, default_cache_dir())
 
     @property
     def num_classes(self) -> int | None:

@@ -40,6 +40,20 @@ def test_a_txt_file_is_one_sample_per_line_and_empty_lines_are_counted(tmp_path,
     assert set(d.dataset("train").texts) | set(d.dataset("test").texts) == set(WORDS)
 
 
+def test_the_tokenizer_learns_from_a_bounded_evenly_spread_sample_of_the_training_texts(tmp_path, monkeypatch):
+    import multissl.domains.text.domain as text_domain
+    seen, real = [], text_domain.cached
+    monkeypatch.setattr(text_domain, "TOKENIZER_TEXTS", 3)
+    monkeypatch.setattr(text_domain, "cached", lambda kind, size, lower, texts, cache: seen.extend(texts) or
+                        real(kind, size, lower, texts, cache))
+    f = tmp_path / "corpus.txt"
+    f.write_text("\n".join(WORDS) + "\n", encoding="utf-8")
+    d = domain(tmp_path, f)
+    train = list(d.dataset("train").texts)
+    spread = [train[0], train[(len(train) - 1) // 2], train[-1]]  # first, middle and last: evenly spread
+    assert len(train) > 3 and seen == spread
+
+
 def test_a_folder_gives_one_sample_per_file_with_class_subfolders_and_its_own_splits(tmp_path, capsys):
     root = tmp_path / "docs"
     for split in ("train", "test"):
