@@ -1,5 +1,6 @@
 """benchmarks/scale.py at tiny sizes: a fresh training process per size, stopped at its first step, and a results
-file with one finite row per (form, N). Its figures are printed, never asserted on."""
+file with one finite row per (form, N), shard forms with their conversion's seconds. Its figures are printed, never
+asserted on."""
 import math
 import sys
 from pathlib import Path
@@ -13,27 +14,47 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 def test_scale_bench_measures_first_step_and_peak_memory_per_size(tmp_path, capsys):
     import scale
     work = tmp_path / "work"
-    rows = scale.main(["--domains", "image", "--sizes", "20", "40", "--work", str(work), "--results", str(tmp_path)])
+    rows = scale.main(["--domains", "image", "--forms", "image-shards", "--sizes", "20", "40", "--work", str(work),
+                       "--results", str(tmp_path)])
     assert [(r["domain"], r["n"]) for r in rows] == [("image", 20), ("image", 40)]
     for r in rows:
-        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("seconds", "rss_mib", "rss_ratio")), r
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("seconds", "rss_mib", "rss_ratio", "convert_s")), r
     assert rows[0]["rss_ratio"] == 1 and rows[1]["rss_ratio"] == rows[1]["rss_mib"] / rows[0]["rss_mib"]
     printed = capsys.readouterr().out
-    assert "| image | folder of 16x16 PNGs | 20 |" in printed and "| image | folder of 16x16 PNGs | 40 |" in printed
+    assert f"| image | shards of 16x16 PNGs | 40 | {rows[1]['seconds']:.1f} |" in printed
+    assert printed.rstrip().endswith(f" | {rows[1]['convert_s']:.1f} |")
     text = (tmp_path / "scale.md").read_text()
-    assert text.startswith("> **command** `python benchmarks/scale.py --domains image") and printed.strip() in text
-    # the data stays for the next run (complete, marked so); every run's folder and cache are gone
+    assert text.startswith("> **command** `python benchmarks/scale.py --domains image --forms image-shards") \
+        and printed.strip() in text
+    # the data stays for the next run (complete, marked so), the shards' source too; every run's folder and cache
+    # are gone
     assert len(list((work / "data" / "image-folder-40" / "images").rglob("*.png"))) == 40
     assert sorted(p.name for p in work.iterdir()) == ["data"]
+    # forms that are not shards leave the column blank
+    row = {"domain": "image", "form": "folder", "n": 20, "seconds": 1.0, "rss_mib": 9.0, "convert_s": None}
+    assert scale.table([row]).endswith("| 1.0 | 9 | 1.00 |  |")
 
 
 def test_scale_bench_generates_each_form_once_at_its_size(tmp_path):
+    import datasets
     import numpy as np
     import pandas as pd
     import scale
+    from multissl.domains.shards import Shards
     paths = {form: scale.data(tmp_path, form, 30) for form in scale.FORMS}
-    assert set(scale.FORMS) == {"image-folder", "audio-folder", "tabular-csv", "text-txt", "rl-npz", "rl-npy",
-                                "video-npy"}
+    assert set(scale.FORMS) == {"image-folder", "image-hf", "image-shards", "audio-folder", "tabular-csv", "text-txt",
+                                "text-shards", "rl-npz", "rl-npy", "rl-shards", "video-npy"}
+    hf = datasets.load_from_disk(str(paths["image-hf"]))
+    assert hf.num_rows == 30 and hf.features["label"].num_classes == scale.CLASSES
+    assert hf.cast_column("image", datasets.Image(decode=False))[3]["image"]["bytes"] == \
+        (paths["image-folder"] / "c3" / "0000003.png").read_bytes()
+    for form, domain in (("image-shards", "image"), ("text-shards", "text"), ("rl-shards", "rl")):
+        assert Shards(paths[form], domain).meta["source"] == str(paths[scale.FORMS[form][3]])
+        assert scale.written_in(paths[form]) > 0
+    assert Shards(paths["image-shards"], "image").count("train") == 30
+    assert Shards(paths["text-shards"], "text").count("train") == 30
+    buffer = Shards(paths["rl-shards"], "rl")  # items are blocks of steps
+    assert buffer.count("train") == 1 and buffer.info["steps"] == 30
     assert len(pd.read_csv(paths["tabular-csv"])) == 30 and len(paths["text-txt"].read_text().splitlines()) == 30
     assert len(np.load(paths["rl-npz"])["obs"]) == 30 == len(np.load(paths["rl-npy"] / "obs.npy", mmap_mode="r"))
     assert np.load(paths["video-npy"], mmap_mode="r").shape == (30, 8, 16, 16)
