@@ -12,8 +12,10 @@ from ..masking import band_mask, random_mask
 from ..memory import in_memory
 from ..patches import PatchEmbed, masked_mse, patchify
 from . import views as V
-from .sources import folder_splits, hf_audio, memory_waves, spoken_words
+from .sources import folder_splits, hf_audio, memory_waves, records, shard_splits, spoken_words
 from .spectrogram import LogMel, fit_length, mel_stats, normalized, waveform_batch, whole_patches
+
+WHAT = "a folder of audio files, a saved HF dataset or shards"
 
 
 class AudioDomain:
@@ -68,11 +70,19 @@ class AudioDomain:
         elif not path:
             splits = spoken_words(self.cache_dir, self.rate, self.clip)
         else:
-            kind, where = locate(path, "a folder of audio files or a saved HF dataset")
+            kind, where = locate(path, WHAT)
             splits = (folder_splits(where, self.rate, self.min_samples, skip_bad) if kind == "folder" else
+                      shard_splits(where, self.rate, self.min_samples, skip_bad) if kind == "shards" else
                       hf_audio(str(where), kind == "saved", self.rate, self.min_samples, skip_bad))
         self.num_classes = class_count(splits["train"])
         return splits
+
+    @staticmethod
+    def records(data: dict) -> dict:
+        """data.path's audio files as shard items: each file as stored, in the order and with the labels training
+        reads (sources.records)."""
+        kind, where = locate(data.get("path"), WHAT)
+        return records(kind, where, bool(data.get("skip_bad", False)))
 
     def whole_patches(self, samples: int) -> int:
         """Spectrogram frames of a clip of `samples`, cut to whole time patches."""

@@ -1,6 +1,6 @@
 """Where audio clips come from and how one is read: the default spoken words (espeak.py), a folder of audio files,
-an HF audio dataset, or waveforms in memory (`memory_waves`) -> splits of mono float32 clips [samples] at the run's
-sample rate, read lazily, every failure a one-line UserError naming the clip."""
+an HF audio dataset, shards of either (domains.shards), or waveforms in memory (`memory_waves`) -> splits of mono
+float32 clips [samples] at the run's sample rate, read lazily, every failure a one-line UserError naming the clip."""
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from ..cache import default_cache_dir
 from ..files import Files, hf_splits, labelled, scan, split_folders
 from ..memory import describe, is_array, memory_split, numpy, unpack
 from ..rows import label_column, row_split
+from ..shards import Shards, file_records, file_split, row_records
 
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3"}  # what soundfile (libsndfile) reads
 OTHER_AUDIO_EXT = {".m4a", ".aac", ".wma", ".mp4", ".amr", ".aiff", ".opus", ".webm"}
@@ -128,10 +129,10 @@ def spoken_words(cache_dir: str | None, rate: int, clip: int) -> dict:
             "test": Waves(torch.from_numpy(d["wave"][test]), d["word"][test])}
 
 
-def folder_splits(root: Path, rate: int, min_samples: int, skip_bad: bool) -> dict:
-    """A folder of audio files (train/ and test/ or one unsplit folder, optionally in class subfolders) -> splits
-    whose clips are read when their item is asked for."""
-    out = {}
+def listed(root: Path, skip_bad: bool) -> dict[str, tuple[list[Path], list[int], dict]]:
+    """A folder of audio files (train/ and test/ or one unsplit folder, optionally in class subfolders) -> per split
+    its files (sorted), their labels and the training classes {name: id}."""
+    out, classes = {}, None
     for split, d in split_folders(root).items():
         files = scan(d, AUDIO_EXT | OTHER_AUDIO_EXT)
         if not any(f.suffix.lower() in AUDIO_EXT for f in files) and not (skip_bad and files):
@@ -139,9 +140,24 @@ def folder_splits(root: Path, rate: int, min_samples: int, skip_bad: bool) -> di
             hint = f" (found {' '.join(other)}: convert to .flac or .wav)" if other else ""
             raise UserError(f"no audio files ({' '.join(sorted(AUDIO_EXT))}) under {d}{hint}; put audio "
                             f"files (optionally in class subfolders) there")
-        labels, classes = labelled(files, d, out["train"].classes if out else None)
-        out[split] = Files(files, labels, classes, partial(read_audio, rate=rate, min_samples=min_samples), skip_bad)
+        labels, classes = labelled(files, d, classes)
+        out[split] = files, labels, classes
     return out
+
+
+def folder_splits(root: Path, rate: int, min_samples: int, skip_bad: bool) -> dict:
+    """A folder of audio files (`listed`) -> splits whose clips are read when their item is asked for."""
+    read = partial(read_audio, rate=rate, min_samples=min_samples)
+    return {split: Files(files, labels, classes, read, skip_bad)
+            for split, (files, labels, classes) in listed(root, skip_bad).items()}
+
+
+def audio_column(feats, where) -> str:
+    import datasets
+    col = next((k for k, v in feats.items() if isinstance(v, datasets.Audio)), None)
+    if col is None:
+        raise UserError(f"HF dataset at {where} has no Audio column (columns: {list(feats)})")
+    return col
 
 
 def hf_audio(path, from_disk: bool, rate: int, min_samples: int, skip_bad: bool) -> dict:
@@ -150,9 +166,26 @@ def hf_audio(path, from_disk: bool, rate: int, min_samples: int, skip_bad: bool)
     splits = hf_splits(path, from_disk)
     import datasets
     feats = splits["train"].features
-    col = next((k for k, v in feats.items() if isinstance(v, datasets.Audio)), None)
-    if col is None:
-        raise UserError(f"HF dataset at {path} has no Audio column (columns: {list(feats)})")
-    read = partial(read_audio, rate=rate, min_samples=min_samples)
+    col, read = audio_column(feats, path), partial(read_audio, rate=rate, min_samples=min_samples)
     return {k: row_split(ds, col, datasets.Audio(decode=False), str(path), read, label_column(feats), skip_bad)
             for k, ds in splits.items()}
+
+
+def shard_splits(where: str, rate: int, min_samples: int, skip_bad: bool) -> dict:
+    """Shards of audio files (domains.shards), each item decoded when its item is asked for, as a file is."""
+    shards = Shards(where, "audio")
+    read = partial(read_audio, rate=rate, min_samples=min_samples)
+    return {split: file_split(shards, split, read, skip_bad) for split in shards.splits}
+
+
+def records(kind: str, where, skip_bad: bool) -> dict:
+    """A folder or HF dataset (files.locate's kind and where) as shard items: each file as stored, in the order and
+    with the labels training reads (domains.shards)."""
+    if kind == "folder":
+        return {split: file_records(len(files), lambda j, files=files: files[j].read_bytes(), labels, classes)
+                for split, (files, labels, classes) in listed(where, skip_bad).items()}
+    import datasets
+    splits = hf_splits(str(where), kind == "saved")
+    feats = splits["train"].features
+    return row_records(splits, audio_column(feats, where), datasets.Audio(decode=False), label_column(feats),
+                       str(where))

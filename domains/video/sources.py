@@ -1,9 +1,8 @@
 """Where videos come from, as {split: Clips}: a folder of video files (class subfolders label them, train/ and test/
 honoured), a .npz / .npy array of clips (memory-mapped), an HF dataset (a saved folder or hf:<name>) with a Video or
-array column, or clips in memory (`memory_clips`).
+array column, shards of any of them (domains.shards), or clips in memory (`memory_clips`).
 Items are references: the domain reads the frames it needs, so files are probed at load (metadata, no decoding) and
 decoded from the keyframe before the first frame asked for. Bad input is a one-line UserError naming the file."""
-import io
 import sys
 from pathlib import Path
 
@@ -16,10 +15,12 @@ from ..arrays import is_npz, npz_names, npz_to_npy, open_npy
 from ..files import hf_splits, labelled, locate, scan, split_folders
 from ..image import resize_uint8
 from ..memory import describe, encode_labels, in_memory, is_array, numpy, unpack
+from ..rows import Rows
+from ..shards import Payloads, Shards
 from .decode import backend, gif_probe, gif_read
 
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
-WHAT = "a folder of video files, a .npz/.npy array of clips or a saved HF dataset"
+WHAT = "a folder of video files, a .npz/.npy array of clips, a saved HF dataset or shards"
 SKIP = "or set data.skip_bad=true to skip unreadable or too short videos"
 ARRAYS = ("video", "label", "test_video", "test_label")  # what a .npz may hold
 
@@ -65,8 +66,12 @@ class ArrayClips(Clips):
     def frames(self, i: int) -> int:
         return self.video.shape[1]
 
+    def clip(self, i: int) -> np.ndarray:
+        """Clip i as stored, uint8 [t c h w]."""
+        return self.video[i]
+
     def read(self, i: int, idx: list[int]) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(self.video[i, list(idx)]))  # [k c h w]
+        x = torch.from_numpy(np.ascontiguousarray(self.clip(i)[list(idx)]))  # [k c h w]
         return resize_uint8(x, self.size) if self.size else x
 
 
@@ -168,21 +173,54 @@ class FileClips(Clips):
         return x[[where[k] for k in idx]]  # [k 3 s s]
 
 
-class VideoColumn(FileClips):
-    """The rows of an HF dataset's Video column, each a stored file (bytes, or a path) decoded like a file."""
+class ItemClips(FileClips):
+    """Videos stored as items, each a file (bytes, or a path) decoded like a file: an HF Video column's rows
+    (rows.Rows), shards' items (shards.Payloads); items numbered in `gifs` are GIFs, read with PIL as .gif files are."""
 
-    def __init__(self, ds, column: str, where: str, labels, classes, size, min_frames: int, skip_bad: bool,
-                 decoder: str = "auto"):
-        import datasets
-        self.ds, self.column, self.where = ds.cast_column(column, datasets.Video(decode=False)), column, where
-        super().__init__(list(range(len(ds))), labels, classes, size, min_frames, skip_bad, decoder)
+    def __init__(self, items, labels, classes, size, min_frames: int, skip_bad: bool, decoder: str = "auto",
+                 gifs=()):
+        self.items, self.gifs = items, set(gifs)
+        super().__init__(list(range(len(items))), labels, classes, size, min_frames, skip_bad, decoder)
 
     def _source(self, j: int):
-        cell = self.ds[self.files[j]][self.column]
-        return io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell["path"]
+        return self.items.source(self.files[j])
 
     def _name(self, j: int) -> str:
-        return f"row {self.files[j]} of HF dataset {self.where}"
+        return self.items.name(self.files[j])
+
+    def _is_gif(self, j: int) -> bool:
+        return self.files[j] in self.gifs
+
+
+class ShardArrays(ArrayClips):
+    """The items of "arrays" shards (domains.shards), each one clip uint8 [t c h w] saved by np.save, loaded when
+    read (VideoDomain.records writes them)."""
+
+    def __init__(self, shards, split: str, size: int | None, min_frames: int):
+        self.items, self.labels, self.classes = Payloads(shards, split), shards.labels(split), shards.classes
+        first = self.clip(0)  # [t c h w]: every item of a split has its shape
+        if len(first) < min_frames:
+            raise UserError(f"{self.items.name(0)}: clips of {len(first)} frames, fewer than the {min_frames} a "
+                            f"clip needs; lower domain.frames or domain.stride")
+        self.length, self.size = len(first), size or min(first.shape[-2:])
+        self.shape = (first.shape[1], self.size, self.size)
+
+    def frames(self, i: int) -> int:
+        return self.length
+
+    def clip(self, i: int) -> np.ndarray:
+        return np.load(self.items.source(i), allow_pickle=False)
+
+
+def shards(where: str, size: int | None, min_frames: int, skip_bad: bool, decoder: str) -> dict:
+    """Shards of video files or of clips (domains.shards), read per item as the files or arrays they came from."""
+    opened, out = Shards(where, "video"), {}
+    for split in opened.splits:
+        out[split] = (ShardArrays(opened, split, size, min_frames) if opened.form == "arrays" else
+                      ItemClips(Payloads(opened, split), opened.labels(split), opened.classes, size, min_frames,
+                                skip_bad, decoder, opened.info.get("gif", {}).get(split, ())))
+        size = out[split].shape[-1]  # the test split is read at the training size
+    return out
 
 
 # ---- arrays -------------------------------------------------------------------------------------------------
@@ -339,8 +377,8 @@ def hf(where: str, saved: bool, size: int | None, min_frames: int, skip_bad: boo
         labels = list(ds[label]) if label else None
         if isinstance(feats[column], datasets.Video):
             ids, classes = encode_labels(labels, len(ds), classes, f"HF dataset {where}", "clip")
-            out[split] = VideoColumn(ds.select_columns([column]), column, where, ids, classes, size, min_frames,
-                                     skip_bad, decoder)
+            rows = Rows(ds, column, datasets.Video(decode=False), where)
+            out[split] = ItemClips(rows, ids, classes, size, min_frames, skip_bad, decoder)
         else:
             out[split] = array_split(hf_clips(ds, column, where), labels, classes, size, min_frames,
                                      f"HF dataset {where}", column)
@@ -363,6 +401,8 @@ def load(data: dict, size: int | None, min_frames: int, decoder: str = "auto", c
         out = folder(where, size, min_frames, skip_bad, decoder)
     elif kind == "file":
         out = arrays(where, size, min_frames, cache_dir)
+    elif kind == "shards":
+        out = shards(where, size, min_frames, skip_bad, decoder)
     else:
         out = hf(str(where), kind == "saved", size, min_frames, skip_bad, decoder)
     skipped = sum(c.skipped for c in out.values())
