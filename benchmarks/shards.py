@@ -9,7 +9,7 @@ from the folder, from the shards on disk, and from the shards in object storage 
 and the last loss are the same, digit for digit, from every source. The seconds are the whole process's.
 
     python benchmarks/shards.py                          # simclr, 300 steps
-    python benchmarks/shards.py --steps 3 --work /tmp/shards-bench -- data.batch_size=32
+    python benchmarks/shards.py --steps 3 --samples 100 -- data.batch_size=32
 """
 import argparse
 import io
@@ -29,15 +29,16 @@ import results  # noqa: E402
 FIGURES = ("knn_acc", "probe_test_acc")
 
 
-def digits_folder(root: Path) -> Path:
-    """The digits as 8x8 grayscale PNGs under root/{train,test}/<digit>/, the embedded default's split."""
+def digits_folder(root: Path, samples: int | None = None) -> Path:
+    """The digits as 8x8 grayscale PNGs under root/{train,test}/<digit>/, the embedded default's split (its first
+    `samples` of each split when given)."""
     from PIL import Image
 
     from multissl.domains.image.sources import digits_split
     if (root / ".done").exists():
         return root
     for split, ds in digits_split().items():
-        for i in range(len(ds)):
+        for i in range(min(len(ds), samples or len(ds))):
             item = ds[i]
             folder = root / split / str(item["y"])
             folder.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,7 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--objective", default="simclr")
+    p.add_argument("--samples", type=int, default=None, help="the first N digits of each split (default: all)")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "multissl-shards-bench"),
                    help="folder of the PNGs and shards (kept) and the runs (default: %(default)s)")
     results.add_argument(p)
@@ -79,8 +81,9 @@ def main(argv=None) -> list[dict]:
     from multissl.shards import convert
     work = Path(args.work).expanduser()
     work.mkdir(parents=True, exist_ok=True)
-    folder = digits_folder(work / "digits")
-    shards = work / "shards"
+    tag = f"-{args.samples}" if args.samples else ""
+    folder = digits_folder(work / f"digits{tag}", args.samples)
+    shards = work / f"shards{tag}"
     if not (shards / "multissl-shards.json").exists():
         convert(str(folder), str(shards), ["domain=image"])
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

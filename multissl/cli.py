@@ -2,6 +2,7 @@
 (multissl.plugins), with one-line errors (no traceback wall) and a help text built from the registry itself. What
 depends on the chosen options (the domain's encoder for its data, the encoder's learning rate) is decided here, so
 the config a run saves is the config it ran."""
+import functools
 import os
 import sys
 
@@ -188,15 +189,16 @@ def compose_config(argv: list[str]):
                  f"config), e.g. {group}={value.rpartition('.')[0] or 'my_pkg.module'}:{value.rpartition('.')[2]}")
     argv, named = pick_groups(argv)
     cfg = compose_checked(argv)
-    argv, named = decide(argv, named, cfg)
-    cfg = compose_checked(argv)
+    decided, named = decide(argv, named, cfg)
+    if decided != argv:
+        argv, cfg = decided, compose_checked(decided)
     missing = sorted(k for g in GROUPS for k in OmegaConf.missing_keys(cfg[g]))  # full keys: domain.rate
     if missing:
         fail(f"{' and '.join(missing)} {'has' if len(missing) == 1 else 'have'} no default in the class; set "
              f"{' '.join(m + '=…' for m in missing)}")
     choices_only = [a for a in argv if a.split("=")[0].lstrip("+~") in GROUPS]
     if len(choices_only) < len(argv):  # some key was overridden: compare it with its default
-        check_types(cfg, compose_raw(choices_only))
+        check_types(cfg, sections_of(tuple(choices_only), tuple(plugins.config_dirs())))
     choices = cfg.hydra.runtime.choices
     with open_dict(cfg):
         meta = {**{g: named.get(g, choices[g]) for g in GROUPS}, "overrides": given}  # overrides: the resume command
@@ -204,6 +206,13 @@ def compose_config(argv: list[str]):
         cfg.meta = meta
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+@functools.lru_cache(maxsize=64)
+def sections_of(choices: tuple, dirs: tuple):
+    """The defaults check_types compares with: the config of the group choices alone, composed once per choices and
+    config folders (a command composes it for every override, the test suite thousands of times)."""
+    return compose_raw(list(choices))
 
 
 def check_types(cfg, default):

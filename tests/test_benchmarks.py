@@ -151,9 +151,9 @@ def test_photos_benchmark_trains_on_phone_sized_jpegs_and_prints_peak_memory(tmp
 @pytest.mark.slow
 def test_shards_benchmark_trains_from_the_folder_its_shards_and_a_local_s3_with_the_same_figures(tmp_path, capsys):
     import shards
-    rows = shards.main(["--steps", "2", "--work", str(tmp_path / "work"), "--results", str(tmp_path), "--",
-                        *TINY_RUN[:3], "data.batch_size=32", "trainer.eval_samples=64"])
+    rows = shards.main(["--steps", "1", "--samples", "48", "--work", str(tmp_path / "work"), "--results",
+                        str(tmp_path), "--", *TINY_RUN, "trainer.log_every=1"])
     assert [r["source"] for r in rows] == ["folder of PNGs", "shards on disk", "shards in S3 (local server)"]
     assert all(r[k] == rows[0][k] for r in rows for k in ("loss", "knn_acc", "probe_test_acc"))
     assert "The same figures from every source: yes." in capsys.readouterr().out
-    assert (tmp_path / "shards.md").read_text().startswith("> **command** `python benchmarks/shards.py --steps 2")
+    assert (tmp_path / "shards.md").read_text().startswith("> **command** `python benchmarks/shards.py --steps 1")
