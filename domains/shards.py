@@ -11,15 +11,15 @@ UTF-8, a block of a table as parquet, a block of a buffer as .npz): what it mean
 the domain that wrote it reads back. The meta file (META, JSON, written last) holds the domain, the form, the
 classes, each split's count and labels (so labels need no pass over the items), and form-specific `info`.
 
-Media (images, audio, video, clips) are read per item: locally from the chunks (memory-mapped by LitData), remotely
-by byte range (LitData's on-demand reads: two ranged GETs an item, nothing cached). Corpora, tables and buffers
-are streamed once in order into the cache the domain keeps for its own files (`local`: remote chunks copied once)."""
+Media (images, audio, video, clips) are read per item from the chunks (memory-mapped by LitData); a remote chunk is
+copied into the multissl cache the first time one of its items is read, so later epochs read the local disk (the
+cache then holds up to the whole dataset). Corpora, tables and buffers are streamed once in order into the cache
+the domain keeps for its own files."""
 import hashlib
 import io
 import json
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -96,38 +96,55 @@ def write(domain: str, splits: dict[str, Records], out, source: str, chunk_bytes
 # ---- reading -----------------------------------------------------------------------------------------------------
 
 def cache_folder(url: str) -> Path:
-    """Where a remote dataset's index (and, for `local`, its chunks) is kept: one folder per URL."""
+    """Where remote shards' chunks are kept: one folder per URL (then per version and split)."""
     return default_cache_dir() / "shards" / hashlib.sha256(url.encode()).hexdigest()[:24]
 
 
-def downloader(url: str):
-    from litdata.streaming.downloader import get_downloader
-    return get_downloader(url, str(cache_folder(url)), [])
-
-
 def fetch(url: str) -> bytes:
-    """One remote file's bytes, through LitData's storage client (boto3 for S3: AWS_* variables, AWS_ENDPOINT_URL
-    for an S3-compatible server)."""
+    """One remote file's bytes, through LitData's storage client for the URL's scheme (boto3 for S3: the AWS_*
+    variables, AWS_ENDPOINT_URL for an S3-compatible server). Its client, not LitData's chunk prefetcher: that one
+    starts a runtime (obstore) that loader workers forked after it cannot use."""
+    from litdata.streaming.downloader import get_downloader
     buf = io.BytesIO()
-    downloader(url).download_fileobj(url, buf)
+    get_downloader(url, str(cache_folder(url)), []).download_fileobj(url, buf)
     return buf.getvalue()
 
 
 class Items:
-    """Item j of a split's chunks, as bytes, by index (a map-style view of a LitData StreamingDataset). The dataset is
-    opened in each process on first use and never pickled, so loader workers open their own."""
+    """Item j of a split's chunks, as bytes, by index. Local chunks are read where they are; remote ones are copied
+    into `folder` (the cache) a chunk at a time, the first time one of their items is asked for, and read from there
+    (so an epoch after the first reads the local disk). The LitData dataset is opened in each process on first use
+    and never pickled, so loader workers open their own."""
 
-    def __init__(self, url: str, count: int):
-        self.url, self.count, self._ds = url, count, None
+    def __init__(self, url: str, count: int, folder: Path | None = None):
+        self.url, self.count, self.folder, self._ds = url, count, folder, None
 
     def __len__(self) -> int:
         return self.count
 
+    def _open(self):
+        from litdata import StreamingDataset
+        where = self.url
+        if self.folder is not None:
+            if not (self.folder / "index.json").is_file():
+                index = fetch(f"{self.url}/index.json")
+                publish(lambda f: f.write(index), self.folder / "index.json")
+            chunks = json.loads((self.folder / "index.json").read_text())["chunks"]
+            self._ends = np.cumsum([c["chunk_size"] for c in chunks])  # item j is in the first chunk ending after it
+            self._names = [c["filename"] for c in chunks]
+            where = str(self.folder)
+        # batch_decode off: LitData decodes a run of items around the one asked for, which suits iteration in order,
+        # not reading by index (a hundred times slower per item here)
+        self._ds = os.getpid(), StreamingDataset(where, batch_decode=False)
+
     def __getitem__(self, j: int) -> bytes:
         if self._ds is None or self._ds[0] != os.getpid():
-            from litdata import StreamingDataset
-            cache = str(cache_folder(self.url)) if is_remote(self.url) else None
-            self._ds = os.getpid(), StreamingDataset(self.url, cache_dir=cache)
+            self._open()
+        if self.folder is not None:
+            name = self._names[int(np.searchsorted(self._ends, j, side="right"))]
+            if not (self.folder / name).is_file():
+                data = fetch(f"{self.url}/{name}")
+                publish(lambda f: f.write(data), self.folder / name)
         item = self._ds[1][int(j)]
         return item["data"].tobytes()[:int(item["size"])]
 
@@ -167,25 +184,13 @@ class Shards:
         return self.meta["splits"][split]["labels"] or [-1] * self.count(split)
 
     def items(self, split: str) -> Items:
-        return Items(f"{self.url}/{split}", self.count(split))
-
-    def local(self, split: str) -> str:
-        """The split's chunks on this machine: the folder itself, or a remote split copied once into the cache."""
-        if not is_remote(self.url):
-            return f"{self.url}/{split}"
-        folder = cache_folder(self.url) / self.version / split
-        if not (folder / "index.json").is_file():
-            index = fetch(f"{self.url}/{split}/index.json")
-            for chunk in json.loads(index)["chunks"]:
-                data = fetch(f"{self.url}/{split}/{chunk['filename']}")
-                publish(lambda f, data=data: f.write(data), folder / chunk["filename"])
-            publish(lambda f: f.write(index), folder / "index.json")  # last: the copy is complete
-            print(f"multissl: data: the {split} shards of {self.url} copied into {folder}", file=sys.stderr)
-        return str(folder)
+        """The split's items by index; remote chunks copied into the cache as they are first read."""
+        folder = cache_folder(self.url) / self.version / split if is_remote(self.url) else None
+        return Items(f"{self.url}/{split}", self.count(split), folder)
 
     def stream(self, split: str) -> Iterator[bytes]:
-        """The split's payloads in order, from `local` chunks."""
-        items = Items(self.local(split), self.count(split))
+        """The split's payloads in order (what corpora, tables and buffers are converted from)."""
+        items = self.items(split)
         return (items[j] for j in range(len(items)))
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import multissl.domains.shards as shard_module
 from multissl.domains.shards import META, Shards
 from multissl.errors import UserError
 from multissl.shards import convert
@@ -66,7 +67,7 @@ def s3(tmp_path, monkeypatch):
         yield bucket
 
 
-def test_shards_in_object_storage_train_as_the_local_folder(tiny, tmp_path, s3):
+def test_shards_in_object_storage_train_as_the_local_folder(tiny, tmp_path, s3, monkeypatch):
     shards = write_image_shards(tmp_path)
     url = s3.upload(shards, "photos")
     remote = Shards(url, "image")
@@ -76,6 +77,12 @@ def test_shards_in_object_storage_train_as_the_local_folder(tiny, tmp_path, s3):
     assert final(tiny.run(f"data.path={url}", *args, name="s3")) == final(tiny.run(f"data.path={shards}", *args))
     with pytest.raises(UserError, match="cannot read shards at s3://data/nothing"):
         Shards("s3://data/nothing", "image")
+    # every chunk was copied into the cache once, as its first item was read: later reads stay on this machine
+    copied = remote.items("train")
+    assert copied.folder.is_relative_to(tmp_path / "cache") and {p.name for p in copied.folder.iterdir()} == \
+        {p.name for p in (shards / "train").iterdir()}
+    monkeypatch.setattr(shard_module, "fetch", lambda url: pytest.fail(f"fetched {url} again"))
+    assert copied[len(copied) - 1] == Shards(shards, "image").items("train")[len(copied) - 1]
 
 
 def test_a_folder_that_is_not_shards_is_read_as_files(tmp_path):
