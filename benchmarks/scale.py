@@ -148,17 +148,15 @@ def npy_clips(path: Path, n: int):
 
 
 def shards(source: Path, out: Path, domain: str):
-    """What python -m multissl.shards <source> <out> domain=<domain> does (multissl.shards.convert, in this process:
-    the figure is the conversion's, without an interpreter's start), on a cache of its own (the domain's reader may
-    fill one: a corpus, a buffer's arrays), removed after."""
-    from multissl.shards import convert
-    saved = os.environ.get("MULTISSL_CACHE")
+    """python -m multissl.shards <source> <out> domain=<domain>, as a user runs it, on a cache of its own (the
+    domain's reader may fill one: a corpus, a buffer's arrays), removed after. In a process of its own: the runs
+    measured later are this process's children, and a child's peak memory counts the parent's at its fork."""
+    cmd = [sys.executable, "-m", "multissl.shards", str(source), str(out), f"domain={domain}"]
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        os.environ["MULTISSL_CACHE"] = tmp
-        try:
-            convert(str(source), str(out), [f"domain={domain}"])
-        finally:
-            os.environ.pop("MULTISSL_CACHE") if saved is None else os.environ.update(MULTISSL_CACHE=saved)
+        done = subprocess.run(cmd, env={**os.environ, "MULTISSL_CACHE": tmp}, capture_output=True, text=True,
+                              check=False)
+    if done.returncode:
+        raise RuntimeError(f"{shlex.join(cmd)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
 
 
 # form -> (domain, what the table calls it, the data's file name, its writer or, for shards, the form they convert,
