@@ -14,25 +14,24 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 def test_scale_bench_measures_first_step_and_peak_memory_per_size(tmp_path, capsys):
     import scale
     work = tmp_path / "work"
-    rows = scale.main(["--domains", "image", "--forms", "image-shards", "--sizes", "20", "40", "--work", str(work),
+    rows = scale.main(["--domains", "image", "--forms", "image-folder", "--sizes", "20", "40", "--work", str(work),
                        "--results", str(tmp_path)])
     assert [(r["domain"], r["n"]) for r in rows] == [("image", 20), ("image", 40)]
     for r in rows:
-        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("seconds", "rss_mib", "rss_ratio", "convert_s")), r
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("seconds", "rss_mib", "rss_ratio")), r
     assert rows[0]["rss_ratio"] == 1 and rows[1]["rss_ratio"] == rows[1]["rss_mib"] / rows[0]["rss_mib"]
     printed = capsys.readouterr().out
-    assert f"| image | shards of 16x16 PNGs | 40 | {rows[1]['seconds']:.1f} |" in printed
-    assert printed.rstrip().endswith(f" | {rows[1]['convert_s']:.1f} |")
+    assert f"| image | folder of 16x16 PNGs | 40 | {rows[1]['seconds']:.1f} |" in printed
     text = (tmp_path / "scale.md").read_text()
-    assert text.startswith("> **command** `python benchmarks/scale.py --domains image --forms image-shards") \
+    assert text.startswith("> **command** `python benchmarks/scale.py --domains image --forms image-folder") \
         and printed.strip() in text
-    # the data stays for the next run (complete, marked so), the shards' source too; every run's folder and cache
-    # are gone
+    # the data stays for the next run (complete, marked so); every run's folder and cache are gone
     assert len(list((work / "data" / "image-folder-40" / "images").rglob("*.png"))) == 40
     assert sorted(p.name for p in work.iterdir()) == ["data"]
-    # forms that are not shards leave the column blank
+    # shard forms give their conversion's seconds a column of their own, blank for the others
     row = {"domain": "image", "form": "folder", "n": 20, "seconds": 1.0, "rss_mib": 9.0, "convert_s": None}
-    assert scale.table([row]).endswith("| 1.0 | 9 | 1.00 |  |")
+    assert scale.table([row, {**row, "form": "shards", "convert_s": 2.5}]).endswith(
+        "| 1.0 | 9 | 1.00 |  |\n| image | shards | 20 | 1.0 | 9 | 1.00 | 2.5 |")
 
 
 def test_scale_bench_generates_each_form_once_at_its_size(tmp_path):
