@@ -77,7 +77,7 @@ def fit(domain="image", objective="simclr", encoder=None, data=None, *, signals:
     class (None: the domain's choice). data: a path (data.path), None (the domain's embedded default), or in-memory
     data the domain reads (an array or tensor of samples, `(samples, labels)`, a DataFrame, a list of strings, a
     torch Dataset). settings: any key of the command line, dotted (`**{"domain.patch_size": 4}`) or as a section's
-    dict (`trainer={"max_steps": 200}`). signals: SIGTERM/SIGINT end the run with a checkpoint and raise
+    dict (`trainer={"max_steps": 200}`). signals: SIGTERM, SIGUSR1 and SIGINT end the run with a checkpoint and raise
     multissl.stop.Stopped (default: Python's own handling)."""
     from multissl.train import run
     argv = [f"domain={option('domain', domain)}", f"objective={option('objective', objective)}"]

@@ -1,9 +1,9 @@
-"""Every process of a run stops together. A signal (SIGTERM from a scheduler, SIGINT) may reach one process only —
-one node preempted — so the stop request is agreed across processes at the end of every step: all of them save the
-checkpoint and exit at the same step. An exception on one process (a bad sample, a full disk) would leave the others
-waiting in a collective until the process group's timeout, so the failing process tells the others through the
-process group's store and a watchdog thread in each of them ends it at once; the message is the failing process's,
-shown once."""
+"""Every process of a run stops together. A signal (SIGTERM from a scheduler, SIGUSR1 a while before a time limit —
+SLURM's --signal —, SIGINT) may reach one process only — one node preempted — so the stop request is agreed across
+processes at the end of every step: all of them save the checkpoint and exit at the same step (128 + the signal).
+An exception on one process (a bad sample, a full disk) would leave the others waiting in a collective until the
+process group's timeout, so the failing process tells the others through the process group's store and a watchdog
+thread in each of them ends it at once; the message is the failing process's, shown once."""
 import itertools
 import os
 import signal
@@ -28,13 +28,16 @@ class Stopped(Exception):
         self.signum = signum
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
 class StopSignal:
-    """SIGTERM/SIGINT end the current step; `agreed()` is the stop request of any process."""
+    """SIGTERM, SIGUSR1 and SIGINT end the current step; `agreed()` is the stop request of any process."""
 
     def __init__(self, install: bool = True):
         self.requested, self.signum, self.previous = None, 0, {}
         if install and threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in STOP_SIGNALS}
 
     def handle(self, signum, frame):
         self.requested, self.signum = signal.Signals(signum).name, signum

@@ -154,7 +154,8 @@ def fit_batch(cfg, n_train: int, world: int):
 def run(cfg, data=None, signals: bool = True) -> Path:
     """Train, checkpoint, export and evaluate one run; returns its folder. Every process runs it; an error on any
     process ends all of them (multissl.stop). `data`: in-memory data the domain reads instead of data.path;
-    `signals`: SIGTERM/SIGINT end the run at the next step with a checkpoint (raising multissl.stop.Stopped)."""
+    `signals`: SIGTERM, SIGUSR1 and SIGINT end the run at the next step with a checkpoint (raising
+    multissl.stop.Stopped)."""
     AcceleratorState._reset_state()  # its process-group timeout is this run's (run() may be called again)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[
         InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.trainer.timeout_s))])
