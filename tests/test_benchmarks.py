@@ -157,3 +157,14 @@ def test_shards_benchmark_trains_from_the_folder_its_shards_and_a_local_s3_with_
     assert all(r[k] == rows[0][k] for r in rows for k in ("loss", "knn_acc", "probe_test_acc"))
     assert "The same figures from every source: yes." in capsys.readouterr().out
     assert (tmp_path / "shards.md").read_text().startswith("> **command** `python benchmarks/shards.py --steps 1")
+
+
+@pytest.mark.slow
+def test_encoders_bench_gives_parameters_memory_per_sample_and_step_time(tmp_path, monkeypatch, capsys):
+    import encoders
+    monkeypatch.setenv("MULTISSL_CACHE", str(tmp_path / "cache"))
+    rows = encoders.main(["--presets", "transformer", "--batch", "2", "--steps", "1", "--results", str(tmp_path)])
+    assert [r["preset"] for r in rows] == ["transformer"] and rows[0]["finite"]
+    assert rows[0]["params"] > 0 and rows[0]["ms"] > 0 and rows[0]["rss_mib"] > 0 and math.isfinite(rows[0]["mib_per_sample"])
+    assert "| transformer |" in capsys.readouterr().out
+    assert (tmp_path / "encoders.md").read_text().startswith("> **command** `python benchmarks/encoders.py --presets")
