@@ -189,9 +189,14 @@ class Shards:
         return Items(f"{self.url}/{split}", self.count(split), folder)
 
     def stream(self, split: str) -> Iterator[bytes]:
-        """The split's payloads in order (what corpora, tables and buffers are converted from)."""
+        """The split's payloads in order (what corpora, tables and buffers are converted from). A remote split's
+        chunks, copied to read them, are removed once the last payload was read: the domain keeps its own
+        conversion, and the copy would double the disk it takes."""
         items = self.items(split)
-        return (items[j] for j in range(len(items)))
+        yield from (items[j] for j in range(len(items)))
+        if items.folder is not None:
+            items._ds = None  # LitData's handle on the copied chunks
+            shutil.rmtree(items.folder, ignore_errors=True)
 
 
 # ---- the "files" form: media stored as the files they were (images, audio, video) ---------------------------------

@@ -72,7 +72,8 @@ def test_shards_in_object_storage_train_as_the_local_folder(tiny, tmp_path, s3, 
     url = s3.upload(shards, "photos")
     remote = Shards(url, "image")
     assert remote.meta == Shards(shards, "image").meta
-    assert list(remote.stream("test")) == list(Shards(shards, "image").stream("test"))  # copied once, in order
+    assert list(remote.stream("test")) == list(Shards(shards, "image").stream("test"))  # copied, in order
+    assert not remote.items("test").folder.exists()  # and the copy removed: what streams is converted elsewhere
     args = ("trainer.max_steps=2", "data.batch_size=16")
     assert final(tiny.run(f"data.path={url}", *args, name="s3")) == final(tiny.run(f"data.path={shards}", *args))
     with pytest.raises(UserError, match="cannot read shards at s3://data/nothing"):
