@@ -16,7 +16,7 @@ from multissl import plugins
 from multissl.errors import UserError
 
 GROUPS = ("domain", "objective", "encoder")
-CHOICES = {("trainer", "precision"): ("no", "bf16", "fp16"), ("optim", "name"): ("adamw", "lars"),
+CHOICES = {("trainer", "precision"): ("auto", "no", "bf16", "fp16"), ("optim", "name"): ("adamw", "lars"),
            ("optim", "scale_rule"): ("linear", "sqrt", "none")}
 
 
@@ -226,7 +226,7 @@ def check_types(cfg, default):
             ok = isinstance(got, type(want)) or (isinstance(want, float) and isinstance(got, int))
             if isinstance(want, int) and isinstance(got, bool) and not isinstance(want, bool):
                 ok = False
-            if want == "auto":
+            if want == "auto" and (section, key) not in CHOICES:  # auto or a count (data.num_workers)
                 ok = got == "auto" or isinstance(got, int) and not isinstance(got, bool) and got >= 0
                 if not ok:
                     fail(f"{section}.{key} must be auto or a count of at least 0, got {got!r}")

@@ -1,16 +1,26 @@
-"""trainer.precision: `no`, `bf16` or `fp16` autocast on the training device — a CPU included (accelerate leaves fp16
-off on a CPU without a word, so the engine does its own autocast) — and for fp16 a gradient scaler whose every step,
-skipped or not, updates the scale: an overflow skips the optimizer step, halves the scale, and training goes on."""
+"""trainer.precision: `auto` (bf16 on a CUDA GPU that has it, else float32), `no`, `bf16` or `fp16` autocast on the
+training device — a CPU included (accelerate leaves fp16 off on a CPU without a word, so the engine does its own
+autocast) — and for fp16 a gradient scaler whose every step, skipped or not, updates the scale: an overflow skips the
+optimizer step, halves the scale, and training goes on."""
 import torch
 
 DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def resolve(name: str, device) -> str:
+    """trainer.precision=auto -> bf16 on a CUDA device that computes in it (tensor cores: Ampere and later), else no
+    (float32: CPUs and older GPUs, where bf16 is emulated or slow); any other name as it is."""
+    if name != "auto":
+        return name
+    return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+
+
 class Precision:
     def __init__(self, name: str, device: torch.device):
+        name = resolve(name, device)
         if name not in DTYPES:
             from multissl.errors import UserError
-            raise UserError(f"trainer.precision={name} is not one of: {', '.join(DTYPES)}")
+            raise UserError(f"trainer.precision={name} is not one of: auto, {', '.join(DTYPES)}")
         self.name, self.device, self.dtype = name, torch.device(device), DTYPES[name]
         self.scaler = torch.amp.GradScaler(self.device.type) if name == "fp16" else None
 

@@ -187,6 +187,9 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
     optimizer = build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay, cfg.optim.betas)
     precision = Precision(t.precision, device)
+    if t.precision == "auto" and precision.dtype is not None and accelerator.is_main_process:
+        print(f"multissl: trainer.precision=auto: {precision.name} autocast on {device} (trainer.precision=no for "
+              f"float32)", file=sys.stderr)
     n_classes = optional(domain, Domain, "num_classes")
     probe = monitor.OnlineProbe(encoder.dim, n_classes, t.probe_lr).to(device) if n_classes and n_classes > 1 else None
     resumed = checkpoint.resume(saved, model, optimizer, probe, precision.scaler, folder)

@@ -74,3 +74,13 @@ def test_the_scaler_updates_on_a_skipped_step():
         p.step(opt, apply)
         opt.zero_grad()
     assert p.scaler.get_scale() == 2.0 ** 15 and torch.allclose(w.detach(), torch.full((3,), 0.9))
+
+
+def test_auto_is_bf16_on_a_cuda_device_that_has_it_and_float32_elsewhere(monkeypatch):
+    from multissl.precision import resolve
+    assert resolve("auto", "cpu") == "no" and Precision("auto", "cpu").dtype is None  # a CPU keeps float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve("auto", "cuda:0") == "bf16" and resolve("auto", "cpu") == "no"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # before Ampere
+    assert resolve("auto", "cuda:0") == "no"
+    assert [resolve(n, "cuda:0") for n in ("no", "bf16", "fp16")] == ["no", "bf16", "fp16"]  # as asked
