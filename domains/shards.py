@@ -81,7 +81,7 @@ def write(domain: str, splits: dict[str, Records], out, source: str, chunk_bytes
         writer = BinaryWriter(str(out / split), chunk_bytes=chunk_bytes)
         n = 0
         for n, payload in enumerate(rec.payloads(), 1):
-            # an array leaf: LitData keeps such items in its plain layout, which it can read by byte range
+            # an array leaf keeps LitData's plain item layout (items of JSON-able leaves alone get an Arrow footer)
             writer[n - 1] = {"data": np.frombuffer(bytes(payload) or b"\0", np.uint8), "size": len(payload)}
         if n != rec.count:
             raise UserError(f"{source}: the {split} split gave {n} items where {rec.count} were listed; it changed "

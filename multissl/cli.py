@@ -78,6 +78,15 @@ def compose_raw(overrides: list[str]):
         return compose("train", overrides=overrides, return_hydra_config=True)
 
 
+def take_option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """(the value after `flag`, argv without the two) — (None, argv) when argv has no `flag`: a tool's own option
+    beside the key=value overrides."""
+    if flag not in argv:
+        return None, list(argv)
+    i = argv.index(flag)
+    return (argv[i + 1] if i + 1 < len(argv) else None), argv[:i] + argv[i + 2:]
+
+
 def config_dir_args(argv: list[str]) -> list[str]:
     """argv without its `--config-dir DIR` / `--config-dir=DIR` arguments, whose folders are added to the search."""
     rest, i = [], 0

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from multissl.contracts import Objective, optional  # noqa: E402
+from multissl.cli import take_option  # noqa: E402
 from multissl.errors import UserError  # noqa: E402
 
 RANKS = ("rankme", "rankme_proj", "erank", "erank_proj", "rdm/erank_online", "rdm/erank_target", "rdm/diff")
@@ -151,10 +152,7 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if argv else 2)
-    out = None
-    if "--out" in argv:
-        i = argv.index("--out")
-        out, argv = argv[i + 1] if i + 1 < len(argv) else None, argv[:i] + argv[i + 2:]
+    out, argv = take_option(argv, "--out")
     try:
         print(report(argv, out))
     except UserError as e:

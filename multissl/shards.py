@@ -10,7 +10,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from multissl.cli import compose_config
+from multissl.cli import compose_config, take_option
 from multissl.contracts import CAPABILITIES, Sharded, has
 from multissl.errors import UserError
 from multissl.registry import resolve
@@ -41,10 +41,7 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if argv else 2)
-    chunk_bytes = None
-    if "--chunk-bytes" in argv:
-        i = argv.index("--chunk-bytes")
-        chunk_bytes, argv = (argv[i + 1] if i + 1 < len(argv) else None), argv[:i] + argv[i + 2:]
+    chunk_bytes, argv = take_option(argv, "--chunk-bytes")
     paths = [a for a in argv if "=" not in a]
     try:
         if len(paths) != 2:

@@ -1,7 +1,7 @@
 """Where text comes from: the embedded chatterbot corpus; a .txt file (one sample per line); a folder of .txt files
 (one sample per file, class subfolders label them, train/ and test/ honoured); a .csv / .tsv / .parquet / .jsonl table
 (data.text_column, data.target; a text table's delimiter sniffed as for tables: , ; tab |); an HF dataset (a saved
-folder or hf:<name>) with a string column; shards of the "texts" form (`records` writes them); texts in memory
+folder or hf:<name>) with a string column; shards of the "texts" form (text/shards.py); texts in memory
 (`memory`). Each is a `Source`: its splits as chunks of samples, and a key that changes when what is read changes.
 `Corpus` reads a source once into the cache (flat UTF-8 and label files, `tokens`), and later runs read that instead.
 
@@ -303,6 +303,7 @@ def source(data: dict) -> Source:
     kind, where = locate(path, "a .txt file, a folder of .txt files, a .csv/.parquet/.jsonl table, a saved HF "
                                "dataset or shards", folders=True, files=True)
     if kind == "shards":
+        from .shards import shard_source  # it reads through this module's Source
         return shard_source(where)
     if kind == "folder":
         return folder(where, bool(data.get("skip_bad")))
@@ -315,40 +316,6 @@ def source(data: dict) -> Source:
                         f"{' '.join(TABLES)} tables, a folder of .txt files, a saved HF dataset)")
     return Source(fingerprint("lines", [where]), lambda: {"train": ((v, None) for v in batches(lines(where)))},
                   "empty lines", str(where))
-
-
-def records(data: dict, cache_dir) -> dict:
-    """data.path's corpus as shard items of the "texts" form: per split, each sample's text in UTF-8 as the corpus
-    holds it (empty samples left out, as training leaves them), its label an id into the label names of every split
-    (train's first), the labels None for a split the source leaves unlabelled."""
-    from ..shards import Records
-    read = Corpus(source(data), cache_dir)
-    classes = list(dict.fromkeys(n for names in read.names.values() for n in names or []))
-    index = {c: k for k, c in enumerate(classes)}
-
-    def split(name):
-        texts, labels = read.texts(name), read.labels(name)
-        ids = None if labels is None else [-1 if v is None else index[v] for v in labels]
-        return Records("texts", len(texts), lambda: (texts[i].encode("utf-8") for i in range(len(texts))), ids,
-                       classes)
-    return {name: split(name) for name in read.sizes}
-
-
-def shard_source(where: str) -> Source:
-    """Shards `records` wrote, streamed in order (remote chunks copied once into the cache); the labels become their
-    names again, as the files' readers give them, so the corpus and the classes are the files' own."""
-    from ..shards import Shards
-    shards = Shards(where, "text")
-
-    def chunks(split):
-        labels = shards.meta["splits"][split]["labels"]  # None: unlabelled, unlike Shards.labels' -1s
-        texts = (b.decode("utf-8") for b in shards.stream(split))
-        for start, values in zip(itertools.count(0, CHUNK), batches(texts)):
-            yield values, None if labels is None else [None if c < 0 else shards.classes[c]
-                                                       for c in labels[start:start + len(values)]]
-
-    return Source(fingerprint(["shards", shards.version]), lambda: {split: chunks(split) for split in shards.splits},
-                  "empty texts", shards.url)
 
 
 class Corpus:

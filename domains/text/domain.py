@@ -14,7 +14,7 @@ from ..cache import default_cache_dir
 from ..files import say_unseen
 from ..patches import positions
 from ..tabular.table import split_rows
-from . import corpus
+from . import corpus, shards
 from .baseline import tfidf_knn
 from .losses import masked_token_loss
 from .tokenizer import Vocab, cached, read_file
@@ -133,8 +133,8 @@ class TextDomain:
     @staticmethod
     def records(data: dict) -> dict:
         """data.path's corpus as shard items: each sample's text, in the order, splits and with the labels the corpus
-        readers give (corpus.records; the corpus is read into the cache as training reads it)."""
-        return corpus.records(data, default_cache_dir())
+        readers give (text/shards.py; the corpus is read into the cache as training reads it)."""
+        return shards.records(data, default_cache_dir())
 
     @property
     def num_classes(self) -> int | None:

@@ -7,7 +7,6 @@ VideoDomain keeps its recipe, loading the clips (split, statistics) and its stat
 views.py (temporal crops and spatial parameters drawn per sample, applied a batch at a time), inputs.py (clips ->
 standardized model input), tokens.py (the tubelet, the grid, the masks) and evaluation.py (kNN on other labels,
 raw-pixel baselines)."""
-import io
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -21,7 +20,7 @@ from multissl.errors import UserError
 from ..cache import default_cache_dir
 from ..memory import given
 from ..patches import PatchEmbed, masked_mse, patchify
-from . import evaluation, inputs, moving, tokens
+from . import evaluation, inputs, moving, shards, tokens
 from .tokens import MASKS
 from .views import apply_groups, centre_window, spatial_draw, temporal_crops
 
@@ -113,19 +112,9 @@ class VideoDomain:
 
     @staticmethod
     def records(data: dict) -> dict:
-        """data.path's videos as shard items (domains.shards), in the order and with the labels and classes training
-        reads: video files (a folder's, an HF Video column's) each as stored, the .gif ones listed in the info; clips
-        of arrays each an .npy of uint8 [t c h w] (form "arrays")."""
-        from ..shards import Records, file_records, source_bytes
-        from .sources import FileClips, load
-        splits = load(data, None, 1)
-        if not isinstance(splits["train"], FileClips):
-            return {s: Records("arrays", len(c), lambda c=c: (npy_bytes(c.clip(j)) for j in range(len(c))), c.labels,
-                               c.classes) for s, c in splits.items()}
-        gifs = {s: [j for j in range(len(c)) if c._is_gif(j)] for s, c in splits.items()}  # META keeps one info
-        return {s: file_records(len(c), lambda j, c=c: source_bytes(c._source(j)), c.labels,
-                                {name: k for k, name in enumerate(c.classes or [])}, {"gif": gifs})
-                for s, c in splits.items()}
+        """data.path's videos as shard items, in the order and with the labels and classes training reads
+        (video/shards.py)."""
+        return shards.records(data)
 
     @property
     def num_classes(self) -> int | None:
@@ -240,10 +229,3 @@ class VideoDomain:
             return {}
         return evaluation.knn_metrics(tr, te, self.extra, embed, limit,
                                       lambda ds: evaluation.raw_pixels(ds, self.eval_raw, self.size), self._pixels)
-
-
-def npy_bytes(a: np.ndarray) -> bytes:
-    """An array as the bytes of its .npy file."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
-    return buf.getvalue()

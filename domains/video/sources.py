@@ -16,7 +16,6 @@ from ..files import hf_splits, labelled, locate, scan, split_folders
 from ..image import resize_uint8
 from ..memory import describe, encode_labels, in_memory, is_array, numpy, unpack
 from ..rows import Rows
-from ..shards import Payloads, Shards
 from .decode import backend, gif_probe, gif_read
 
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
@@ -190,37 +189,6 @@ class ItemClips(FileClips):
 
     def _is_gif(self, j: int) -> bool:
         return self.files[j] in self.gifs
-
-
-class ShardArrays(ArrayClips):
-    """The items of "arrays" shards (domains.shards), each one clip uint8 [t c h w] saved by np.save, loaded when
-    read (VideoDomain.records writes them)."""
-
-    def __init__(self, shards, split: str, size: int | None, min_frames: int):
-        self.items, self.labels, self.classes = Payloads(shards, split), shards.labels(split), shards.classes
-        first = self.clip(0)  # [t c h w]: every item of a split has its shape
-        if len(first) < min_frames:
-            raise UserError(f"{self.items.name(0)}: clips of {len(first)} frames, fewer than the {min_frames} a "
-                            f"clip needs; lower domain.frames or domain.stride")
-        self.length, self.size = len(first), size or min(first.shape[-2:])
-        self.shape = (first.shape[1], self.size, self.size)
-
-    def frames(self, i: int) -> int:
-        return self.length
-
-    def clip(self, i: int) -> np.ndarray:
-        return np.load(self.items.source(i), allow_pickle=False)
-
-
-def shards(where: str, size: int | None, min_frames: int, skip_bad: bool, decoder: str) -> dict:
-    """Shards of video files or of clips (domains.shards), read per item as the files or arrays they came from."""
-    opened, out = Shards(where, "video"), {}
-    for split in opened.splits:
-        out[split] = (ShardArrays(opened, split, size, min_frames) if opened.form == "arrays" else
-                      ItemClips(Payloads(opened, split), opened.labels(split), opened.classes, size, min_frames,
-                                skip_bad, decoder, opened.info.get("gif", {}).get(split, ())))
-        size = out[split].shape[-1]  # the test split is read at the training size
-    return out
 
 
 # ---- arrays -------------------------------------------------------------------------------------------------
@@ -402,6 +370,7 @@ def load(data: dict, size: int | None, min_frames: int, decoder: str = "auto", c
     elif kind == "file":
         out = arrays(where, size, min_frames, cache_dir)
     elif kind == "shards":
+        from .shards import shards  # its readers are this module's Clips
         out = shards(where, size, min_frames, skip_bad, decoder)
     else:
         out = hf(str(where), kind == "saved", size, min_frames, skip_bad, decoder)
