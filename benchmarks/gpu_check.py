@@ -2,7 +2,8 @@
 (224-px JPEGs, 10-s clips, 84 x 84 x 4 stacks, a 50-column table), in one process, printing samples/s, the data
 share of the step, peak device memory and whether every loss stayed finite (exit status 1 if not).
 
-    python benchmarks/gpu_check.py                        # CUDA when there is one: bf16, 300 steps
+    python benchmarks/gpu_check.py                        # CUDA when there is one: bf16, 300 steps, then the
+                                                          # strategy, compile and precision rows (benchmarks/scaling.py)
     python benchmarks/gpu_check.py --device cpu --steps 1 --scale 0.03 -- data.batch_size=8   # the CI smoke test
 """
 import argparse
@@ -25,6 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="realistic data set size factor")
     p.add_argument("--domains", default="image,audio,rl,tabular,text,video")
     p.add_argument("--objectives", default=FAMILIES)
+    p.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=cuda,
+                   help="then benchmarks/scaling.py's rows (strategies on 2+ GPUs, compile, precision)")
     results.add_argument(p)
     p.add_argument("overrides", nargs="*", help="training overrides, e.g. data.batch_size=128")
     args = p.parse_args(argv)
@@ -48,6 +51,11 @@ def main(argv=None) -> int:
             print(lines[-1], flush=True)
     results.write(Path(args.results) / "gpu-check.md", "\n".join(lines), results.command_line(__file__, argv),
                   note=setting + ".")
+    if args.scaling:
+        import scaling
+        several = args.device.startswith("cuda") and torch.cuda.device_count() > 1
+        scaling.main(["--device", args.device, "--rows", ",".join(scaling.ROWS) if several else "compile,precision",
+                      "--results", str(args.results)])
     return 0 if ok else 1
 
 

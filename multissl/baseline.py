@@ -8,17 +8,16 @@ from multissl import monitor
 from multissl.contracts import Downstream, optional
 
 
-def snapshot(encoder) -> dict:
-    """The encoder's weights and buffers now (before the first step: its initial state), on the CPU."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in encoder.state_dict().items()}
+def snapshot(encoder):
+    """A copy of the encoder as it is now (before the first step: its initial weights), on the CPU — taken before
+    the engine shards or compiles the encoder it trains."""
+    return copy.deepcopy(encoder).cpu()
 
 
-def untrained_metrics(encoder, init: dict, domain, train_set, test_set, device, knn_k: int, knn_temperature: float,
+def untrained_metrics(init, domain, train_set, test_set, device, knn_k: int, knn_temperature: float,
                       limit: int | None) -> dict:
-    """kNN accuracy, RankMe and the domain's own downstream metrics of a copy of `encoder` holding `init`."""
-    fresh = copy.deepcopy(encoder)
-    fresh.load_state_dict(init)
-    fresh.eval()
+    """kNN accuracy, RankMe and the domain's own downstream metrics of `init`, the encoder's snapshot."""
+    fresh = init.to(device).eval()
     train_set, test_set = monitor.eval_sets(train_set, test_set, limit)  # the samples the trained encoder had
     out = monitor.heldout_metrics(fresh, domain, train_set, test_set, device, knn_k, knn_temperature)[0]
     out |= monitor.domain_metrics(fresh, domain, device, monitor.downstream_cap(limit))

@@ -17,7 +17,7 @@ from multissl.errors import UserError
 
 GROUPS = ("domain", "objective", "encoder")
 CHOICES = {("trainer", "precision"): ("auto", "no", "bf16", "fp16"), ("optim", "name"): ("adamw", "lars"),
-           ("optim", "scale_rule"): ("linear", "sqrt", "none")}
+           ("optim", "scale_rule"): ("linear", "sqrt", "none"), ("trainer", "strategy"): ("ddp", "fsdp", "average")}
 
 
 def options(group: str) -> list[str]:

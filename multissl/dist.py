@@ -170,10 +170,13 @@ def _buckets(grads: list[torch.Tensor], limit: int):
 def average_gradients(module: torch.nn.Module, bucket_bytes: int | None = None):
     """Mean of every gradient over processes, after backward, in place: one all-reduce per flat bucket of
     at most `bucket_bytes` (BUCKET_BYTES) rather than one per parameter (on 2 processes bitwise the same
-    values: each element is the same sum of two; on more, the reduction may add in another order). Done here
-    rather than by DDP's overlapping bucket all-reduce, which does not compose with the all-reduce inside
-    `gather`'s backward (BYOL's gradients came out wrong under DDP; the 2- vs 1-process gradients are checked
-    in tests/engine/test_distributed.py). Gradients that are None stay None."""
+    values: each element is the same sum of two; on more, the reduction may add in another order). It is
+    trainer.strategy=average; the default, ddp, overlaps the same all-reduce with the backward pass (multissl.strategy),
+    which composes with the all-reduce inside `gather`'s backward: every process runs the same backward, so the
+    collectives come in the same order everywhere. (BYOL's gradients once came out wrong under DDP for another reason:
+    BatchNorm conversion gave the EMA teacher fresh Parameters that required grad and never got one, and DDP without
+    find_unused_parameters leaves a bucket that waits for such a parameter, and every bucket after it, unreduced —
+    silently on the first step.) Gradients that are None stay None."""
     if world_size() > 1:
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         for bucket in _buckets(grads, bucket_bytes or BUCKET_BYTES):

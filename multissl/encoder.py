@@ -2,6 +2,7 @@
 same embedder -> flattened -> MLP (MLPEncoder, for a fixed number of tokens, e.g. table features)."""
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from multissl.data import join
 from multissl.errors import UserError
@@ -43,11 +44,11 @@ class Encoder(nn.Module):
     supports_padding = True
 
     def __init__(self, domain, dim: int = 64, depth: int = 3, heads: int = 4, mlp_ratio: float = 2.0,
-                 pool: str = "cls", dropout: float = 0.0):
+                 pool: str = "cls", dropout: float = 0.0, checkpointing: bool = False):
         super().__init__()
         if pool not in ("cls", "mean"):
             raise ValueError(f"encoder.pool must be cls or mean, got {pool!r}")
-        self.dim, self.pool = dim, pool
+        self.dim, self.pool, self.checkpointing = dim, pool, checkpointing
         self.embed = domain.embedder(dim)  # raw model input -> [b n d] with positions added
         self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         layer = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout, activation="gelu",
@@ -63,7 +64,12 @@ class Encoder(nn.Module):
         skips it, so a sample's outputs do not depend on what it is batched with.
         Returns (tokens [b k d], pooled [b d])."""
         t, pad = self.block_input(x, keep, pad)
-        t = self.norm(self.blocks(t, src_key_padding_mask=pad))
+        if self.recomputes():
+            for block in self.blocks.layers:
+                t = self.run_block(block, t, pad)
+        else:
+            t = self.blocks(t, src_key_padding_mask=pad)
+        t = self.norm(t)
         if self.cls is not None:
             return t[:, 1:], t[:, 0]
         return t, masked_mean(t, pad)
@@ -79,6 +85,17 @@ class Encoder(nn.Module):
                 pad = torch.cat([pad.new_zeros(pad.shape[0], 1), pad], 1)
         return t, pad
 
+    def recomputes(self) -> bool:
+        """encoder.checkpointing, where it saves memory: a training forward that keeps activations for backward."""
+        return self.checkpointing and self.training and torch.is_grad_enabled()
+
+    def run_block(self, block: nn.Module, t: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        """One transformer block over t [b k d]; with encoder.checkpointing its activations are not kept but
+        recomputed in the backward pass (the same dropout: checkpoint restores the random state)."""
+        if self.recomputes():
+            return checkpoint(block, t, src_key_padding_mask=pad, use_reentrant=False)
+        return block(t, src_key_padding_mask=pad)
+
     def hidden_states(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None) -> list:
         """The output of every transformer block, first to last, each [b k d] (tokens only: no cls), before the
         final norm; the input as in `forward`, so `self.norm` of the last one is forward's tokens. For targets
@@ -86,7 +103,7 @@ class Encoder(nn.Module):
         t, pad = self.block_input(x, keep, pad)
         out = []
         for block in self.blocks.layers:  # what self.blocks does, one block at a time
-            t = block(t, src_key_padding_mask=pad)
+            t = self.run_block(block, t, pad)
             out.append(t[:, 1:] if self.cls is not None else t)
         return out
 

@@ -62,10 +62,12 @@ class ExportedEncoder(nn.Module):
         save(folder, self.domain)
 
 
-def save_encoder(folder: Path, encoder: nn.Module, domain_cfg, encoder_cfg, domain_state: dict):
+def save_encoder(folder: Path, encoder: nn.Module | dict, domain_cfg, encoder_cfg, domain_state: dict):
+    """`encoder`: the module or its whole state_dict (gathered from its shards)."""
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
-    weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    state = encoder if isinstance(encoder, dict) else encoder.state_dict()
+    weights = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {"format": FORMAT,
             "domain": OmegaConf.to_container(domain_cfg, resolve=True),
             "encoder": OmegaConf.to_container(encoder_cfg, resolve=True),

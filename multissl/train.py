@@ -17,10 +17,11 @@ from omegaconf import open_dict
 from torch import nn
 from tqdm import tqdm
 
-from multissl import baseline, checkpoint, dist, monitor
+from multissl import baseline, checkpoint, dist, monitor, strategy
 from multissl.build import build, build_domain, build_models, make  # noqa: F401  (the engine's API)
 from multissl.cli import load_config
-from multissl.contracts import Domain, Objective, optional
+from multissl.compiled import compile_model
+from multissl.contracts import Domain, Objective, VariableLength, has, optional
 from multissl.data import make_views, objective_loader, steps, to_device
 from multissl.errors import UserError, disk_error, needs_extras
 from multissl.export import save_encoder
@@ -53,8 +54,8 @@ def resume_command(cfg, folder: Path, world: int) -> str:
 
 
 def prepare_model(encoder, objective, accelerator) -> SSLModel:
-    """On the device, identical on every process, BatchNorm over the global batch. No DDP wrapper:
-    gradients are averaged after backward (`dist.average_gradients`)."""
+    """On the device, identical on every process, BatchNorm over the global batch (trainer.strategy then shares
+    it out: multissl.strategy.wrap)."""
     model = SSLModel(encoder, objective)
     if accelerator.num_processes > 1:
         model = dist.sync_batchnorm(model, device=accelerator.device)
@@ -183,6 +184,9 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     model = prepare_model(encoder, objective, accelerator)
     encoder, objective = model.encoder, model.objective
     init = baseline.snapshot(encoder) if t.baseline else None  # the same seed's weights before any step
+    if t.compile:
+        compile_model(model, dynamic=has(domain, VariableLength))
+    runner = strategy.wrap(model, t.strategy)  # what each step calls; `model` holds the (sharded) parameters
     after_step = optional(objective, Objective, "after_step")
     lr = scaled_lr(cfg.optim.base_lr, cfg.data.batch_size, cfg.optim.scale_rule)
     optimizer = build_optimizer(cfg.optim.name, [model], lr, cfg.optim.weight_decay, cfg.optim.betas)
@@ -192,21 +196,24 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
               f"float32)", file=sys.stderr)
     n_classes = optional(domain, Domain, "num_classes")
     probe = monitor.OnlineProbe(encoder.dim, n_classes, t.probe_lr).to(device) if n_classes and n_classes > 1 else None
-    resumed = checkpoint.resume(saved, model, optimizer, probe, precision.scaler, folder)
+    resumed = checkpoint.resume(strategy.place(saved, model, optimizer), model, optimizer, probe, precision.scaler,
+                                folder)
     step, saved = resumed or 0, None
     main = accelerator.is_main_process
     runlog = RunLog(folder, cfg, resumed, main)
 
     def evaluate() -> dict:
-        out = monitor.evaluate(encoder, objective, domain, train_set, test_set, probe, device, t.knn_k,
-                               t.knn_temperature, t.eval_samples)
+        with strategy.whole(model):
+            out = monitor.evaluate(encoder, objective, domain, train_set, test_set, probe, device, t.knn_k,
+                                   t.knn_temperature, t.eval_samples)
         return out | monitor.collapse_warning(out, t.collapse_rankme, t.collapse_std,
                                               optional(objective, Objective, "collapse_hint"))
 
     def save_checkpoint():
+        state = strategy.full(checkpoint.training_state(step, model, optimizer, probe, domain.state(),
+                                                        precision.scaler))  # gathered by every process
         if main:
-            checkpoint.save(folder / "checkpoints", step, checkpoint.training_state(
-                step, model, optimizer, probe, domain.state(), precision.scaler))
+            checkpoint.save(folder / "checkpoints", step, state)
         accelerator.wait_for_everyone()
 
     accum = t.accumulate
@@ -223,19 +230,20 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
         # a skipped step leaves buffers (BN statistics, queues) as they were
         buffers = [b.clone() for b in model.buffers()]
         loss, reps, ys, logs = 0.0, [], [], ScalarLogs(cfg.meta.objective)
-        for batch in micro_batches:  # the step's loss is the mean of the micro-batch losses
+        for i, batch in enumerate(micro_batches):  # the step's loss is the mean of the micro-batch losses
             batch = make_views(domain, to_device(batch, device))
             skipped += batch.pop("skipped")
-            with precision.autocast():
-                micro_loss, out = model(batch, sched)
-            precision.backward(micro_loss / accum)
+            with strategy.sync(runner, model, last=i == len(micro_batches) - 1):
+                with precision.autocast():
+                    micro_loss, out = runner(batch, sched)
+                precision.backward(micro_loss / accum)
             loss = loss + micro_loss.detach().float() / accum
             logs.add(out)
             reps.append(dist.gather(out["rep"]))
             ys.append(dist.gather(batch["y"]))
-        dist.average_gradients(model)
+        strategy.after_backward(model, t.strategy)
         precision.unscale(optimizer)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
+        grad_norm = strategy.grad_norm(accelerator.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf))
         mean_loss = accelerator.reduce(loss, "mean")
         finite = bool(torch.isfinite(mean_loss) and torch.isfinite(grad_norm))
         precision.step(optimizer, finite)  # else: skip the update, count it
@@ -276,11 +284,12 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     bar.close()
     stop.restore()
     save_checkpoint()  # the checkpoint and the export come first: an evaluation that fails loses neither
+    weights = strategy.full(encoder.state_dict())
     if main:
-        save_encoder(folder / "encoder", encoder, cfg.domain, cfg.encoder, domain.state())
+        save_encoder(folder / "encoder", weights, cfg.domain, cfg.encoder, domain.state())
     final = evaluate()
     if init is not None:
-        final |= baseline.untrained_metrics(encoder, init, domain, train_set, test_set, device, t.knn_k,
+        final |= baseline.untrained_metrics(init, domain, train_set, test_set, device, t.knn_k,
                                             t.knn_temperature, t.eval_samples)
     runlog.write({"step": step, **final})
     if main:

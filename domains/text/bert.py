@@ -17,7 +17,8 @@ class BertEncoder(nn.Module):
     domains = ("text",)
 
     def __init__(self, domain, dim: int = 64, depth: int = 3, heads: int = 4, mlp_ratio: float = 2.0,
-                 pool: str = "cls", dropout: float = 0.1, pretrained: str | None = None):
+                 pool: str = "cls", dropout: float = 0.1, pretrained: str | None = None,
+                 checkpointing: bool = False):
         super().__init__()
         transformers = require("transformers", "encoder=bert")
         if pool not in ("cls", "mean"):
@@ -36,6 +37,9 @@ class BertEncoder(nn.Module):
                                           hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
             self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
         self.dim = self.bert.config.hidden_size
+        if checkpointing:  # each layer recomputed in the backward pass of a training forward (transformers' own)
+            enable = getattr(self.bert, "activation_checkpointing_enable", None)  # newer transformers; older: the other
+            (enable or self.bert.gradient_checkpointing_enable)({"use_reentrant": False})
 
     def inputs(self, x, keep, pad):
         """[CLS] + the kept ids [b 1+k], their positions (the CLS at 0, token i at 1 + i) and attention mask."""

@@ -16,7 +16,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
-from multissl import dist
+from multissl import strategy
 from multissl.build import build_domain, build_models
 from multissl.data import make_views, objective_loader
 from multissl.registry import resolve
@@ -32,7 +32,8 @@ def double(x):
 
 def parity_step(cfg, domain) -> dict:
     """The first step's loss and gradients as the engine computes them on this process's part of the global batch
-    (after the gradient average), in float64: the check is about gathering and averaging."""
+    (after the gradient exchange of trainer.strategy; sharded gradients gathered whole), in float64: the check is about
+    gathering and averaging."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # parameters; the data pipeline's float32 views are cast below
     try:
@@ -45,11 +46,12 @@ def parity_step(cfg, domain) -> dict:
         batch = make_views(domain, next(iter(loader)))
         batch.pop("skipped")
         batch = {k: [double(v) for v in x] if isinstance(x, list) else double(x) for k, x in batch.items()}
-        loss, _ = model(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0})
+        runner = strategy.wrap(model, cfg.trainer.strategy)
+        loss, _ = runner(batch, {"ema": 0.99, "lr": 0.0, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0})
         loss.backward()
-        dist.average_gradients(model)
-        return {"loss": acc.reduce(loss.detach(), "mean").item(),
-                "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}}
+        strategy.after_backward(model, cfg.trainer.strategy)
+        grads = strategy.full({k: p.grad for k, p in model.named_parameters() if p.grad is not None})
+        return {"loss": acc.reduce(loss.detach(), "mean").item(), "grads": {k: g.clone() for k, g in grads.items()}}
     finally:
         torch.set_default_dtype(previous)
 

@@ -40,16 +40,27 @@ E2E |= {f"{d}-{o}": (f"domain={d}", f"objective={o}", *TINY_ENCODER, "data.batch
         for d, o in dict((o, (d, o)) for d, o in reversed(PAIRS)).values() if ("image", o) not in PAIRS}
 # images read by index from shards (tests/tiny.write_image_shards, in the launch's folder: {shards})
 E2E["image-shards"] = ("domain=image", "objective=simclr", *TINY_ENCODER, "data.batch_size=16", "data.path={shards}", *RUN)
+# the other strategies end to end (the default, ddp, runs every entry above): sharded with an EMA teacher and an
+# lr-scaled predictor, with a last layer frozen for the first step and a centre, on variable-length texts; the
+# after-backward average; and 2 micro-batches a step, the gradients exchanged on the last one only
+E2E |= {f"{d}-{o}-{st}": (f"domain={d}", f"objective={o}", f"trainer.strategy={st}", *TINY_ENCODER, "data.batch_size=32",
+                          *domain_data([f"domain={d}"]), *RUN, *more)
+        for d, o, st, *more in (("image", "byol", "fsdp"), ("image", "dino", "fsdp", "objective.freeze_last_layer=2"),
+                                ("text", "simclr", "fsdp"), ("image", "simclr", "average"),
+                                ("image", "vicreg", "ddp", "trainer.accumulate=2"),
+                                ("image", "mae", "fsdp", "trainer.accumulate=2"))}
+STRATEGIES = ("ddp", "fsdp")  # the parity tier's, on 2 processes (one process has none)
 QUEUE = {"_target_": "toys.QueueContrast", "size": 48, "dim": 16, "temperature": 0.2}
 
 
-def parity() -> dict:
-    """First-step loss and gradients of every domain x objective as the engine computes them, in float64 (the
-    check is about gathering and averaging; float32 summation order alone moved a SimCLR gradient by 2e-5):
-    multissl.testing's parity step, the one plugin authors run."""
+def parity(strategy: str = "ddp") -> dict:
+    """First-step loss and gradients of every domain x objective as the engine computes them with trainer.strategy
+    `strategy`, in float64 (the check is about gathering and averaging; float32 summation order alone moved a SimCLR
+    gradient by 2e-5): multissl.testing's parity step, the one plugin authors run."""
     results, domains = {}, {}
     for name, (d, *args) in PARITY.items():
-        cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"])])
+        cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"]),
+                           f"trainer.strategy={strategy}"])
         if d not in domains:
             domains[d] = build_domain(cfg)
         results[name] = parity_step(cfg, domains[d])
@@ -74,6 +85,36 @@ def queue(out: Path):
     run(cfg)
 
 
+def sharding() -> dict:
+    """Elements this process holds of the image transformer's parameters, their gradients and AdamW's state under
+    trainer.strategy=fsdp after one step, against the whole model's."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from multissl import strategy
+    from multissl.build import build_models
+    from multissl.data import make_views, objective_loader
+    from multissl.train import prepare_model
+    cfg = load_config(["domain=image", "objective=byol", "encoder.dim=32", "encoder.depth=4", "encoder.heads=2",
+                       "data.batch_size=16", *domain_data(["domain=image"])])
+    AcceleratorState._reset_state()
+    domain = build_domain(cfg)
+    model = prepare_model(*build_models(cfg, domain), Accelerator(cpu=True))
+    whole = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    runner = strategy.wrap(model, "fsdp")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    loader = objective_loader(domain.dataset("train"), domain, model.objective, 0, 16, 0, 1, dist.rank(),
+                              dist.world_size())
+    batch = make_views(domain, next(iter(loader)))
+    batch.pop("skipped")
+    runner(batch, {"ema": 0.99, "lr": 1e-3, "wd": 0.0, "step": 0, "total_steps": 1, "progress": 0.0})[0].backward()
+    opt.step()
+    local = [p for p in model.parameters() if p.requires_grad]
+    return {"whole": whole, "params": sum(p.to_local().numel() for p in local),
+            "grads": sum(p.grad.to_local().numel() for p in local if p.grad is not None),
+            "adam": sum(v.to_local().numel() for st in opt.state.values() for k, v in st.items() if k != "step")}
+
+
 def collectives() -> dict:
     """all_gather and all_reduce of a tensor that differs per process."""
     x = torch.arange(6.0).view(3, 2) + 10 * dist.rank()
@@ -85,10 +126,12 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1):
-        results = {"parity": parity()}
+        results = {"parity": {st: parity(st) for st in STRATEGIES}}
         end_to_end(out / "two")
         queue(out / "two")
         results["collectives"] = collectives()
+        if dist.world_size() > 1:
+            results["sharding"] = sharding()
     if dist.rank() == 0:
         torch.save(results, out / "two.pt")
     if dist.is_dist():

@@ -4,6 +4,7 @@ recipe and of every domain, a queue filled in after_step, and the plain collecti
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 import torch
 
 from multissl import checkpoint
+from multissl.cli import load_config
+from multissl.train import run
 
 from tiny import write_image_shards
 
@@ -48,10 +51,13 @@ def launched(tmp_path_factory):
     return d, one, torch.load(d / "two.pt", weights_only=True)
 
 
+@pytest.mark.parametrize("strategy", worker.STRATEGIES)
 @pytest.mark.parametrize("pair", list(worker.PARITY))
-def test_first_step_loss_and_gradients_match(launched, pair):
+def test_first_step_loss_and_gradients_match(launched, pair, strategy):
+    """ddp reduces gradients in buckets while the backward pass runs, around the all-reduce inside `gather`'s
+    backward; fsdp reduce-scatters them to shards (gathered whole here). Either way, every gradient is one process's."""
     _, one, two = launched
-    a, b = one["parity"][pair], two["parity"][pair]
+    a, b = one["parity"][pair], two["parity"][strategy][pair]
     assert b["loss"] == pytest.approx(a["loss"], rel=PARITY_TOL, abs=PARITY_TOL)
     assert a["grads"].keys() == b["grads"].keys() and len(a["grads"]) > 0
     for k, g in a["grads"].items():
@@ -99,6 +105,31 @@ def test_every_process_holds_the_queue_one_process_holds(launched):
         assert torch.equal(a[k], b[k]), k  # the same samples, in the same slots, after the same steps
     assert int(a["objective.updates"]) == 3 and (a["objective.queue_y"] >= 0).all()
     torch.testing.assert_close(b["objective.queue"], a["objective.queue"], atol=1e-3, rtol=0)
+
+
+def test_fsdp_holds_half_of_the_parameters_gradients_and_optimizer_state_per_process(launched):
+    _, _, two = launched
+    held = two["sharding"]
+    # each parameter is cut along its first dimension: an odd row count leaves one process a row more
+    assert held["whole"] / 2 <= held["params"] <= held["whole"] / 2 + 1000
+    assert held["grads"] == held["params"] and held["adam"] == 2 * held["params"]  # AdamW: two moments each
+
+
+@pytest.mark.parametrize("name", ["image-byol-fsdp", "image-dino-fsdp"])
+def test_a_run_saved_by_two_fsdp_processes_resumes_on_one(launched, tmp_path, name):
+    """The checkpoint is gathered: the same file one process writes. The 2-process fsdp run, resumed on 1 process
+    for 2 more steps, logs what the 1-process run resumed the same way logs (their states agree within the bound of
+    test_two_processes_end_in_the_state_of_one)."""
+    d, _, _ = launched
+    logged = {}
+    for side in ("one", "two"):
+        shutil.copytree(d / side / name, tmp_path / side)
+        args = [a.format(shards="") for a in worker.E2E[name] if not a.startswith("trainer.max_steps")]
+        run(load_config([*args, "trainer.max_steps=5", f"run.dir={tmp_path / side}"]))
+        logged[side] = [r for r in rows(tmp_path / side) if "loss" in r]
+    assert [r["step"] for r in logged["two"]] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose([r["loss"] for r in logged["two"]][3:], [r["loss"] for r in logged["one"]][3:],
+                               rtol=1e-3)
 
 
 def test_plain_collectives_gather_and_reduce_over_processes(launched):

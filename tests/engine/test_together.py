@@ -1,7 +1,8 @@
 """Processes stop together and hold one state (multissl.stop, multissl.build): a SIGTERM to one process of two stops
 both at the same step with a checkpoint, and the relaunch resumes exactly; a UserError on one process ends both at
 once with its message shown once; a hung process ends the run after trainer.timeout_s; two "nodes" on one machine, each with its own empty cache and no shared run folder,
-train on the main process's tokenizer, match one process and resume from the main node's checkpoint.
+train on the main process's tokenizer, match one process and resume from the main node's checkpoint; two nodes that
+meet through torchrun's c10d rendezvous match one process.
 The processes run tests/engine/fault_worker.py (tests/toys.py's Faulty objective: a fault on one process)."""
 import json
 import os
@@ -119,4 +120,23 @@ def test_two_nodes_with_their_own_caches_and_no_shared_folder_match_one_process_
     a, b = losses(tmp_path / "one"), losses(nodes[0] / "runs/t")
     assert len(a) == len(b) == 6
     np.testing.assert_allclose(b[:3], a[:3], rtol=1e-5)
+    np.testing.assert_allclose(b, a, rtol=1e-4)
+
+
+def test_two_nodes_joined_by_c10d_rendezvous_match_one_process(tmp_path):
+    """torchrun's c10d rendezvous, as a cluster's nodes meet (--rdzv-backend c10d, no node ranks given): the two
+    "nodes" share the run folder, as on a shared filesystem, so whichever joined first and became rank 0 writes it."""
+    port, env = free_port(), {**os.environ, "OMP_NUM_THREADS": "1", "MULTISSL_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend",
+           "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "job", str(WORKER), str(tmp_path / "two"),
+           "sigterm", "-1", "trainer.max_steps=3"]
+    nodes = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [n.communicate(timeout=240)[1] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    one = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one"), "sigterm", "-1", "trainer.max_steps=3"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(a) == len(b) == 3
+    np.testing.assert_allclose(b[:1], a[:1], rtol=1e-5)
     np.testing.assert_allclose(b, a, rtol=1e-4)
