@@ -107,6 +107,8 @@ def worker(kind: str, args) -> dict:
         model, runner, opt, batch, precision, device = setup(args.preset, args.batch, args.strategy, False,
                                                              args.device, args.precision)
         step = stepper(model, runner, opt, batch, precision, args.strategy)
+        if device.type == "cuda":  # the steps' peak, not the whole model's on its way to being sharded
+            torch.cuda.reset_peak_memory_stats()
         ms = timed(step, args.steps + 1)[1:]
         local = lambda t: t.to_local() if hasattr(t, "to_local") else t  # noqa: E731
         held = sum(local(p).numel() * local(p).element_size() for p in model.parameters())

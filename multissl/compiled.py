@@ -13,10 +13,11 @@ def compile_model(model: nn.Module, dynamic: bool) -> None:
     a forward of their own such as EMATeacher). The objective itself is not compiled: it takes the encoder and the
     batch's dict, and its Python (view pairing, queues) stays eager.
 
-    dynamic=True (a domain with variable-length samples, e.g. text): every input dimension is symbolic from the first
-    compilation, so a new sequence length or batch size never compiles again. dynamic=False: shapes are static until
-    one changes (an evaluation's batch), which compiles once more with that dimension symbolic (torch.compile's
-    `dynamic=None`; its `dynamic=False` would compile once per shape, up to its recompile limit)."""
+    Evaluation (eval mode) runs the eager forward. dynamic=True (a domain with variable-length samples, e.g. text):
+    every input dimension is symbolic from the first compilation, so a new sequence length or batch size never
+    compiles again. dynamic=False: shapes are static until one changes, which compiles once more with that dimension
+    symbolic (torch.compile's `dynamic=None`; its `dynamic=False` would compile once per shape, up to its recompile
+    limit)."""
     mode = True if dynamic else None
     _compile(model.encoder, mode)
     for child in model.objective.children():
@@ -35,4 +36,13 @@ def _compile(module: nn.Module, dynamic: bool | None) -> None:
     # an instance attribute shadows the class's forward: nn.Module.__call__ runs its hooks, then the compiled code;
     # a module met twice (a head shared by two objects) is compiled once
     if "forward" not in vars(module):
-        module.forward = torch.compile(module.forward, dynamic=dynamic)
+        module.forward = _in_training(module, torch.compile(module.forward, dynamic=dynamic), module.forward)
+
+
+def _in_training(module: nn.Module, compiled, eager):
+    """The compiled forward while the module trains, the eager one in eval mode: an evaluation's other batch sizes and
+    its no-grad graphs would each compile once more, for a pass that is a small part of a run."""
+    def forward(*args, **kwargs):
+        return (compiled if module.training else eager)(*args, **kwargs)
+    forward.compiled = compiled
+    return forward

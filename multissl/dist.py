@@ -61,8 +61,9 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     """[b, ...] on each process -> [b * world, ...] in rank order, differentiable.
 
     The engine differentiates the mean over processes of each process's loss: the backward sums
-    every process's contribution to a row's gradient, and `average_gradients` divides by the
-    number of processes — identical to a single process on the whole batch.
+    every process's contribution to a row's gradient, and the gradient exchange (DDP's, FSDP's or
+    `average_gradients`, multissl.strategy) divides by the number of processes — identical to a single
+    process on the whole batch.
     """
     if not is_dist() or dist.get_world_size() == 1:
         return x

@@ -41,24 +41,34 @@ E2E |= {f"{d}-{o}": (f"domain={d}", f"objective={o}", *TINY_ENCODER, "data.batch
 # images read by index from shards (tests/tiny.write_image_shards, in the launch's folder: {shards})
 E2E["image-shards"] = ("domain=image", "objective=simclr", *TINY_ENCODER, "data.batch_size=16", "data.path={shards}", *RUN)
 # the other strategies end to end (the default, ddp, runs every entry above): sharded with an EMA teacher and an
-# lr-scaled predictor, with a last layer frozen for the first step and a centre, on variable-length texts; the
-# after-backward average; and 2 micro-batches a step, the gradients exchanged on the last one only
+# lr-scaled predictor, with a last layer frozen for the first step and a centre, on variable-length texts; ddp with
+# prototypes frozen for the first step (a parameter that gets its first gradient mid-run); the
+# after-backward average; and 2 micro-batches a step, the gradients exchanged on the last one only (with fsdp, each
+# block's activations recomputed in the backward pass)
 E2E |= {f"{d}-{o}-{st}": (f"domain={d}", f"objective={o}", f"trainer.strategy={st}", *TINY_ENCODER, "data.batch_size=32",
                           *domain_data([f"domain={d}"]), *RUN, *more)
         for d, o, st, *more in (("image", "byol", "fsdp"), ("image", "dino", "fsdp", "objective.freeze_last_layer=2"),
                                 ("text", "simclr", "fsdp"), ("image", "simclr", "average"),
+                                ("image", "swav", "ddp", "objective.freeze_prototypes=2"),
                                 ("image", "vicreg", "ddp", "trainer.accumulate=2"),
-                                ("image", "mae", "fsdp", "trainer.accumulate=2"))}
-STRATEGIES = ("ddp", "fsdp")  # the parity tier's, on 2 processes (one process has none)
+                                ("image", "mae", "fsdp", "trainer.accumulate=2", "encoder.checkpointing=true"))}
+# the parity tier's strategies on 2 processes (one process has none) and their pairs: ddp, the default, every pair;
+# fsdp every objective on images, and on every other domain the paths that are the domain's own: its embedder
+# sharded with the encoder (simclr), the encoder's other forward (data2vec's hidden_states), SPR on RL — or every
+# pair with MULTISSL_FSDP_ALL=1 (the tier takes about 40 s more)
+STRATEGIES = {"ddp": list(PARITY), "fsdp": [p for p in PARITY if os.environ.get("MULTISSL_FSDP_ALL") == "1"
+                                            or p.startswith("image-")
+                                            or p.split("-", 1)[1] in ("simclr", "data2vec", "spr")]}
 QUEUE = {"_target_": "toys.QueueContrast", "size": 48, "dim": 16, "temperature": 0.2}
 
 
-def parity(strategy: str = "ddp") -> dict:
+def parity(strategy: str = "ddp", pairs=None) -> dict:
     """First-step loss and gradients of every domain x objective as the engine computes them with trainer.strategy
     `strategy`, in float64 (the check is about gathering and averaging; float32 summation order alone moved a SimCLR
-    gradient by 2e-5): multissl.testing's parity step, the one plugin authors run."""
+    gradient by 2e-5): multissl.testing's parity step, the one plugin authors run. `pairs`: names of PARITY (all)."""
     results, domains = {}, {}
-    for name, (d, *args) in PARITY.items():
+    for name in pairs or PARITY:
+        d, *args = PARITY[name]
         cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"]),
                            f"trainer.strategy={strategy}"])
         if d not in domains:
@@ -126,7 +136,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1):
-        results = {"parity": {st: parity(st) for st in STRATEGIES}}
+        results = {"parity": {st: parity(st, pairs) for st, pairs in STRATEGIES.items()}}
         end_to_end(out / "two")
         queue(out / "two")
         results["collectives"] = collectives()

@@ -114,3 +114,4 @@ def test_variable_length_text_compiles_each_network_once(tmp_path, monkeypatch):
     after_one = compiled_before[1]
     assert after_one > 0 and graphs[:after_one] == [True] * after_one  # symbolic shapes from the first compile
     assert [compiled_before[s] for s in range(1, 7)] == [after_one] * 6  # no step after the first compiles
+    assert len(graphs) == after_one  # nor the evaluation at the end (eval mode runs the eager forward)

@@ -15,6 +15,7 @@ import torch
 
 from multissl import checkpoint
 from multissl.cli import load_config
+from multissl.export import load_encoder
 from multissl.train import run
 
 from tiny import write_image_shards
@@ -51,8 +52,7 @@ def launched(tmp_path_factory):
     return d, one, torch.load(d / "two.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("strategy", worker.STRATEGIES)
-@pytest.mark.parametrize("pair", list(worker.PARITY))
+@pytest.mark.parametrize("pair,strategy", [(p, st) for st, pairs in worker.STRATEGIES.items() for p in pairs])
 def test_first_step_loss_and_gradients_match(launched, pair, strategy):
     """ddp reduces gradients in buckets while the backward pass runs, around the all-reduce inside `gather`'s
     backward; fsdp reduce-scatters them to shards (gathered whole here). Either way, every gradient is one process's."""
@@ -130,6 +130,16 @@ def test_a_run_saved_by_two_fsdp_processes_resumes_on_one(launched, tmp_path, na
     assert [r["step"] for r in logged["two"]] == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([r["loss"] for r in logged["two"]][3:], [r["loss"] for r in logged["one"]][3:],
                                rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", [n for n in worker.E2E if n.endswith("-fsdp")])
+def test_fsdp_exports_the_whole_encoder(launched, name):
+    d, _, _ = launched
+    state = checkpoint.load(checkpoint.latest(d / "two" / name / "checkpoints"))["model"]
+    exported = load_encoder(d / "two" / name).encoder.state_dict()
+    assert exported.keys() == {k.removeprefix("encoder.") for k in state if k.startswith("encoder.")}
+    for k, v in exported.items():
+        assert torch.equal(v, state[f"encoder.{k}"]), k  # whole tensors, the trained ones
 
 
 def test_plain_collectives_gather_and_reduce_over_processes(launched):
