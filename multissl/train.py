@@ -2,6 +2,7 @@
 
     accelerate launch -m multissl.train domain=audio objective=byol
 """
+import gc
 import math
 import shlex
 import sys
@@ -337,6 +338,7 @@ def execute(cfg) -> int:
               f"and raise trainer.timeout_s if it was only slow", file=sys.stderr)
         return 1
     finally:
+        gc.collect()  # a DDP wrapper left in a reference cycle is freed while its process group still exists
         PartialState().destroy_process_group()
 
 

@@ -54,12 +54,13 @@ class MeanShift(nn.Module):
                      "teacher (objective.momentum=0.99), or a smaller objective.topk (topk=1 is byol)")
 
     def __init__(self, encoder, domain, projector=(256, 128), predictor=(256, 128), topk: int = 5,
-                 bank_size: int | None = None, momentum: float | None = None, predictor_lr: float = 1.0):
+                 bank_size: int | None = None, momentum: float | None = None, predictor_lr: float = 30.0):
         """projector, predictor: byol's widths for the 64-dim default encoder (the official ResNet-50 heads are
         [4096, 512], hidden twice the encoder width and out a quarter: 16 dims here, too narrow a bank).
         bank_size None: the smaller of the official 128000 and half the training set. momentum None: the engine's
         ema schedule, as byol; a number: cosine from it to 1 (the official code holds 0.99 constant).
-        predictor_lr: the predictor's lr over the scheduled one (the official code: 1)."""
+        predictor_lr: the predictor's lr over the scheduled one (the official code: 1; byol's 30 here, as at 1 the
+        representation collapsed on spoken words in a few hundred steps)."""
         super().__init__()
         dim = projector[-1]
         if predictor[-1] != dim:

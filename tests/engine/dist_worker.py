@@ -27,10 +27,10 @@ VARIANTS = {"simclr-abs": ("objective=simclr", "objective.negatives=abs"),
             "rdm_simsiam-poly": ("objective=rdm_simsiam", "objective.online=poly", "objective.target_power=null")}
 PARITY = {f"{d}-{o}": (d, f"objective={o}") for d, o in PAIRS} | {
     f"{d}-{v}": (d, *args) for d in DOMAINS for v, args in VARIANTS.items()}
-# end-to-end runs: every objective at its default recipe (default encoder) on images, as the issue measured
-# BYOL, and every other domain once (tiny encoder), the objectives taken in turn
+# end-to-end runs (tiny encoder): every objective at its default recipe on images, and every other domain once, the
+# objectives taken in turn
 RUN = ("trainer.max_steps=3", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=200")
-E2E = {f"image-{o}": ("domain=image", f"objective={o}", "trainer.seed=5", "data.batch_size=64", *RUN)
+E2E = {f"image-{o}": ("domain=image", f"objective={o}", "trainer.seed=5", *TINY_ENCODER, "data.batch_size=32", *RUN)
        for o in OBJECTIVES if ("image", o) in PAIRS}
 E2E |= {f"{d}-{OBJECTIVES[i % len(OBJECTIVES)]}": (f"domain={d}", f"objective={OBJECTIVES[i % len(OBJECTIVES)]}",
                                                   *TINY_ENCODER, "data.batch_size=32", *domain_data([f"domain={d}"]), *RUN)
