@@ -49,6 +49,11 @@ def wrap(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
+def sharded(model: nn.Module) -> bool:
+    """Whether `model` holds shards (fsdp on several processes) rather than whole parameters."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
 def units(model: nn.Module) -> list[nn.Module]:
     """FSDP's units, innermost first: every block (each entry of a ModuleList) of the encoder and of every copy of it
     (EMA teachers), then those encoders, so each is gathered only while it computes — and an encoder called on its own
@@ -82,13 +87,13 @@ def _fsdp_no_sync(model):
 def whole(model: nn.Module):
     """Within it, the parameters the root of an fsdp model holds itself (the objective's heads) are gathered, so
     evaluation can call a head on its own; the encoders gather themselves when called."""
-    sharded = hasattr(model, "unshard") and dist.world_size() > 1
-    if sharded:
+    gather = sharded(model)
+    if gather:
         model.unshard()
     try:
         yield
     finally:
-        if sharded:
+        if gather:
             model.reshard()
 
 
@@ -121,7 +126,7 @@ def _like(value, template):
 def place(saved: dict | None, model: nn.Module, optimizer) -> dict | None:
     """A gathered checkpoint (checkpoint.latest_state, identical on every process) with the model's and the
     optimizer's tensors placed as this process holds them, for checkpoint.resume."""
-    if saved is None or not any(isinstance(p, DTensor) for p in model.parameters()):
+    if saved is None or not sharded(model):
         return saved
     current = model.state_dict()
     weights = {k: _like(v, current.get(k)) for k, v in saved["model"].items()}

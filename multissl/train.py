@@ -211,8 +211,9 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
                                               optional(objective, Objective, "collapse_hint"))
 
     def save_checkpoint():
-        state = strategy.full(checkpoint.training_state(step, model, optimizer, probe, domain.state(),
-                                                        precision.scaler))  # gathered by every process
+        if main or strategy.sharded(model):  # shards are gathered by every process
+            state = strategy.full(checkpoint.training_state(step, model, optimizer, probe, domain.state(),
+                                                            precision.scaler))
         if main:
             checkpoint.save(folder / "checkpoints", step, state)
         accelerator.wait_for_everyone()
