@@ -69,7 +69,33 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def parse_packaged_configs_once():
+    """Hydra parses every YAML of a composition again on each compose (its own ten and ours); the ones shipped in
+    packages cannot change while the process runs, so each is parsed once and copied (a sweep and the test suite
+    compose thousands). Left as it is if Hydra's internals differ: composing is then just slower."""
+    import copy
+    import dataclasses
+    try:
+        from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
+    except ImportError:
+        return
+    load = ImportlibResourcesConfigSource.load_config
+    if getattr(load, "parsed", None) is not None:
+        return
+    parsed = {}
+
+    def load_config(self, config_path: str):
+        key = (self.path, config_path)
+        if key not in parsed:
+            parsed[key] = load(self, config_path)
+        r = parsed[key]
+        return dataclasses.replace(r, config=copy.deepcopy(r.config), header=dict(r.header))
+    load_config.parsed = parsed
+    ImportlibResourcesConfigSource.load_config = load_config
+
+
 def compose_raw(overrides: list[str]):
+    parse_packaged_configs_once()
     GlobalHydra.instance().clear()
     dirs = plugins.config_dirs()
     if dirs:  # user config folders, searched after the built-in registry (a YAML of the same name wins)
@@ -207,7 +233,7 @@ def compose_config(argv: list[str]):
              f"{' '.join(m + '=…' for m in missing)}")
     choices_only = [a for a in argv if a.split("=")[0].lstrip("+~") in GROUPS]
     if len(choices_only) < len(argv):  # some key was overridden: compare it with its default
-        check_types(cfg, sections_of(tuple(choices_only), tuple(plugins.config_dirs())))
+        check_types(cfg, sections_of(tuple(plugins.config_dirs())))
     choices = cfg.hydra.runtime.choices
     with open_dict(cfg):
         meta = {**{g: named.get(g, choices[g]) for g in GROUPS}, "overrides": given}  # overrides: the resume command
@@ -217,11 +243,11 @@ def compose_config(argv: list[str]):
     return cfg
 
 
-@functools.lru_cache(maxsize=64)
-def sections_of(choices: tuple, dirs: tuple):
-    """The defaults check_types compares with: the config of the group choices alone, composed once per choices and
-    config folders (a command composes it for every override, the test suite thousands of times)."""
-    return compose_raw(list(choices))
+@functools.lru_cache(maxsize=16)
+def sections_of(dirs: tuple):
+    """The defaults check_types compares with: train.yaml's sections (data, trainer, optim, ema; no group option
+    sets them), composed once per config folders, not once per command (the test suite composes thousands)."""
+    return compose_raw([])
 
 
 def check_types(cfg, default):
