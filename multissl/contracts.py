@@ -99,6 +99,15 @@ class Episodes(Protocol, metaclass=_Present):
 
 
 @runtime_checkable
+class Ordered(Protocol, metaclass=_Present):
+    """Tokens in an order: time for audio, video and text, rows of patches for images (CPC predicts along it)."""
+
+    def steps(self, tokens: torch.Tensor, pad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """tokens [b n d] at every position (pad [b n], True = padding) -> (steps [b T d], pad [b T] or None): the
+        tokens pooled per step of the order, the first step first."""
+
+
+@runtime_checkable
 class Downstream(Protocol, metaclass=_Present):
     """Held-out metrics of its own, beside kNN (rl: a probe of the true state)."""
 
@@ -135,7 +144,8 @@ class Sharded(Protocol, metaclass=_Present):
 
 CAPABILITIES = {Masked: "masked modelling (mask, target, reconstruction_loss)", BatchedViews: "batched views",
                 VariableLength: "variable-length samples", LocalViews: "local views",
-                Episodes: "episodes with actions", Downstream: "metrics of its own", Sharded: "shards"}
+                Episodes: "episodes with actions", Ordered: "tokens in an order (time, rows)",
+                Downstream: "metrics of its own", Sharded: "shards"}
 
 
 def _no_op(*args, **kwargs):
@@ -166,6 +176,9 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
     Encoder: {
         "supports_masking": (False, "forward takes keep= and returns tokens (masked objectives need it)"),
         "supports_padding": (False, "forward takes pad= (variable-length domains need it)"),
+        "supports_mask_tokens": (False, "forward takes masked= [b m] and mask_token= [d]: the tokens at `masked` enter "
+                                        "as the mask token at their positions, and every position is encoded "
+                                        "(SimMIM, iBOT)"),
         "domains": (None, "names of the only domains whose input it reads (None: any)"),
         "base_lr": (None, "the optim.base_lr it trains best with, used when the command sets none (None: the "
                           "config's)"),
@@ -175,12 +188,18 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                                 "data2vec regresses"),
     },
     Objective: {
-        "needs": ((), "the domain capabilities it cannot train without (Masked, Episodes)"),
+        "needs": ((), "the domain capabilities it cannot train without (Masked, Episodes); a tuple among them is "
+                      "any one of its capabilities"),
         "global_views": (2, "views per sample that are global (the rest are local crops)"),
         "local_views": (0, "local views per sample it asks for (multi-crop); a domain without LocalViews gives "
                            "none, and the run says so in one line"),
         "needs_token_encoder": (False, "it passes keep= to the encoder or reads its tokens"),
         "corrupt_view": (False, "view 0 arrives corrupted by the domain's `corrupt` at the masked positions"),
+        "mask_tokens": (False, "where the domain drops masked tokens, its encoder sees them as its own mask token "
+                               "instead (the encoder's masked=, mask_token=; encoders with supports_mask_tokens)"),
+        "masked_views": (1, "views (the first ones) that get a mask each where the domain drops masked tokens: "
+                            "batch keep and masked are then [views*b k] and [views*b m], view-major; a domain "
+                            "that corrupts (`corrupt`) masks view 0 alone"),
         "batch_statistics": (False, "the loss couples samples (negatives, variance, centring): at least 2 per "
                                     "micro-batch; BatchNorm anywhere is detected without it"),
         "after_step": (_no_op, "after_step(encoder, sched): once per applied optimizer step (EMA teachers, "
@@ -237,10 +256,12 @@ def compatible(domain, objective, encoder=None, names: dict | None = None) -> st
     def named(g, obj):
         return (names or {}).get(g) or getattr(obj, "name", None) or getattr(obj, "__name__", type(obj).__name__)
     d, o, e = named("domain", domain), named("objective", objective), named("encoder", encoder)
-    lacking = [c for c in optional(objective, Objective, "needs") if not has(domain, c)]
+    lacking = [c for c in optional(objective, Objective, "needs")
+               if not any(has(domain, one) for one in (c if isinstance(c, tuple) else (c,)))]
     if lacking:
         fix = "; use domain=rl" if Episodes in lacking else ""
-        return (f"objective={o} cannot train on domain={d}: it needs {' and '.join(CAPABILITIES[c] for c in lacking)}, "
+        named_caps = [" or ".join(CAPABILITIES[one] for one in (c if isinstance(c, tuple) else (c,))) for c in lacking]
+        return (f"objective={o} cannot train on domain={d}: it needs {' and '.join(named_caps)}, "
                 f"which domain={d} does not offer{fix}")
     if encoder is None:
         return None
@@ -249,6 +270,10 @@ def compatible(domain, objective, encoder=None, names: dict | None = None) -> st
         return f"encoder={e} works with domain={' or domain='.join(supported)}, not domain={d}; use encoder=transformer"
     if optional(objective, Objective, "needs_token_encoder") and not optional(encoder, Encoder, "supports_masking"):
         return f"objective={o} masks tokens but encoder={e} has none; use encoder=transformer"
+    # a domain that corrupts its input in place (drops_masked False on the class: text) needs no mask token
+    if (optional(objective, Objective, "mask_tokens") and optional(domain, Masked, "drops_masked") is not False
+            and not optional(encoder, Encoder, "supports_mask_tokens")):
+        return f"objective={o} gives the encoder mask tokens, which encoder={e} does not take; use encoder=transformer"
     if has(domain, VariableLength) and not optional(encoder, Encoder, "supports_padding"):
         return (f"domain={d} has samples of different lengths but encoder={e} needs a fixed size; use "
                 f"encoder=transformer")

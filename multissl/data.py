@@ -26,13 +26,17 @@ class Views(Dataset):
     Other objectives never see the corruption: it would be an extra, one-sided augmentation of view 0."""
 
     def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False, n_local: int = 0,
-                 n_future: int = 0):
+                 n_future: int = 0, n_masks: int = 1):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
         # local views (multi-crop) are asked of a domain only when it offers them (view_counts); future steps only of
         # a domain with episodes (contracts.Episodes)
         self.counts = {"n_global": n_global, **({"n_local": n_local} if n_local else {}),
                        **({"n_future": n_future} if n_future else {})}
         self.corrupt = optional(domain, Masked, "corrupt") if corrupt else None
+        # a mask for each of the first n_masks views (Objective.masked_views), where masking drops tokens; a domain
+        # that corrupts in place makes its one corrupted view in the loader
+        drops = has(domain, Masked) and optional(domain, Masked, "drops_masked") is True
+        self.n_masks = n_masks if drops and self.corrupt is None else 1
         self.variable_length = has(domain, VariableLength)
         # a corrupting objective changes view 0 per sample (`corrupt`), and a variable-length domain's views are
         # padded by its `collate`: both take the per-sample views
@@ -56,18 +60,25 @@ class Views(Dataset):
         item = {"y": s.get("y", -1), "skipped": s.get("skipped", 0)}
         if self.draw is not None:  # the views are made on the device, a batch at a time (make_views)
             item["drawn"] = self.draw(s["x"], rng, **self.counts)
-            keep, masked = sample_mask(self.domain, rng)
-            return item | {"keep": keep, "masked": masked}
+            return item | self.masks(rng, [None] * self.n_masks)
         views = self.domain.views(s["x"], rng, **self.counts)
         if self.corrupt is not None:  # view 0 is the sample itself, corrupted at the mask below (VIME, BERT)
             views = [self.domain.eval_input(s["x"]), *views[1:]]
-        n_tokens = int((~self.domain.collate([views[0]])[1]).sum()) if self.variable_length else None
-        keep, masked = sample_mask(self.domain, rng, n_tokens)  # a variable-length sample's own tokens only
-        item |= {"views": views, "keep": keep, "masked": masked}
+        counts = [int((~self.domain.collate([v])[1]).sum()) if self.variable_length else None  # its own tokens only
+                  for v in views[:self.n_masks]]
+        item |= {"views": views, **self.masks(rng, counts)}
         if self.corrupt is not None:  # drawn after the mask: the other domains' draws are unchanged
             item["clean"] = views[0]
-            item["views"] = [self.corrupt(views[0], masked, rng), *views[1:]]
+            item["views"] = [self.corrupt(views[0], item["masked"], rng), *views[1:]]
         return item
+
+    def masks(self, rng: torch.Generator, counts: list) -> dict:
+        """keep [k] and masked [m] of view 0 (counts[i]: view i's token count, None = the domain's); with several
+        masked views, lists of them, one per view (view 0's drawn first, so it is the one-mask draw)."""
+        drawn = [sample_mask(self.domain, rng, n) for n in counts]
+        if len(drawn) == 1:
+            return {"keep": drawn[0][0], "masked": drawn[0][1]}
+        return {"keep": [k for k, _ in drawn], "masked": [m for _, m in drawn]}
 
 
 def collate_of(domain):
@@ -95,6 +106,14 @@ def pad_indices(rows: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def view_major(rows: list) -> torch.Tensor:
+    """Per-sample index tensors [k] -> [b k]; per-sample lists of one per masked view -> [views*b k], view 0's
+    rows first (the order of encoding the views together); -1 pads."""
+    if torch.is_tensor(rows[0]):
+        return pad_indices(rows)
+    return pad_indices([r[v] for v in range(len(rows[0])) for r in rows])
+
+
 class Collate:
     """Items -> a batch: "views" (n_views x [b ...]), "y" [b], "keep" [b k], "masked" [b m], "skipped", and
     for a variable-length domain "pad" (n_views x [b n], True = padding). Each view is batched by the domain's
@@ -106,8 +125,8 @@ class Collate:
     def __call__(self, items: list[dict]) -> dict:
         out = {
             "y": torch.tensor([it["y"] for it in items], dtype=torch.long),
-            "keep": pad_indices([it["keep"] for it in items]),
-            "masked": pad_indices([it["masked"] for it in items]),
+            "keep": view_major([it["keep"] for it in items]),
+            "masked": view_major([it["masked"] for it in items]),
             "skipped": torch.tensor(sum(it["skipped"] for it in items)),  # unreadable samples replaced
         }
         if "drawn" in items[0]:  # {name: [b ...]}: raw samples and view parameters, for the domain's apply
@@ -266,20 +285,21 @@ def view_counts(domain, objective, say: bool = True) -> tuple[int, int]:
 
 
 def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0, accumulate=1,
-                 corrupt=False, n_local=0, n_future=0):
+                 corrupt=False, n_local=0, n_future=0, n_masks=1):
     sampler = StepSampler(start, end, global_batch, rank, world, accumulate)
-    return DataLoader(Views(base, domain, seed, n_global, corrupt, n_local, n_future), batch_sampler=sampler,
+    return DataLoader(Views(base, domain, seed, n_global, corrupt, n_local, n_future, n_masks), batch_sampler=sampler,
                       collate_fn=Collate(domain), **loader_options(workers))
 
 
 def objective_loader(base, domain, objective, seed, global_batch, start, end, rank, world, workers=0, accumulate=1,
                      say=False):
     """train_loader with what the objective asks of the data: its view counts (view_counts), a corrupted view 0
-    (`corrupt_view`) and future steps (`future_steps`)."""
+    (`corrupt_view`), future steps (`future_steps`) and masks of several views (`masked_views`)."""
     n_global, n_local = view_counts(domain, objective, say=say)
     return train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers, accumulate,
                         corrupt=optional(objective, Objective, "corrupt_view"), n_local=n_local,
-                        n_future=optional(objective, Objective, "future_steps"))
+                        n_future=optional(objective, Objective, "future_steps"),
+                        n_masks=optional(objective, Objective, "masked_views"))
 
 
 def steps(loader, accumulate: int):

@@ -24,6 +24,15 @@ def scatter_tokens(base: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> 
     return full.scatter(1, idx.unsqueeze(-1).expand(-1, -1, d), src)[:, :n]
 
 
+def fill_masked(embed: nn.Module, x, t: torch.Tensor, masked: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """t [b n d] = embed(x) with the tokens at masked [b m] (-1 skipped) replaced by the mask token [d] at their
+    position: the embedding of an empty (all-zero) input there plus the token. For a patch embedding that is the
+    token, the projection's bias and the position (SimMIM's and iBOT's mask token before positions are added); for
+    feature tokens, the feature's own identity. Any embedder has it, so no embedder needs a mask-token API."""
+    empty = embed(torch.zeros_like(x[:1])).expand_as(t)  # [b n d]
+    return scatter_tokens(t, masked, gather_tokens(empty, masked) + token.to(t.dtype))
+
+
 def kept_padding(pad: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor | None:
     """Padding of the kept tokens [b k]: padded positions of pad [b n], and the -1 entries of keep [b k]."""
     if pad is None:
@@ -42,6 +51,7 @@ def masked_mean(t: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
 class Encoder(nn.Module):
     supports_masking = True
     supports_padding = True
+    supports_mask_tokens = True
 
     def __init__(self, domain, dim: int = 64, depth: int = 3, heads: int = 4, mlp_ratio: float = 2.0,
                  pool: str = "cls", dropout: float = 0.0, checkpointing: bool = False):
@@ -58,12 +68,14 @@ class Encoder(nn.Module):
         if self.cls is not None:
             nn.init.trunc_normal_(self.cls, std=0.02)
 
-    def forward(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None):
+    def forward(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None,
+                masked: torch.Tensor | None = None, mask_token: torch.Tensor | None = None):
         """x: a batch of model input; keep: [b k] indices of visible tokens (None = all; -1 = padding);
         pad: [b n] True where a variable-length sample is padded: no token attends to padding and pooling
-        skips it, so a sample's outputs do not depend on what it is batched with.
+        skips it, so a sample's outputs do not depend on what it is batched with; masked [b m] with mask_token [d]:
+        those tokens enter as the mask token (`fill_masked`), their content never reaching the blocks.
         Returns (tokens [b k d], pooled [b d])."""
-        t, pad = self.block_input(x, keep, pad)
+        t, pad = self.block_input(x, keep, pad, masked, mask_token)
         if self.recomputes():
             for block in self.blocks.layers:
                 t = self.run_block(block, t, pad)
@@ -74,9 +86,11 @@ class Encoder(nn.Module):
             return t[:, 1:], t[:, 0]
         return t, masked_mean(t, pad)
 
-    def block_input(self, x, keep, pad):
+    def block_input(self, x, keep, pad, masked=None, mask_token=None):
         """What the first block sees: the kept tokens [b k d] (cls first when pooled by it) and their padding."""
         t = self.embed(x)  # [b n d]
+        if masked is not None:
+            t = fill_masked(self.embed, x, t, masked, mask_token)
         if keep is not None:
             t, pad = gather_tokens(t, keep), kept_padding(pad, keep)  # [b k d], [b k]
         if self.cls is not None:

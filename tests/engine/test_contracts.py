@@ -150,3 +150,34 @@ def test_toys_meet_the_contracts():
     contracts.check(toys.ToySequences(), Domain, "domain")
     with pytest.raises(UserError, match="lacks views of"):
         contracts.check(toys.Incomplete(), Domain, "domain")
+
+
+def test_mask_tokens_are_asked_of_the_encoder_where_the_domain_drops_masked_tokens():
+    from multissl.domains.image import ImageDomain
+    from multissl.domains.image.resnet import ResNet
+    from multissl.domains.text import TextDomain
+    from multissl.domains.text.bert import BertEncoder
+    from multissl.encoder import Encoder as Transformer
+    from multissl.objectives.simmim import SimMIM
+    why = contracts.compatible(ImageDomain, SimMIM, ResNet, {"encoder": "resnet18"})
+    assert why is not None and "encoder=resnet18" in why and "use encoder=transformer" in why
+
+    class NoMaskTokens(Transformer):
+        supports_mask_tokens = False
+    why = contracts.compatible(ImageDomain, SimMIM, NoMaskTokens, {"encoder": "mine"})
+    assert why == "objective=SimMIM gives the encoder mask tokens, which encoder=mine does not take; use encoder=transformer"
+    assert contracts.compatible(ImageDomain, SimMIM, Transformer) is None
+    assert contracts.compatible(TextDomain, SimMIM, BertEncoder) is None  # text corrupts ids in place: no token needed
+
+
+def test_needs_may_name_alternatives_any_one_of_which_will_do():
+    class EitherOrdered:
+        needs = ((contracts.Ordered, contracts.Episodes),)
+
+    class Stepped(Plain):
+        def steps(self, tokens, pad):
+            return tokens, pad
+    assert contracts.compatible(Stepped, EitherOrdered) is None
+    why = contracts.compatible(Plain, EitherOrdered, names={"domain": "plain", "objective": "either"})
+    assert why == ("objective=either cannot train on domain=plain: it needs tokens in an order (time, rows) or "
+                   "episodes with actions, which domain=plain does not offer")

@@ -182,3 +182,27 @@ def test_evaluation_batches_hold_a_bounded_number_of_bytes():
     assert eval_batch_size(items((1, 8, 8))) == 512  # digits: the usual batch
     big = eval_batch_size(items((3, 224, 224)))
     assert big == EVAL_BATCH_BYTES // (3 * 224 * 224 * 4) and 64 <= big < 512
+
+
+def test_an_objective_with_two_masked_views_gets_a_mask_per_view_view_major(digits):
+    """View 0's mask is the one-mask draw (objectives that mask one view see the same batches), view 1's is drawn
+    after it; batched, the rows are [2b k], view 0's first."""
+    base = digits.dataset("train")
+    one, two = Views(base, digits, 3, 2), Views(base, digits, 3, 2, n_masks=2)
+    for k in (0, 7):
+        a, b = one[k], two[k]
+        assert torch.equal(b["keep"][0], a["keep"]) and torch.equal(b["masked"][0], a["masked"])
+        assert not torch.equal(b["masked"][1], b["masked"][0]) and b["masked"][1].shape == a["masked"].shape
+        assert all(torch.equal(p, q) for p, q in zip(item_views(digits, a), item_views(digits, b)))
+    batch = Collate(digits)([two[k] for k in range(4)])
+    m = one[0]["masked"].shape[0]
+    assert batch["masked"].shape == (8, m) and batch["keep"].shape == (8, digits.num_tokens - m)
+    assert torch.equal(batch["masked"][:4], torch.stack([two[k]["masked"][0] for k in range(4)]))
+    assert torch.equal(batch["masked"][4:], torch.stack([two[k]["masked"][1] for k in range(4)]))
+
+
+def test_a_domain_that_corrupts_in_place_masks_view_0_alone():
+    from multissl.domains.tabular import TabularDomain
+    d = TabularDomain(data={"name": "iris"})
+    item = Views(d.dataset("train"), d, 0, 2, corrupt=True, n_masks=2)[0]
+    assert torch.is_tensor(item["masked"]) and item["masked"].dim() == 1 and "clean" in item
