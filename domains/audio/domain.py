@@ -167,6 +167,13 @@ class AudioDomain:
     def embedder(self, dim: int) -> nn.Module:
         return PatchEmbed(1, (self.n_mels, self.frames), self.patch, dim, self.pos_embed)
 
+    def steps(self, tokens: torch.Tensor, pad: torch.Tensor | None):
+        """tokens [b n d] over the grid [frequency rows, time columns] (row-major, time fastest) -> one step per time
+        column, first first: the mean over its frequency patches [b columns d]. Local views have fewer columns."""
+        b, n, d = tokens.shape
+        rows = self.n_mels // self.patch[0]
+        return tokens.view(b, rows, n // rows, d).mean(1), None if pad is None else pad.view(b, rows, -1).all(1)
+
     def mask(self, batch_size: int, rng: torch.Generator):
         if self.mask_mode == "bands":
             return band_mask(batch_size, self.grid, self.mask_ratio, rng, self.mask_band)

@@ -217,6 +217,13 @@ class ImageDomain:
                             f"{self.patch}; pick a patch size that divides it or set domain.image_size")
         return PatchEmbed(self.channels, (self.image_size,) * 2, (self.patch,) * 2, dim)
 
+    def steps(self, tokens: torch.Tensor, pad: torch.Tensor | None):
+        """tokens [b n d] in PatchEmbed's row-major order (columns fastest) of a square view -> one step per row of
+        patches, top to bottom: the mean over its columns [b rows d] (CPC v2 predicts the rows below)."""
+        b, n, d = tokens.shape
+        side = round(n ** 0.5)  # global and local views are square grids
+        return tokens.view(b, side, side, d).mean(2), None if pad is None else pad.view(b, side, side).all(2)
+
     def mask(self, batch_size: int, rng: torch.Generator):
         return random_mask(batch_size, self.num_tokens, self.mask_ratio, rng)
 

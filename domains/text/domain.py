@@ -191,6 +191,10 @@ class TextDomain:
     def embedder(self, dim: int) -> nn.Module:
         return TokenEmbed(self.vocab.size, self.max_length, dim, self.pos_embed)
 
+    def steps(self, tokens: torch.Tensor, pad: torch.Tensor | None):
+        """Each token is a step of the text's order: tokens [b n d] and pad [b n] as they are."""
+        return tokens, pad
+
     def mask(self, batch_size: int, rng: torch.Generator, n_tokens: int | None = None):
         """keep = every token (they stay visible, corrupted: `corrupt`), masked = BERT's random positions or
         SpanBERT's spans of the sample's own n_tokens."""

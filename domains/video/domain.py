@@ -208,6 +208,13 @@ class VideoDomain:
     def embedder(self, dim: int) -> nn.Module:
         return PatchEmbed(self.channels, (self.frames, self.size, self.size), tuple(self.tubelet), dim, self.pos_embed)
 
+    def steps(self, tokens: torch.Tensor, pad: torch.Tensor | None):
+        """tokens [b n d] of a global view over the grid [t h w] (row-major) -> one step per tubelet of time, first
+        first: the mean over its places [b t d]."""
+        b, n, d = tokens.shape
+        t = self.grid[0]
+        return tokens.view(b, t, n // t, d).mean(2), None if pad is None else pad.view(b, t, -1).all(2)
+
     def mask(self, batch_size: int, rng: torch.Generator):
         return tokens.mask(self.mask_mode, batch_size, self.grid, self.mask_ratio, rng)
 
