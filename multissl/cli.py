@@ -73,7 +73,6 @@ def parse_packaged_configs_once():
     """Hydra parses every YAML of a composition again on each compose (its own ten and ours); the ones shipped in
     packages cannot change while the process runs, so each is parsed once and copied (a sweep and the test suite
     compose thousands). Left as it is if Hydra's internals differ: composing is then just slower."""
-    import copy
     import dataclasses
     try:
         from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
@@ -87,9 +86,10 @@ def parse_packaged_configs_once():
     def load_config(self, config_path: str):
         key = (self.path, config_path)
         if key not in parsed:
-            parsed[key] = load(self, config_path)
-        r = parsed[key]
-        return dataclasses.replace(r, config=copy.deepcopy(r.config), header=dict(r.header))
+            r = load(self, config_path)
+            parsed[key] = r, OmegaConf.to_container(r.config)
+        r, plain = parsed[key]  # create() builds new nodes: Hydra may change them, never `plain`
+        return dataclasses.replace(r, config=OmegaConf.create(plain), header=dict(r.header))
     load_config.parsed = parsed
     ImportlibResourcesConfigSource.load_config = load_config
 
