@@ -70,10 +70,10 @@ def losses(folder):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective,data", [("meanshift", "shards"), ("dino", "digits")])
+@pytest.mark.parametrize("objective,data", [("meanshift", "shards"), ("ibot", "digits")])
 def test_sigkill_then_relaunch_gives_identical_losses_and_objective_state(tmp_path, objective, data):
-    """An objective with a bank (a queue) and a teacher (meanshift) and one with a centre and a teacher (dino), all in
-    buffers: the relaunch
+    """An objective with a bank (a queue) and a teacher (meanshift) and one with two centres, a teacher, a mask token
+    and a mask per view (ibot; dino's centre and teacher are a part of it), all in buffers: the relaunch
     after a SIGKILL logs the losses of a run that was never stopped and ends in the same state, bit for bit —
     from shards (images read by index from LitData chunks) as from the digits."""
     path = (f"data.path={write_image_shards(tmp_path)}",) if data == "shards" else ()
