@@ -197,6 +197,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "corrupt_view": (False, "view 0 arrives corrupted by the domain's `corrupt` at the masked positions"),
         "mask_tokens": (False, "where the domain drops masked tokens, its encoder sees them as its own mask token "
                                "instead (the encoder's masked=, mask_token=; encoders with supports_mask_tokens)"),
+        "mask_ratio": (None, "the share of a sample's tokens it masks at most: where the domain's mask hides more, a "
+                             "random part of it (drawn after the mask) stays visible; None: the domain's mask as it is"),
         "masked_views": (1, "views (the first ones) that get a mask each where the domain drops masked tokens: "
                             "batch keep and masked are then [views*b k] and [views*b m], view-major; a domain "
                             "that corrupts (`corrupt`) masks view 0 alone"),

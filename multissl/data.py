@@ -26,7 +26,7 @@ class Views(Dataset):
     Other objectives never see the corruption: it would be an extra, one-sided augmentation of view 0."""
 
     def __init__(self, base: Dataset, domain, seed: int, n_global: int, corrupt: bool = False, n_local: int = 0,
-                 n_future: int = 0, n_masks: int = 1):
+                 n_future: int = 0, n_masks: int = 1, mask_ratio: float | None = None):
         self.base, self.domain, self.seed, self.n_global = base, domain, seed, n_global
         # local views (multi-crop) are asked of a domain only when it offers them (view_counts); future steps only of
         # a domain with episodes (contracts.Episodes)
@@ -37,6 +37,7 @@ class Views(Dataset):
         # that corrupts in place makes its one corrupted view in the loader
         drops = has(domain, Masked) and optional(domain, Masked, "drops_masked") is True
         self.n_masks = n_masks if drops and self.corrupt is None else 1
+        self.mask_ratio = mask_ratio if has(domain, Masked) else None
         self.variable_length = has(domain, VariableLength)
         # a corrupting objective changes view 0 per sample (`corrupt`), and a variable-length domain's views are
         # padded by its `collate`: both take the per-sample views
@@ -75,7 +76,7 @@ class Views(Dataset):
     def masks(self, rng: torch.Generator, counts: list) -> dict:
         """keep [k] and masked [m] of view 0 (counts[i]: view i's token count, None = the domain's); with several
         masked views, lists of them, one per view (view 0's drawn first, so it is the one-mask draw)."""
-        drawn = [sample_mask(self.domain, rng, n) for n in counts]
+        drawn = [thin_mask(*sample_mask(self.domain, rng, n), self.mask_ratio, rng) for n in counts]
         if len(drawn) == 1:
             return {"keep": drawn[0][0], "masked": drawn[0][1]}
         return {"keep": [k for k, _ in drawn], "masked": [m for _, m in drawn]}
@@ -94,6 +95,24 @@ def sample_mask(domain, rng: torch.Generator, n_tokens: int | None = None) -> tu
         keep, masked = domain.mask(1, rng, **({} if n_tokens is None else {"n_tokens": n_tokens}))
         return keep[0], masked[0]
     return torch.arange(domain.num_tokens if n_tokens is None else n_tokens), torch.zeros(0, dtype=torch.long)
+
+
+def thin_mask(keep: torch.Tensor, masked: torch.Tensor, ratio: float | None,
+              rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample's (keep [k], masked [m]) with at most round(ratio * n) tokens masked (at least one), n its token
+    count (keep and masked together where the domain drops masked tokens, keep alone where keep covers every token):
+    a random part of the domain's mask, drawn from rng, the rest made visible again (back in keep, where it drops
+    them). The domain's mask as it is when ratio is None or it masks no more."""
+    covers = len(masked) == 0 or bool(torch.isin(masked, keep).all())  # keep holds every token (text, VIME)
+    n = len(keep) if covers else len(keep) + len(masked)
+    target = max(1, round(ratio * n)) if ratio is not None else len(masked)
+    if len(masked) <= target:
+        return keep, masked
+    chosen = torch.zeros(len(masked), dtype=torch.bool)
+    chosen[torch.randperm(len(masked), generator=rng)[:target]] = True
+    if not covers:
+        keep = torch.cat([keep, masked[~chosen]]).sort().values
+    return keep, masked[chosen]
 
 
 def pad_indices(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -285,21 +304,24 @@ def view_counts(domain, objective, say: bool = True) -> tuple[int, int]:
 
 
 def train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers=0, accumulate=1,
-                 corrupt=False, n_local=0, n_future=0, n_masks=1):
+                 corrupt=False, n_local=0, n_future=0, n_masks=1, mask_ratio=None):
     sampler = StepSampler(start, end, global_batch, rank, world, accumulate)
-    return DataLoader(Views(base, domain, seed, n_global, corrupt, n_local, n_future, n_masks), batch_sampler=sampler,
+    return DataLoader(Views(base, domain, seed, n_global, corrupt, n_local, n_future, n_masks, mask_ratio),
+                      batch_sampler=sampler,
                       collate_fn=Collate(domain), **loader_options(workers))
 
 
 def objective_loader(base, domain, objective, seed, global_batch, start, end, rank, world, workers=0, accumulate=1,
                      say=False):
     """train_loader with what the objective asks of the data: its view counts (view_counts), a corrupted view 0
-    (`corrupt_view`), future steps (`future_steps`) and masks of several views (`masked_views`)."""
+    (`corrupt_view`), future steps (`future_steps`), masks of several views (`masked_views`) and of at most its
+    share of the tokens (`mask_ratio`)."""
     n_global, n_local = view_counts(domain, objective, say=say)
     return train_loader(base, domain, seed, n_global, global_batch, start, end, rank, world, workers, accumulate,
                         corrupt=optional(objective, Objective, "corrupt_view"), n_local=n_local,
                         n_future=optional(objective, Objective, "future_steps"),
-                        n_masks=optional(objective, Objective, "masked_views"))
+                        n_masks=optional(objective, Objective, "masked_views"),
+                        mask_ratio=optional(objective, Objective, "mask_ratio"))
 
 
 def steps(loader, accumulate: int):

@@ -8,7 +8,7 @@ from torch import nn
 
 from multissl import spectral
 from multissl.contracts import Downstream, Masked, Objective, has, optional
-from multissl.data import eval_input_on, eval_loader, pad_indices, sample_mask, to_device
+from multissl.data import eval_input_on, eval_loader, pad_indices, sample_mask, thin_mask, to_device
 from multissl.errors import UserError
 
 # With trainer.eval_samples null an evaluation embeds at most this many samples per split, so its cost stays bounded
@@ -95,15 +95,15 @@ def spectral_metrics(encoder, objective, domain, train_set, tr_x, device) -> dic
     return out | spectral.diagnostics(tr_x, z) | branch_ranks(objective, encoder, domain, train_set, device)
 
 
-def eval_masks(domain, x, pad, rng: torch.Generator, corrupt: bool) -> dict:
+def eval_masks(domain, x, pad, rng: torch.Generator, corrupt: bool, ratio: float | None = None) -> dict:
     """keep, masked (and, for an objective with corrupt_view on a domain that has `corrupt`, the corrupted view and
     the clean one) for an evaluation batch x, as the training batches have them: per sample on a variable-length
-    domain (its own tokens only)."""
-    if pad is None and has(domain, Masked):
+    domain (its own tokens only), at most `ratio` of the tokens masked (the objective's mask_ratio)."""
+    if pad is None and has(domain, Masked) and ratio is None:
         keep, masked = domain.mask(len(x), rng)
     else:  # per sample: a variable-length sample's own tokens, or every token of a domain without masks
         counts = [None] * len(x) if pad is None else [int((~p).sum()) for p in pad.cpu()]
-        rows = [sample_mask(domain, rng, n) for n in counts]
+        rows = [thin_mask(*sample_mask(domain, rng, n), ratio if has(domain, Masked) else None, rng) for n in counts]
         keep, masked = pad_indices([k for k, _ in rows]), pad_indices([m for _, m in rows])
     out = {"views": [x], "keep": keep.to(x.device), "masked": masked.to(x.device)}
     corrupt_fn = optional(domain, Masked, "corrupt") if corrupt else None
@@ -125,7 +125,7 @@ def branch_ranks(objective, encoder, domain, dataset, device, seed: int = 0) -> 
     corrupt = optional(objective, Objective, "corrupt_view")
     for x, pad, _ in eval_loader(dataset, domain):
         x, pad = eval_input_on(domain, x, device), to_device(pad, device)
-        o, t = branches(encoder, eval_masks(domain, x, pad, rng, corrupt))
+        o, t = branches(encoder, eval_masks(domain, x, pad, rng, corrupt, optional(objective, Objective, "mask_ratio")))
         online.append(o.float().cpu())
         target.append(t.float().cpu())
     objective.train(was)

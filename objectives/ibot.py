@@ -4,7 +4,9 @@ those tokens, predicts the EMA teacher's distribution over prototypes for the cl
 tokenizer, learnt with the student. DINOv2 (Oquab et al. 2023) is a recipe of it (configs/objective/dinov2.yaml):
 separate heads, Sinkhorn-Knopp instead of centring the teacher, and the KoLeo regulariser on the pooled features.
 
-Where the domain drops masked tokens (images, audio, video, rl) both global views get a mask and the encoder puts the
+At most `mask_ratio` of a view's tokens are masked (iBOT masks 0.3 ± 0.2 in blocks, DINOv2 0.1 to 0.5: 0.3 here, a
+random part of the domain's mask where it hides more). Where the domain drops masked tokens (images, audio, video,
+rl) both global views get a mask and the encoder puts the
 objective's mask token at them. Where it corrupts its input in place instead (text: BERT's [MASK] ids; tables in
 VIME mode) view 0 arrives corrupted at its one mask: the student reads it as it is, the teacher reads the clean
 view, and the masked-token loss covers view 0.
@@ -47,8 +49,9 @@ class IBOT(nn.Module):
                  warmup_teacher_temp2: float = 0.04, teacher_temp_warmup: float = 0.3, centering: str = "center",
                  center_momentum: float = 0.9, center_momentum2: float = 0.9, sinkhorn_iterations: int = 3,
                  lambda1: float = 1.0, lambda2: float = 1.0, koleo_weight: float = 0.0, freeze_last_layer: int = 6,
-                 momentum: float | None = 0.996):
+                 mask_ratio: float | None = 0.3, momentum: float | None = 0.996):
         super().__init__()
+        self.mask_ratio = mask_ratio  # read by the data loader (contracts: Objective.mask_ratio)
         if centering not in CENTERING:
             raise UserError(f"objective.centering must be one of {', '.join(CENTERING)}, got {centering!r}")
         corrupts = optional(domain, Masked, "corrupt") is not None

@@ -1,9 +1,9 @@
 """MSN (Assran et al. 2022, Masked Siamese Networks): an anchor view with some of its tokens dropped must give the
 same soft assignment to a set of learnt prototypes as an EMA target encoder gives the whole (unmasked) target view.
 
-Anchor: view 0 with the domain's mask applied by dropping the tokens it masks (`keep`), so the masking ratio is the
-domain's `mask_ratio` (the paper's ViT-S/16 drops 0.3 of the patches, its released config 0.15; set it with
-`domain.mask_ratio=`); a domain that masks by replacing values (text, tables in VIME mode) gives view 0 corrupted at
+Anchor: view 0 with the domain's mask applied by dropping the tokens it masks (`keep`), at most `mask_ratio` of them
+(the paper's ViT-S/16 drops 0.3 of the patches; where the domain's mask hides more, MAE's 0.75, a random part of it
+stays visible: the masked anchor could not predict its target otherwise); a domain that masks by replacing values (text, tables in VIME mode) gives view 0 corrupted at
 the masked positions instead, with every token kept. The local ("focal") views are anchors too, unmasked, as in the
 paper (10 there, 4 here: `local_views`; a domain without local views gives none). Target: view 1 through the EMA
 encoder and projection head. Both sides are cosine similarities to the same l2-normalised prototypes (no gradient on
@@ -87,12 +87,14 @@ class MSN(nn.Module):
     batch_statistics = True  # Sinkhorn and me-max span the global batch
     collapse_hint = ("read msn/me_max and msn/target_entropy: me_max near log(prototypes) means every sample picks "
                      "one prototype, raise objective.me_max_weight or objective.sinkhorn_iterations; target_entropy "
-                     "near log(prototypes) means uniform targets, lower objective.target_temperature")
+                     "near log(prototypes) means uniform targets, lower objective.target_temperature; msn/ce staying "
+                     "near log(prototypes): the masked anchor cannot predict its target, lower objective.mask_ratio")
 
     def __init__(self, encoder, domain, projector=(256, 256, 64), prototypes: int = 256, temperature: float = 0.1,
                  target_temperature: float = 0.025, sinkhorn_iterations: int = 3, me_max_weight: float = 1.0,
-                 freeze_prototypes: int = 0, momentum: float | None = 0.996):
+                 freeze_prototypes: int = 0, mask_ratio: float | None = 0.3, momentum: float | None = 0.996):
         super().__init__()
+        self.mask_ratio = mask_ratio  # read by the data loader (contracts: Objective.mask_ratio)
         self.projector = msn_projector(encoder.dim, projector)
         d = projector[-1]
         # stored flat [K*d]: the optimizer exempts 1-D parameters from weight decay, as the paper exempts its

@@ -4,8 +4,8 @@ dropped, unlike MAE), and a light head — one linear layer per token — predic
 encoder's own output there. No decoder: the encoder itself must fill the gaps.
 
 Mask and target are the domain's, as for MAE: random patches for images (the paper masks 0.6 of the image in 32 px
-squares; here `domain.mask_ratio` and its policy), time/frequency bands for spectrograms, tubes for video, features
-for tables and RL states. The loss is the domain's reconstruction loss at the masked tokens (per-patch normalised
+squares; here the domain's policy), time/frequency bands for spectrograms, tubes for video, features for tables and
+RL states — at most `mask_ratio` of the tokens (the paper's 0.6; a random part of a larger mask stays visible). The loss is the domain's reconstruction loss at the masked tokens (per-patch normalised
 pixels with a squared error on the grids, where the paper regresses raw pixels with L1: its ablation finds the
 choice of ℓ1, smooth ℓ1 or ℓ2 of little consequence), so every domain with masked modelling trains it, text included.
 
@@ -25,10 +25,11 @@ class SimMIM(nn.Module):
     needs_token_encoder = True  # the head reads the encoder's tokens
     mask_tokens = True  # the encoder takes the masked tokens as its mask token (where the domain drops them)
     corrupt_view = True  # a domain that replaces masked values corrupts view 0; the target is the clean one
-    collapse_hint = "lower optim.base_lr or set domain.mask_ratio lower: simmim's only force is the reconstruction"
+    collapse_hint = "lower optim.base_lr or objective.mask_ratio: simmim's only force is the reconstruction"
 
-    def __init__(self, encoder, domain):
+    def __init__(self, encoder, domain, mask_ratio: float | None = 0.6):
         super().__init__()
+        self.mask_ratio = mask_ratio  # read by the data loader (contracts: Objective.mask_ratio)
         self.domain = domain  # a plain attribute: target() and reconstruction_loss()
         drops = optional(domain, Masked, "drops_masked")
         self.mask_token = nn.Parameter(torch.zeros(encoder.dim)) if drops else None

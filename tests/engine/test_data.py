@@ -206,3 +206,30 @@ def test_a_domain_that_corrupts_in_place_masks_view_0_alone():
     d = TabularDomain(data={"name": "iris"})
     item = Views(d.dataset("train"), d, 0, 2, corrupt=True, n_masks=2)[0]
     assert torch.is_tensor(item["masked"]) and item["masked"].dim() == 1 and "clean" in item
+
+
+def test_an_objective_mask_ratio_keeps_a_random_part_of_the_domains_mask_visible(digits):
+    """Objective.mask_ratio: at most round(ratio n) masked, a subset of the domain's own mask (drawn after it, so the
+    views and the domain's mask are the one-mask draws); the rest back in keep; nothing changes at a larger ratio."""
+    base = digits.dataset("train")
+    n = digits.num_tokens
+    plain, thin = Views(base, digits, 4, 2), Views(base, digits, 4, 2, mask_ratio=0.3)
+    for k in (0, 9):
+        a, b = plain[k], thin[k]
+        assert len(b["masked"]) == round(0.3 * n) < len(a["masked"])
+        assert set(b["masked"].tolist()) <= set(a["masked"].tolist())
+        assert sorted(b["keep"].tolist() + b["masked"].tolist()) == list(range(n))
+        assert torch.equal(b["keep"], b["keep"].sort().values) and torch.equal(b["masked"], b["masked"].sort().values)
+        assert all(torch.equal(p, q) for p, q in zip(item_views(digits, a), item_views(digits, b)))
+        assert torch.equal(Views(base, digits, 4, 2, mask_ratio=0.3)[k]["masked"], b["masked"])  # from the draw's rng
+    wide = Views(base, digits, 4, 2, mask_ratio=0.99)[0]
+    assert torch.equal(wide["masked"], plain[0]["masked"])
+
+
+def test_a_mask_ratio_on_a_domain_whose_keep_covers_every_token_thins_masked_alone():
+    from multissl.data import thin_mask
+    keep, masked = torch.arange(10), torch.tensor([1, 3, 4, 7, 8, 9])
+    k, m = thin_mask(keep, masked, 0.2, torch.Generator().manual_seed(0))
+    assert torch.equal(k, keep) and len(m) == 2 and set(m.tolist()) <= set(masked.tolist())
+    k, m = thin_mask(torch.tensor([0, 2]), torch.tensor([1, 3]), 0.01, torch.Generator().manual_seed(0))
+    assert len(m) == 1 and sorted(k.tolist() + m.tolist()) == [0, 1, 2, 3]  # at least one stays masked
