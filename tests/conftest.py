@@ -11,9 +11,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import TinyRuns, write_mixed_table  # noqa: E402
 
 
-# The longest files, started first: with -n auto --dist loadfile a worker takes whole files in collection order, and
-# the distributed tier's one launch started last would leave the other worker idle at the end.
-FIRST = ("engine/test_distributed.py", "engine/test_together.py", "engine/test_contract.py")
+# The longest file, started first: with -n auto --dist loadfile a worker takes whole files in collection order, and
+# the distributed tier's one launch started last would leave the other worker idle at the end. Only it: the other
+# multi-process files beside it would oversubscribe the cores (gloo's collectives spin while they wait).
+FIRST = ("engine/test_distributed.py",)
 
 
 def pytest_collection_modifyitems(items):

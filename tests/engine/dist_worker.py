@@ -25,8 +25,9 @@ VARIANTS = {"simclr-abs": ("objective=simclr", "objective.negatives=abs"),
             "simclr-square": ("objective=simclr", "objective.negatives=square"),
             "simclr-dims": ("objective=simclr", "objective.normalize=dimensions"),
             "rdm_simsiam-poly": ("objective=rdm_simsiam", "objective.online=poly", "objective.target_power=null")}
+# the variants change a loss, not how a domain's batch is gathered: on images and on variable-length texts
 PARITY = {f"{d}-{o}": (d, f"objective={o}") for d, o in PAIRS} | {
-    f"{d}-{v}": (d, *args) for d in DOMAINS for v, args in VARIANTS.items()}
+    f"{d}-{v}": (d, *args) for d in ("image", "text") for v, args in VARIANTS.items()}
 # end-to-end runs (tiny encoder): every objective at its default recipe on images, and every other domain once, the
 # objectives taken in turn
 RUN = ("trainer.max_steps=3", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=200")
@@ -54,11 +55,15 @@ E2E |= {f"{d}-{o}-{st}": (f"domain={d}", f"objective={o}", f"trainer.strategy={s
                                 ("image", "vicreg", "ddp", "trainer.accumulate=2"),
                                 ("image", "mae", "fsdp", "trainer.accumulate=2", "encoder.checkpointing=true"))}
 # the parity tier's strategies on 2 processes (one process has none) and their pairs: ddp, the default, every pair;
-# fsdp every objective on images, and on every other domain the paths that are the domain's own: its embedder
-# sharded with the encoder (simclr), the encoder's other forward (data2vec's hidden_states), SPR on RL — or every
-# pair with MULTISSL_FSDP_ALL=1 (the tier takes about 40 s more)
+# fsdp on images the objectives whose modules shard differently (EMA teachers sharded like the student, an lr-scaled
+# predictor, last layers and prototypes frozen at first, a bank, the encoder's other forward, kept tokens, the
+# objective's mask token passed into the sharded encoder, steps encoded alone), and on every other domain the paths
+# that are the domain's own: its embedder sharded with the encoder (simclr), data2vec's hidden_states, SPR on RL — or
+# every pair with MULTISSL_FSDP_ALL=1 (the objectives left out shard as simclr does: an encoder and a head)
+FSDP_IMAGE = ("simclr", "byol", "simsiam", "dino", "swav", "nnclr", "moco_v3", "meanshift", "data2vec", "ijepa", "mae",
+              "simmim", "ibot", "msn", "cpc", "rdm_byol")
 STRATEGIES = {"ddp": list(PARITY), "fsdp": [p for p in PARITY if os.environ.get("MULTISSL_FSDP_ALL") == "1"
-                                            or p.startswith("image-")
+                                            or p.split("-", 1)[1] in FSDP_IMAGE and p.startswith("image-")
                                             or p.split("-", 1)[1] in ("simclr", "data2vec", "spr")]}
 QUEUE = {"_target_": "toys.QueueContrast", "size": 48, "dim": 16, "temperature": 0.2}
 
