@@ -24,7 +24,7 @@ from results import command_line, write
 
 OBJECTIVES = ("lejepa", "vicreg", "byol")
 ENCODERS = {"transformer": (), "resnet18": ("encoder=resnet18",)}
-SCALES = {"lr/sqrt10": 10 ** -0.5, "lr": 1.0, "lr*sqrt10": 10 ** 0.5}
+SCALES = {"lr_div_sqrt10": 10 ** -0.5, "lr": 1.0, "lr_x_sqrt10": 10 ** 0.5}  # names are folder names too
 NOTE = ("Digits unless said; seed(s) {seeds}, {steps} steps on 2 CPU cores; held-out kNN accuracy (tables: linear "
         "probe; buffers: state R²) and the same seed's untrained encoder. Criteria A-C of benchmarks/lejepa.py, fixed "
         "before any run.")
