@@ -1,7 +1,6 @@
 """encoder.checkpointing=true: a training step's gradients are those without it (dropout included: the recomputation
 draws the same masks), each block runs again in the backward pass instead of keeping its activations, evaluation and
 no_grad forwards take the usual path, and a run trains with it."""
-import copy
 
 import pytest
 import torch

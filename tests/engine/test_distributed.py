@@ -1,6 +1,6 @@
 """Two CPU processes (torchrun, gloo) against one, all in one launch (tests/engine/dist_worker.py): every
-domain x objective's first-step loss and gradients (float64), end-to-end runs of every objective at its default
-recipe and of every domain, a queue filled in after_step, and the plain collectives."""
+domain x objective's first-step loss and gradients (float64), end-to-end runs of every objective whose steps carry
+state, at its default recipe, and of every domain, a queue filled in after_step, and the plain collectives."""
 import importlib.util
 import json
 import os
