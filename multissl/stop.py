@@ -137,6 +137,8 @@ def main_first():
             store.set(key, "1")
 
     def wait():
-        while store is not None and not store.check([key]):
-            time.sleep(0.5)
+        pause = 0.005  # doubled up to half a second: a quick step (data already cached) costs a few ms of waiting,
+        while store is not None and not store.check([key]):  # a long one a check every half second
+            time.sleep(pause)
+            pause = min(2 * pause, 0.5)
     return release, wait

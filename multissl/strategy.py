@@ -12,10 +12,10 @@ way:
 Checkpoints and exports are gathered whatever the strategy: the same files as one process writes, so a run saved with
 N processes resumes with any M and any strategy."""
 import contextlib
+import sys
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from multissl import dist
 
@@ -49,9 +49,16 @@ def wrap(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
+def is_sharded(x) -> bool:
+    """Whether x is a DTensor (a shard). torch.distributed.tensor is imported by fsdp alone, as it takes a good part
+    of a process's start: where it was never imported, nothing is one."""
+    tensor = sys.modules.get("torch.distributed.tensor")
+    return tensor is not None and isinstance(x, tensor.DTensor)
+
+
 def sharded(model: nn.Module) -> bool:
     """Whether `model` holds shards (fsdp on several processes) rather than whole parameters."""
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    return any(is_sharded(p) for p in model.parameters())
 
 
 def units(model: nn.Module) -> list[nn.Module]:
@@ -106,7 +113,7 @@ def after_backward(model: nn.Module, name: str):
 def full(x):
     """x with every sharded tensor gathered whole (on every process: a collective), in nested dicts and lists; other
     values as they are."""
-    if isinstance(x, DTensor):
+    if is_sharded(x):
         return x.full_tensor()
     if isinstance(x, dict):
         return {k: full(v) for k, v in x.items()}
@@ -117,7 +124,8 @@ def full(x):
 
 def _like(value, template):
     """A whole tensor placed as `template` is (a local slice of this process when the template is sharded)."""
-    if isinstance(template, DTensor) and torch.is_tensor(value) and not isinstance(value, DTensor):
+    if is_sharded(template) and torch.is_tensor(value) and not is_sharded(value):
+        from torch.distributed.tensor import distribute_tensor
         return distribute_tensor(value.to(template.dtype), template.device_mesh, template.placements,
                                  src_data_rank=None)  # every process holds the whole tensor: no communication
     return value
@@ -141,4 +149,4 @@ def place(saved: dict | None, model: nn.Module, optimizer) -> dict | None:
 
 def grad_norm(norm: torch.Tensor) -> torch.Tensor:
     """clip_grad_norm_'s result as a plain tensor (under fsdp it is a replicated DTensor)."""
-    return norm.full_tensor() if isinstance(norm, DTensor) else norm
+    return norm.full_tensor() if is_sharded(norm) else norm

@@ -1,5 +1,4 @@
 """encoder=resnet18: a convolutional baseline for the image domain."""
-import torchvision
 from torch import nn
 
 from multissl.errors import UserError
@@ -12,6 +11,7 @@ class ResNet(nn.Module):
     domains = ("image",)  # a 2-D CNN over [c h w] images
 
     def __init__(self, domain, depth: int = 18):
+        import torchvision  # here: importing it takes longer than most runs' first step
         super().__init__()
         net = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
                50: torchvision.models.resnet50}[depth](weights=None)

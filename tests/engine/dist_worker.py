@@ -43,7 +43,8 @@ def carries_state(o: str) -> bool:
 
 # every objective whose steps carry state from one to the next, at its default recipe; the others' first step is
 # the parity tier's, and the strategy runs below take several steps of simclr, vicreg and mae
-E2E = {f"image-{o}": ("domain=image", f"objective={o}", "trainer.seed=5", *TINY_ENCODER, "data.batch_size=32", *RUN)
+E2E = {f"image-{o}": ("domain=image", f"objective={o}", "trainer.seed=5", *TINY_ENCODER, "data.batch_size=32", *RUN,
+                     "trainer.baseline=false")  # the untrained encoder's scores: once per domain, below
        for o in OBJECTIVES if ("image", o) in PAIRS and carries_state(o)}
 FITS = {d: [o for o in OBJECTIVES if (d, o) in PAIRS] for d in DOMAINS}  # the objectives each domain trains
 E2E |= {f"{d}-{FITS[d][i % len(FITS[d])]}": (f"domain={d}", f"objective={FITS[d][i % len(FITS[d])]}", *TINY_ENCODER,

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
+from multissl import cli as cli_module
 from multissl.cli import load_config
 from multissl.train import main
 
@@ -121,3 +122,67 @@ def test_non_integer_max_steps_is_a_one_line_error(tmp_path, capsys):
     assert e.value.code == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("multissl: error:")]
     assert len(err) == 1 and "max_steps" in err[0]
+
+
+def composed(overrides) -> dict:
+    cfg = OmegaConf.to_container(cli_module.compose_raw(list(overrides)))
+    cfg["hydra"]["runtime"].pop("cwd")
+    return cfg
+
+
+@pytest.mark.parametrize("overrides", [
+    ["domain=audio", "objective=ibot", "encoder.dim=16", "trainer.strategy=fsdp"],
+    ["data.batch_size=4", "domain=text", "data.batch_size=8", "+domain.extra=3"],  # a value before its group, twice
+    ["objective=simclr", "~objective.temperature"], ["trainer.seed=3"], []])
+def test_composing_the_same_choices_again_gives_what_hydra_composes(overrides):
+    """Each set of choices is composed once per process and copied; the key=value overrides applied to the copy give
+    Hydra's own composition (the config and Hydra's record of the overrides), whatever came before."""
+    hydra = OmegaConf.to_container(cli_module.compose_hydra(list(overrides)))
+    hydra["hydra"]["runtime"].pop("cwd")
+    assert composed(overrides) == hydra and composed(overrides) == hydra  # a fresh composition, then a copy
+
+
+@pytest.mark.parametrize("bad", [["trainer.nonexistent=3"], ["+trainer.max_steps=3"], ["domain.patch_size=[1,2"],
+                                 ["objective.temperature=0.1,0.2"], ["domain=nope"]])
+def test_a_bad_override_fails_as_hydra_fails_it(bad):
+    errors = []
+    for compose in (cli_module.compose_hydra, cli_module.compose_raw, cli_module.compose_raw):
+        with pytest.raises(Exception) as e:
+            compose(bad)
+        errors.append((type(e.value), str(e.value)))
+    assert errors[0] == errors[1] == errors[2]
+
+
+def test_every_objective_and_domain_composed_with_another_is_what_hydra_composes():
+    """A set of choices is put together from each choice composed alone: for each objective with a domain that is not
+    the default, and each domain with an encoder that is not, the result is Hydra's composition of the set."""
+    from multissl.cli import options
+    domains, objectives = options("domain"), options("objective")
+    sets = [[f"domain={domains[i % len(domains)]}", f"objective={o}"] for i, o in enumerate(objectives)]
+    sets += [[f"domain={d}", "encoder=mlp", "objective=byol"] for d in domains]
+    for choices in sets:
+        hydra = OmegaConf.to_container(cli_module.compose_hydra(choices))
+        hydra["hydra"]["runtime"].pop("cwd")
+        assert composed(choices) == hydra, choices
+
+
+def test_a_user_option_that_writes_outside_its_group_is_composed_by_hydra(tmp_path, monkeypatch):
+    """A YAML in the _global_ package sets keys of other sections: such a choice is not put together from parts."""
+    (tmp_path / "objective").mkdir()
+    (tmp_path / "objective" / "quick.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /objective/simclr@objective\n  - _self_\ntrainer:\n  max_steps: 7\n")
+    monkeypatch.setenv("MULTISSL_CONFIG_PATH", str(tmp_path))
+    got = composed(["domain=audio", "objective=quick"])
+    hydra = OmegaConf.to_container(cli_module.compose_hydra(["domain=audio", "objective=quick"]))
+    hydra["hydra"]["runtime"].pop("cwd")
+    assert got == hydra and got["trainer"]["max_steps"] == 7 and got["domain"]["_target_"].endswith("AudioDomain")
+
+
+def test_a_user_config_edited_between_two_compositions_is_read_again(tmp_path, monkeypatch):
+    (tmp_path / "objective").mkdir()
+    mine = tmp_path / "objective" / "mine.yaml"
+    mine.write_text("defaults:\n  - simclr\n  - _self_\ntemperature: 0.3\n")
+    monkeypatch.setenv("MULTISSL_CONFIG_PATH", str(tmp_path))
+    assert composed(["objective=mine", "trainer.seed=1"])["objective"]["temperature"] == 0.3
+    mine.write_text("defaults:\n  - simclr\n  - _self_\ntemperature: 0.7\n")
+    assert composed(["objective=mine", "trainer.seed=1"])["objective"]["temperature"] == 0.7
