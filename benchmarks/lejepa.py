@@ -17,6 +17,8 @@ The criteria, fixed before any run:
      rises); the total loss's correlation is reported beside it.
 """
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from paired import final, heldout, mean_sd, parser, run_all, train
@@ -48,18 +50,18 @@ def stability(args, seeds: list[int]) -> list[str]:
     """Claim A: the grid, one row per objective x encoder, and the spreads."""
     from multissl.cli import load_config
     base = load_config([]).optim.base_lr
-    root, cells = Path(args.out or "runs/lejepa") / "image", {}
-    for o in OBJECTIVES:
-        for e, enc in ENCODERS.items():
-            for name, f in SCALES.items():
-                for s in seeds:
-                    over = (f"objective={o}", *enc, f"optim.base_lr={base * f:.3g}")
-                    rows = train(root / f"{o}-{e}-{name}-s{s}", "image", over, s, args.steps, args.eval_every,
-                                 args.extra, 0)
-                    cells[(o, e, name, s)] = final(rows, "knn_acc")
-    untrained = {e: mean_sd([final(train(root / f"untrained-{e}-s{s}", "image", ("objective=simclr", *enc), s, 0,
-                                         args.eval_every, args.extra, 0), "knn_acc") for s in seeds])[0]
-                 for e, enc in ENCODERS.items()}
+    root = Path(args.out or "runs/lejepa") / "image"
+    threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)  # 0: in this process
+    jobs = {(o, e, name, s): (root / f"{o}-{e}-{name}-s{s}", "image",
+                              (f"objective={o}", *enc, f"optim.base_lr={base * f:.3g}"), s, args.steps)
+            for o in OBJECTIVES for e, enc in ENCODERS.items() for name, f in SCALES.items() for s in seeds}
+    jobs |= {("untrained", e, s): (root / f"untrained-{e}-s{s}", "image", ("objective=simclr", *enc), s, 0)
+             for e, enc in ENCODERS.items() for s in seeds}
+    with ThreadPoolExecutor(args.jobs) as pool:  # the slowest (resnet18) first, so the pool ends together
+        order = sorted(jobs, key=lambda k: k[1] != "resnet18")
+        futures = {k: pool.submit(train, *jobs[k], args.eval_every, args.extra, threads) for k in order}
+    cells = {k: final(f.result(), "knn_acc") for k, f in futures.items()}
+    untrained = {e: mean_sd([cells[("untrained", e, s)] for s in seeds])[0] for e in ENCODERS}
     lines = ["| objective | encoder | " + " | ".join(SCALES) + " | untrained |", "| --- " * (3 + len(SCALES)) + "|"]
     for o in OBJECTIVES:
         for e in ENCODERS:

@@ -6,6 +6,7 @@ first — generating twice need not give the same bytes (a tokenizer's training 
 
 What is converted once from a user's file (a .npz's arrays, a Minari dataset) is kept in a versioned folder: named
 after its source's version, complete once its manifest is published, removed when its source changes."""
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +41,27 @@ def publish(write, path: Path):
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def one_maker(path: Path):
+    """Held while this process alone makes what `path` will hold (an exclusive lock on a file beside it, which the
+    system releases when its holder ends, even killed): processes of one machine that want the same default at once
+    wait here, then read what the first made, instead of each making it (seconds of synthesis or collection). Without
+    fcntl (Windows): no waiting, each makes it and the first published is kept."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def save_npz(path: Path, arrays: dict):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import save_npz
+from .cache import one_maker, save_npz
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
          "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -152,15 +152,28 @@ def spoken_words(cache_dir: str | Path, sample_rate: int = 16000, seconds: float
     key = json.dumps([FORMAT, WORDS, spk, sample_rate, n, version("espeakng-loader")])  # n: 1 s == 1.0 s
     cache_dir = Path(cache_dir)
     path = cache_dir / f"spoken_words_{sample_rate}hz_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                d = {k: z[k] for k in ("wave", "word", "speaker", "test")}
-            if d["wave"].shape == (len(spk) * len(WORDS), n):
-                return d
-        except Exception as e:  # a damaged file is just a cache miss
-            log.warning("regenerating unreadable cache %s (%s)", path, e)
-        path.unlink(missing_ok=True)
+    d = _read(path, (len(spk) * len(WORDS), n))
+    if d is not None:
+        return d
+    with one_maker(path):  # another process making it now: wait and read theirs
+        return _read(path, (len(spk) * len(WORDS), n)) or _make(path, spk, sample_rate, n)
+
+
+def _read(path: Path, shape: tuple) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            d = {k: z[k] for k in ("wave", "word", "speaker", "test")}
+        if d["wave"].shape == shape:
+            return d
+    except Exception as e:  # a damaged file is just a cache miss
+        log.warning("regenerating unreadable cache %s (%s)", path, e)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _make(path: Path, spk: list[dict], sample_rate: int, n: int) -> dict:
     print(f"multissl: synthesizing the default spoken-word set once ({len(spk) * len(WORDS)} clips) into {path}",
           file=sys.stderr)
     import torch

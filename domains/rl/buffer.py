@@ -26,7 +26,7 @@ import torch
 
 from multissl.errors import UserError, reason
 
-from ..cache import default_cache_dir
+from ..cache import default_cache_dir, one_maker
 from ..memory import describe, numpy
 from .mmap import FOLDER_HELP, open_folder, open_npz
 
@@ -263,7 +263,9 @@ def default_buffer(settings: dict, cache_dir: str | None = None) -> dict:
         except UserError as e:
             print(f"multissl: warning: collecting the default buffer again: {e}", file=sys.stderr)
             path.unlink(missing_ok=True)
-    print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
-          f"{path}", file=sys.stderr)
-    collect(env, steps, out=path, seed=seed, **settings)
+    with one_maker(path):  # another process collecting it now: wait and read theirs
+        if not path.exists():
+            print(f"multissl: collecting the default {env} buffer once ({steps} random-policy steps, pixels) into "
+                  f"{path}", file=sys.stderr)
+            collect(env, steps, out=path, seed=seed, **settings)
     return read_buffer(path, cache_dir)

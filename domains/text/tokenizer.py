@@ -11,7 +11,7 @@ import torch
 
 from multissl.errors import UserError, reason
 
-from ..cache import publish
+from ..cache import one_maker, publish
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # loader workers fork after encoding: no Rust threads then
 
@@ -59,10 +59,11 @@ def cached(kind: str, vocab_size: int, lowercase: bool, texts: Sequence[str], ca
     for t in texts:
         h.update(t.encode("utf-8") + b"\0")
     path = Path(cache_dir) / "text" / f"tokenizer-{h.hexdigest()[:20]}.json"
-    if path.exists():
-        return path.read_text(encoding="utf-8")
-    js = build(kind, vocab_size, lowercase, texts).to_str()
-    publish(lambda f: f.write(js.encode("utf-8")), path)
+    if not path.exists():
+        with one_maker(path):  # another process training it now: wait and read theirs
+            if not path.exists():
+                js = build(kind, vocab_size, lowercase, texts).to_str()
+                publish(lambda f: f.write(js.encode("utf-8")), path)
     return path.read_text(encoding="utf-8")  # the one published first: two trainings need not give the same ids
 
 

@@ -3,7 +3,7 @@
 (motion). Deterministic (its own seed, not the run's), generated in about a second and cached."""
 import numpy as np
 
-from ..cache import save_npz
+from ..cache import one_maker, save_npz
 
 # unit steps of the 8 directions, counter-clockwise from east: E, NE, N, NW, W, SW, S, SE (rows grow downwards)
 DIRECTIONS = [(0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1)]
@@ -52,6 +52,8 @@ def cached(cache_dir, **settings) -> dict:
     key = "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
     path = Path(cache_dir) / "video" / f"moving-digits-{key}.npz"
     if not path.exists():
-        save_npz(path, moving_digits(**settings))
+        with one_maker(path):  # another process making it now: wait and read theirs
+            if not path.exists():
+                save_npz(path, moving_digits(**settings))
     with np.load(path) as f:
         return {k: f[k] for k in f.files}

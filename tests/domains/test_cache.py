@@ -1,7 +1,13 @@
-"""The cache root for generated default data, and its atomic writer."""
-import numpy as np
+"""The cache root for generated default data, its atomic writer, and its one maker at a time."""
+import multiprocessing
+import os
+import signal
+import time
 
-from multissl.domains.cache import default_cache_dir, save_npz
+import numpy as np
+import pytest
+
+from multissl.domains.cache import default_cache_dir, one_maker, save_npz
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
@@ -41,7 +47,7 @@ def test_a_tokenizer_trained_twice_at_once_is_the_first_published_for_both(tmp_p
         return real("bpe", *args[1:])  # whose result differs
     monkeypatch.setattr(tokenizer, "build", published_meanwhile)
     assert tokenizer.cached("wordpiece", 64, True, texts, tmp_path) == first
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == [f".{path.name}.lock", path.name]  # no temporary
 
 
 def test_stale_conversions_are_removed_and_only_they(tmp_path):
@@ -66,3 +72,35 @@ def test_stale_conversions_are_removed_and_only_they(tmp_path):
     os.utime(sources[0], ns=(1, 1))
     forget_stale(root, "source.json")
     assert not folders[0].exists() and folders[1].is_dir() and under_way.is_dir()
+
+
+def _make_once(path, log):
+    with one_maker(path):
+        if not os.path.exists(path):
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            time.sleep(0.3)  # the others arrive while this one makes it
+            save_npz(path, {"x": np.arange(3)})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="one_maker locks with fcntl (POSIX)")
+def test_processes_that_want_the_same_default_at_once_make_it_once(tmp_path):
+    """Test workers, the processes of a run on one machine, a sweep's runs: the first makes it, the others wait and
+    read it; a maker killed midway releases the lock, and the next one makes it."""
+    fork = multiprocessing.get_context("fork")
+    path, log = tmp_path / "default.npz", tmp_path / "makers"
+    procs = [fork.Process(target=_make_once, args=(path, log)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0, 0] and len(log.read_text().split()) == 1
+    killed, other = tmp_path / "killed.npz", tmp_path / "other"
+    stuck = fork.Process(target=_make_once, args=(killed, other))
+    stuck.start()
+    while not other.exists():  # it holds the lock, making
+        time.sleep(0.01)
+    os.kill(stuck.pid, signal.SIGKILL)
+    stuck.join(30)
+    _make_once(killed, other)  # not blocked by the dead maker
+    assert len(other.read_text().split()) == 2 and killed.exists()
