@@ -170,8 +170,7 @@ def composed_choices(choices: tuple, files: tuple):
             for part, g in zip(parts, groups):
                 cfg[g] = copy.deepcopy(part[g])
                 cfg.hydra.runtime.choices[g] = part.hydra.runtime.choices[g]
-            cfg.hydra.overrides.task = list(choices)
-            composed[key] = cfg
+            composed[key] = cfg  # what Hydra records of the overrides, compose_raw writes
             return cfg
     composed[key] = compose_hydra(list(choices))
     return composed[key]
