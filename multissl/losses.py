@@ -39,6 +39,17 @@ The losses (MAE's reconstruction losses are each domain's own):
 - `spr`: SPR's multi-step latent prediction (Schwarzer et al. 2021).
 - `masked_regression`: data2vec 2.0's and I-JEPA's regression at the masked tokens (Baevski et al. 2023,
   Assran et al. 2023).
+- `scl`: the spectral contrastive loss (HaoChen et al. 2021).
+- `wmse`: W-MSE's MSE between whitened views (Ermolov et al. 2021).
+- `meanshift`: MeanShift's pull of the query toward its target's nearest neighbours (Koohpayegani et al. 2021).
+- `lejepa`, `sigreg`: LeJEPA's prediction plus SIGReg, and SIGReg alone (Balestriero & LeCun 2025).
+- `msn`: MSN's prototype matching with mean-entropy maximisation, -> (loss, terms) (Assran et al. 2022).
+- `ibot_patch`: iBOT's masked-token self-distillation (Zhou et al. 2022).
+- `koleo`: DINOv2's KoLeo regulariser (Sablayrolles et al. 2019, Oquab et al. 2023).
+- `cpc`: CPC's InfoNCE of future latents, -> (loss, each offset's accuracy) (van den Oord et al. 2018).
+
+A loss that returns (loss, extra) returns with gather=True the global batch's loss and its extra figures averaged
+over processes (each process's figures are means over as many rows).
 """
 import functools
 import inspect
@@ -49,30 +60,45 @@ from multissl import dist
 from multissl.errors import UserError
 from multissl.objectives.barlow import barlow_loss
 from multissl.objectives.byol import byol_loss
+from multissl.objectives.cpc import cpc_loss
 from multissl.objectives.data2vec import regression_loss
 from multissl.objectives.dcl import dcl_loss
 from multissl.objectives.dino import dino_loss
+from multissl.objectives.ibot_losses import koleo_loss, patch_loss
+from multissl.objectives.lejepa import lejepa_loss
+from multissl.objectives.lejepa import sigreg as sigreg_loss
+from multissl.objectives.meanshift import meanshift_loss
 from multissl.objectives.moco_v3 import moco_v3_loss
+from multissl.objectives.msn import msn_loss
 from multissl.objectives.nnclr import nnclr_loss
 from multissl.objectives.rdm import rdm_loss
+from multissl.objectives.scl import scl_loss
 from multissl.objectives.simclr import nt_xent_loss
 from multissl.objectives.simsiam import simsiam_loss
 from multissl.objectives.spr import spr_loss
-from multissl.objectives.swav import sinkhorn as sinkhorn_codes, swav_loss
+from multissl.objectives.swav import sinkhorn as sinkhorn_codes
+from multissl.objectives.swav import swav_loss
 from multissl.objectives.vicreg import vicreg_loss
+from multissl.objectives.wmse import wmse_loss
 
 __all__ = ["nt_xent", "dcl", "moco_v3", "nnclr", "vicreg", "barlow_twins", "byol", "simsiam", "rdm", "dino", "swav",
-           "sinkhorn", "spr", "masked_regression"]
+           "sinkhorn", "spr", "masked_regression", "scl", "wmse", "meanshift", "lejepa", "sigreg", "msn", "ibot_patch",
+           "koleo", "cpc"]
 
 GATHER_DOC = ("gather (keyword, required): False, the loss of this process's rows with no collective; True, the loss "
               "of the global batch, the same value on every process (see multissl.losses for its use under DDP).")
 
 
-def _global_value(loss: torch.Tensor) -> torch.Tensor:
+def _global_value(loss):
     """The mean over processes of their losses as the value (the global batch's loss: every process holds as many
-    rows), with this process's loss's gradient."""
+    rows), with this process's loss's gradient. (loss, extra): extra's tensors (in a dict or not) averaged too."""
     if dist.world_size() == 1:
         return loss
+    if isinstance(loss, tuple):
+        first, extra = loss
+        mean = lambda t: dist.all_reduce(t.detach(), "mean") if isinstance(t, torch.Tensor) else t
+        return _global_value(first), ({k: mean(v) for k, v in extra.items()} if isinstance(extra, dict)
+                                      else mean(extra))
     return dist.all_reduce(loss, "mean") + (loss - loss.detach())
 
 
@@ -111,6 +137,11 @@ def _spr_global(p: torch.Tensor, z: torch.Tensor, valid: torch.Tensor) -> torch.
     return spr_loss(dist.gather(p), dist.all_gather(z), dist.gather(valid.to(p.dtype)) > 0)
 
 
+def _koleo_global(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """koleo_loss over every process's rows: each row's nearest neighbour is sought in the global batch."""
+    return koleo_loss(dist.gather(x), *args, **kwargs)
+
+
 nt_xent = _public(nt_xent_loss, "nt_xent", "SimCLR's NT-Xent (Chen et al. 2020).")
 dcl = _public(dcl_loss, "dcl", "Decoupled contrastive loss, DCL and DCLW (Yeh et al. 2022).")
 moco_v3 = _public(moco_v3_loss, "moco_v3", "MoCo v3's InfoNCE against momentum keys (Chen et al. 2021).")
@@ -130,3 +161,14 @@ spr = _public(spr_loss, "spr", "SPR's multi-step latent prediction (Schwarzer et
 masked_regression = _public(regression_loss, "masked_regression",
                             "data2vec 2.0's and I-JEPA's regression at the masked tokens (Baevski et al. 2023, "
                             "Assran et al. 2023).")
+scl = _public(scl_loss, "scl", "The spectral contrastive loss (HaoChen et al. 2021).")
+wmse = _public(wmse_loss, "wmse", "W-MSE: MSE between whitened views (Ermolov et al. 2021).")
+meanshift = _public(meanshift_loss, "meanshift", "MeanShift's nearest-neighbour pull (Koohpayegani et al. 2021).")
+lejepa = _public(lejepa_loss, "lejepa", "LeJEPA's prediction across views plus SIGReg (Balestriero & LeCun 2025).")
+sigreg = _public(sigreg_loss, "sigreg", "LeJEPA's SIGReg: sketched Epps-Pulley tests toward an isotropic Gaussian "
+                 "(Balestriero & LeCun 2025).")
+msn = _public(msn_loss, "msn", "MSN's masked prototype matching (Assran et al. 2022).")
+ibot_patch = _public(patch_loss, "ibot_patch", "iBOT's masked-token self-distillation (Zhou et al. 2022).")
+koleo = _public(koleo_loss, "koleo", "The KoLeo regulariser of DINOv2 (Sablayrolles et al. 2019, Oquab et al. 2023).",
+                global_batch=_koleo_global)
+cpc = _public(cpc_loss, "cpc", "CPC's InfoNCE of future latents (van den Oord et al. 2018).")

@@ -14,8 +14,13 @@ from torch.nn.parallel import DistributedDataParallel
 from multissl import losses
 
 WORLD, BATCH, STEPS, LR = 2, 8, 3, 0.05
-# contrastive over the batch, batch statistics, this process's queries against every key, per sample
-LOSSES = {"nt_xent": losses.nt_xent, "vicreg": losses.vicreg, "moco_v3": losses.moco_v3, "byol": losses.byol}
+# contrastive over the batch, batch statistics, this process's queries against every key, per sample; the
+# Cookbook's batch statistics: spectral contrast, whitening in sub-batches, SIGReg's sketch, nearest neighbours
+LOSSES = {"nt_xent": losses.nt_xent, "vicreg": losses.vicreg, "moco_v3": losses.moco_v3, "byol": losses.byol,
+          "scl": losses.scl,
+          "wmse": lambda a, b, gather: losses.wmse(a, b, w_eps=0.1, gather=gather),
+          "lejepa": lambda a, b, gather: losses.lejepa(torch.stack([a, b], 1), step=0, gather=gather),
+          "koleo": lambda a, b, gather: losses.koleo(a, gather=gather)}
 
 
 def views() -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,14 +54,16 @@ def train(name: str, parts: list[slice], gather: bool, wrap=lambda m: m) -> dict
 
 
 def uneven(rows: slice, gather: bool) -> dict:
-    """spr and masked_regression of `rows` of fixed inputs whose halves hold unequal counts: 5 and 10 valid steps,
-    3 and 8 masked tokens."""
+    """spr, masked_regression and cpc of `rows` of fixed inputs whose halves hold unequal counts: 5 and 10 valid
+    steps, 3 and 8 masked tokens."""
     g = torch.Generator().manual_seed(1)
     p, z, pred, target = (torch.randn(BATCH, 3, 4, generator=g, dtype=torch.float64) for _ in range(4))
+    ahead = torch.randn(BATCH, 3, 2, 4, generator=g, dtype=torch.float64)  # [b T K d]: cpc's predictions
     valid = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 0, 0], [0, 0, 0]] + [[1, 1, 1], [1, 1, 0]] * 2).bool()
     masked = torch.tensor([[0, -1], [1, -1], [2, -1], [-1, -1]] + [[0, 2], [1, 2]] * 2)
     return {"spr": losses.spr(p[rows], z[rows], valid[rows], gather=gather).item(),
-            "masked_regression": losses.masked_regression(pred[rows], target[rows], masked[rows], gather=gather).item()}
+            "masked_regression": losses.masked_regression(pred[rows], target[rows], masked[rows], gather=gather).item(),
+            "cpc": losses.cpc(ahead[rows], z[rows], valid[rows], gather=gather)[0].item()}
 
 
 @contextlib.contextmanager

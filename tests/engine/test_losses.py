@@ -7,12 +7,32 @@ from pathlib import Path
 
 import pytest
 import torch
+from multissl.objectives import (
+    barlow,
+    byol,
+    cpc,
+    data2vec,
+    dcl,
+    dino,
+    ibot_losses,
+    lejepa,
+    meanshift,
+    moco_v3,
+    msn,
+    nnclr,
+    rdm,
+    scl,
+    simclr,
+    simsiam,
+    spr,
+    swav,
+    vicreg,
+    wmse,
+)
 from tiny import run_two_processes
 
 from multissl import dist, losses
 from multissl.errors import UserError
-from multissl.objectives import (barlow, byol, data2vec, dcl, dino, moco_v3, nnclr, rdm, simclr, simsiam, spr, swav,
-                                 vicreg)
 
 WORKER = Path(__file__).with_name("ddp_loop_worker.py")
 spec = importlib.util.spec_from_file_location("ddp_loop_worker", WORKER)
@@ -48,6 +68,16 @@ CASES = {
     "sinkhorn": (swav.sinkhorn, lambda: (torch.randn(6, 5, dtype=torch.float64),)),
     "spr": (spr.spr_loss, lambda: (leaf(6, 3, 4), leaf(6, 3, 4), torch.rand(6, 3) > 0.4)),
     "masked_regression": (data2vec.regression_loss, masked_tokens),
+    "scl": (scl.scl_loss, pair),
+    "wmse": (wmse.wmse_loss, pair),
+    "meanshift": (meanshift.meanshift_loss, lambda: (leaf(6, 4), leaf(6, 3, 4))),
+    "lejepa": (lejepa.lejepa_loss, lambda: (leaf(6, 3, 4), 0)),
+    "sigreg": (lejepa.sigreg, lambda: (leaf(6, 4), 0)),
+    "msn": (msn.msn_loss, lambda: ([leaf(6, 5), leaf(6, 5)], leaf(6, 5))),
+    "ibot_patch": (ibot_losses.patch_loss, lambda: ([leaf(6, 2, 5)], [leaf(6, 2, 5).softmax(-1)],
+                                                    [masked_tokens()[2]])),
+    "koleo": (ibot_losses.koleo_loss, lambda: (leaf(6, 4),)),
+    "cpc": (cpc.cpc_loss, lambda: (leaf(6, 4, 2, 3), leaf(6, 4, 3), torch.rand(6, 4) > 0.3)),
 }
 
 
@@ -56,17 +86,26 @@ def leaves(args) -> list:
     return [a for a in flat if isinstance(a, torch.Tensor) and a.requires_grad]
 
 
+def flat(out) -> list[torch.Tensor]:
+    """A loss's output as tensors: the loss, then (msn, cpc) its extra figures."""
+    if not isinstance(out, tuple):
+        return [out]
+    extra = out[1].values() if isinstance(out[1], dict) else [out[1]]
+    return [out[0], *extra]
+
+
 def evaluate(fn, make, **kw) -> tuple:
-    """fn on make()'s inputs (seeded) -> (output, the gradients of its sum w.r.t. the input leaves)."""
+    """fn on make()'s inputs (seeded) -> (its output's tensors, the gradients of the loss's sum w.r.t. the input
+    leaves)."""
     torch.manual_seed(0)
     args = make()
-    out = fn(*args, **kw)
-    grads = torch.autograd.grad(out.sum(), leaves(args), allow_unused=True) if out.requires_grad else ()
-    return out.detach(), grads
+    out = flat(fn(*args, **kw))
+    grads = torch.autograd.grad(out[0].sum(), leaves(args), allow_unused=True) if out[0].requires_grad else ()
+    return [o.detach() for o in out], grads
 
 
 def same(grads, want) -> bool:
-    """Equal gradients (None where an input gets none), bitwise."""
+    """Equal tensors (None where an input gets no gradient), bitwise."""
     return all(a is b is None or torch.equal(a, b) for a, b in zip(grads, want, strict=True))
 
 
@@ -82,7 +121,7 @@ def test_each_name_is_its_objectives_function_on_one_process(name):
     want, want_grads = evaluate(original, make)
     for gather in (False, True):
         got, grads = evaluate(public, make, gather=gather)
-        assert torch.equal(got, want) and same(grads, want_grads)
+        assert same(got, want) and same(grads, want_grads)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -123,7 +162,7 @@ def test_gather_false_makes_no_collective_in_a_process_group(name, two_processes
     with dist.one_process():
         want, want_grads = evaluate(original, make)
     got, grads = evaluate(getattr(losses, name), make, gather=False)
-    assert torch.equal(got, want) and same(grads, want_grads)
+    assert same(got, want) and same(grads, want_grads)
     with pytest.raises(Collective):
         evaluate(getattr(losses, name), make, gather=True)
 
@@ -180,8 +219,8 @@ def test_ddp_loop_with_gather_false_trains_on_the_mean_of_per_process_losses(lau
 
 @pytest.mark.distributed
 def test_gather_true_spans_unequal_counts_across_processes(launched):
-    """SPR's valid steps and the masked tokens are held unevenly: the mean is over every process's items, not the
-    mean of the processes' means."""
+    """SPR's and CPC's valid steps and the masked tokens are held unevenly: the mean is over every process's items,
+    not the mean of the processes' means."""
     one = worker.uneven(slice(None), gather=True)
     halves = [worker.uneven(worker.half(r), gather=False) for r in (0, 1)]
     for rank in (0, 1):
