@@ -5,6 +5,7 @@ the config a run saves is the config it ran."""
 import copy
 import functools
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def compose_raw(overrides: list[str]):
     if split is None:
         return compose_hydra(overrides)
     choices, values, parsed = split
-    cfg = copy.deepcopy(composed_choices(tuple(choices), config_files()))
+    cfg = pickle.loads(frozen(tuple(choices), config_files()))  # a copy: OmegaConf's deepcopy is ~20x slower
     ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
     job = cfg.hydra.job  # what Hydra's compose writes from the overrides
     cfg.hydra.overrides.task = [o.input_line for o in parsed]
@@ -174,6 +175,12 @@ def composed_choices(choices: tuple, files: tuple):
             return cfg
     composed[key] = compose_hydra(list(choices))
     return composed[key]
+
+
+@functools.lru_cache(maxsize=None)
+def frozen(choices: tuple, files: tuple) -> bytes:
+    """composed_choices' config pickled, for copies."""
+    return pickle.dumps(composed_choices(choices, files))
 
 
 def outside(cfg, group: str) -> dict:
