@@ -12,7 +12,7 @@ the untrained encoder's; on tables and buffers the domain's own metric is report
 import argparse
 from pathlib import Path
 
-from paired import final, heldout, parser, run_all, table
+from paired import final, heldout, parser, run_all, table, untrained
 from results import command_line, write
 
 from multissl.cli import options, pairs
@@ -29,7 +29,7 @@ def verdicts(results: dict, domain: str, seeds: list[int]) -> list[str]:
         return []
     held, out = heldout(domain), []
     for a in dict.fromkeys(a for d, a, _ in results if d == domain and a != "untrained"):
-        gains = [final(results[(domain, a, s)], held) - final(results[(domain, "untrained", s)], held) for s in seeds]
+        gains = [final(results[(domain, a, s)], held) - untrained(results, domain, a, s, held) for s in seeds]
         gain = sum(gains) / len(gains)
         out.append(f"{a}: {held} {gain:+.3f} over the untrained encoder, "
                    f"{'clears' if gain >= BAR[domain] else 'does not clear'} the +{BAR[domain]:.2f} bar")

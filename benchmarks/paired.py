@@ -95,9 +95,17 @@ def mean_sd(xs: list[float]) -> tuple[float, float]:
     return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
 
 
+def untrained(results: dict, domain: str, arm: str, seed: int, key: str) -> float:
+    """The untrained encoder's `key` that an arm's run is paired with: the run's own `untrained/<key>` (the same
+    seed's initial weights of the encoder it trained: an objective may refuse the domain's choice of encoder, as
+    token objectives refuse a conv encoder of frames), else the untrained arm's."""
+    own = final(results[(domain, arm, seed)], f"untrained/{key}")
+    return own if not math.isnan(own) else final(results[(domain, "untrained", seed)], key)
+
+
 def table(results: dict, domain: str, keys: list[str]) -> list[str]:
     """One row per arm: the held-out metric (mean ± sd over seeds), its paired gain over the untrained encoder
-    (mean ± sd, wins), then the mean of each of `keys` at the end."""
+    (`untrained`: of the encoder it trained; mean ± sd, wins), then the mean of each of `keys` at the end."""
     held = heldout(domain)
     arms = list(dict.fromkeys(a for d, a, _ in results if d == domain))
     seeds = sorted({s for d, _, s in results if d == domain})
@@ -105,7 +113,7 @@ def table(results: dict, domain: str, keys: list[str]) -> list[str]:
              "| --- " * (4 + len(keys)) + "|"]
     for a in arms:
         vals = [final(results[(domain, a, s)], held) for s in seeds]
-        gains = [v - final(results[(domain, "untrained", s)], held) for v, s in zip(vals, seeds)]
+        gains = [v - untrained(results, domain, a, s, held) for v, s in zip(vals, seeds)]
         (m, sd), (g, gsd) = mean_sd(vals), mean_sd(gains)
         cells = ["—" if a == "untrained" and k in UNTRAINED_BLANK else
                  f"{mean_sd([final(results[(domain, a, s)], k) for s in seeds])[0]:.4g}" for k in keys]

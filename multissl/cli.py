@@ -2,7 +2,6 @@
 (multissl.plugins), with one-line errors (no traceback wall) and a help text built from the registry itself. What
 depends on the chosen options (the domain's encoder for its data, the encoder's learning rate) is decided here, so
 the config a run saves is the config it ran."""
-import copy
 import functools
 import os
 import pickle
@@ -167,9 +166,9 @@ def composed_choices(choices: tuple, files: tuple):
     if len(choices) > 1 and len(set(groups)) == len(groups) and set(groups) <= set(GROUPS):
         base, parts = composed_choices((), files), [composed_choices((c,), files) for c in choices]
         if all(alone(base, part, g) for part, g in zip(parts, groups)):
-            cfg = copy.deepcopy(base)
+            cfg = pickle.loads(frozen((), files))
             for part, g in zip(parts, groups):
-                cfg[g] = copy.deepcopy(part[g])
+                cfg[g] = part[g]  # OmegaConf copies a node it is given
                 cfg.hydra.runtime.choices[g] = part.hydra.runtime.choices[g]
             composed[key] = cfg  # what Hydra records of the overrides, compose_raw writes
             return cfg

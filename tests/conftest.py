@@ -11,15 +11,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import TinyRuns, write_mixed_table  # noqa: E402
 
 
-# The longest file, started first: with -n auto --dist loadfile a worker takes whole files in collection order, and
-# the distributed tier's one launch started last would leave the other worker idle at the end. Only it: the other
-# multi-process files beside it would oversubscribe the cores (gloo's collectives spin while they wait).
-FIRST = ("engine/test_distributed.py",)
+# The longest files first, longest first (what a worker runs last decides when the run ends: a long file started late
+# leaves the other worker idle). -n auto --dist loadfile with --no-loadscope-reorder hands whole files to whichever
+# worker is free, in this order (xdist's default order, by tests per file, would put the few long multi-process tests
+# last). The distributed tier's one launch opens the run; the in-process contract tier runs beside it, so that two
+# multi-process files do not start together on 2 cores (gloo's collectives spin while they wait).
+FIRST = ("engine/test_distributed.py", "engine/test_contract.py", "engine/test_together.py", "test_benchmarks.py",
+         "engine/test_guards.py", "test_plugin_install.py", "engine/test_compile.py", "engine/test_testing.py",
+         "test_scale_bench.py", "engine/test_recovery.py", "test_extras.py", "engine/test_slurm.py",
+         "domains/video/test_domain.py", "engine/test_sweep.py", "test_install.py", "engine/test_train.py")
 
 
 def pytest_collection_modifyitems(items):
     """A test that trains through the `tiny` fixture runs the whole engine: the slow tier
-    (`pytest -m "not slow and not distributed"` runs the fast ones). The FIRST files go first."""
+    (`pytest -m "not slow and not distributed"` runs the fast ones). The FIRST files go first, in their order."""
     for item in items:
         if "tiny" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)

@@ -93,6 +93,19 @@ def test_table_suite_pairs_each_arm_with_the_untrained_encoder_on_held_out_rows(
     assert len(tr) + len(te) == 4454 and "rownames" not in tr.columns  # every row once; the row id left out
 
 
+def test_each_arm_is_paired_with_the_untrained_encoder_it_trained():
+    """An objective that refuses the domain's choice of encoder (token objectives on frames) trains another one: its
+    gain is over its own run's untrained encoder, not the untrained arm's."""
+    import paired
+    end = lambda acc, untrained=None: [{"step": 0, "knn_acc": acc, **({} if untrained is None else  # noqa: E731
+                                                                       {"untrained/knn_acc": untrained})}]
+    results = {("image", "untrained", 0): end(0.5, 0.5), ("image", "conv", 0): end(0.7, 0.5),
+               ("image", "tokens", 0): end(0.4, 0.3), ("image", "unlogged", 0): end(0.6)}
+    gains = {row.split(" | ")[0][2:]: row.split(" | ")[2] for row in paired.table(results, "image", [])[2:]}
+    assert gains == {"untrained": "+0.000 ± 0.000", "conv": "+0.200 ± 0.000", "tokens": "+0.100 ± 0.000",
+                     "unlogged": "+0.100 ± 0.000"}
+
+
 def test_label_draws_are_fixed_and_keep_every_class():
     import tables
     y = np.array([0] * 990 + [1] * 10)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 import multissl
 from multissl.checkpoint import latest_state, load as load_checkpoint
-from multissl.cli import load_config, options, pairs
+from multissl.cli import load_config, option_class, options, pairs
 from multissl.contracts import Domain, Objective, check, optional
 from multissl.errors import UserError
 from multissl.monitor import branch_ranks, subset
@@ -179,8 +179,7 @@ RAW_AND_INPUT = {"image": image_raw_and_input, "audio": audio_raw_and_input, "ta
 HELDOUT = {"rl": "state_r2_mean"}
 
 
-BRANCHED = [(d, o) for d, o in PAIRS if optional(get_class(pair_config(d, o).objective._target_), Objective,
-                                                    "branches") is not None]
+BRANCHED = [(d, o) for d, o in PAIRS if optional(option_class("objective", o), Objective, "branches") is not None]
 
 
 @pytest.mark.parametrize("domain, objective", BRANCHED, ids=[f"{d}-{o}" for d, o in BRANCHED])
@@ -262,7 +261,7 @@ def domain_specific_encoders():
     """(encoder, domain) pairs where the encoder's class declares it cannot take that domain's input."""
     pairs = []
     for enc in options("encoder"):
-        cls = get_class(load_config([f"encoder={enc}"]).encoder._target_)
+        cls = option_class("encoder", enc)
         pairs += [(enc, d) for d in DOMAINS if getattr(cls, "domains", None) and d not in cls.domains]
     return pairs
 
