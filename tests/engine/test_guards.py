@@ -16,6 +16,7 @@ import multissl.objectives.simclr as simclr
 from multissl import checkpoint
 from multissl.errors import UserError
 
+from forked import Forked
 from tiny import write_image_shards
 
 TINY_CLI = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=32", "trainer.log_every=1",
@@ -59,9 +60,9 @@ def test_collapse_warning(tiny, capsys):
 
 
 def launch(tmp_path, name, *extra):
-    return subprocess.Popen([sys.executable, "-m", "multissl.train", *TINY_CLI, f"run.dir={tmp_path / name}", *extra],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """`python -m multissl.train` as a process of its own (forked from a server that imported the engine once)."""
+    return Forked(["-m", "multissl.train", *TINY_CLI, f"run.dir={tmp_path / name}", *extra],
+                  {**os.environ, "OMP_NUM_THREADS": "1"}, tmp_path)
 
 
 def losses(folder):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from forked import Forked
 
 from multissl import checkpoint
 
@@ -29,17 +30,17 @@ def free_port() -> int:
 
 
 def start(cwd: Path, rank: int, world: int, port: int, *args, cache: Path, torchrun: bool = False):
-    """One process of a run started by hand (RANK/WORLD_SIZE: no launcher that would end the others when one fails),
-    or one "node" of torchrun --nnodes 2 --nproc_per_node 1."""
+    """One process of a run started by hand (RANK/WORLD_SIZE: no launcher that would end the others when one fails;
+    forked from a server that imported the engine once, tests/forked.py), or one "node" of torchrun --nnodes 2
+    --nproc_per_node 1."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MULTISSL_CACHE": str(cache)}
-    if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(world), "--nproc_per_node", "1",
-               "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port), str(WORKER), *args]
-    else:
+    cwd.mkdir(parents=True, exist_ok=True)
+    if not torchrun:
         env |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        cmd = [sys.executable, str(WORKER), *args]
-    cwd.mkdir(parents=True, exist_ok=True)
+        return Forked([WORKER, *args], env, cwd)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(world), "--nproc_per_node", "1",
+           "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port), str(WORKER), *args]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -113,10 +114,10 @@ def test_two_nodes_with_their_own_caches_and_no_shared_folder_match_one_process_
     for r, node in enumerate(nodes):
         assert json.loads((node / f"runs/t.rank{r}.json").read_text()) == export
     # one process on node 0's cache (its tokenizer), never stopped
-    one = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one"), "sigterm", "-1", "domain=text"],
-                         cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", "MULTISSL_CACHE": str(cache(0))},
-                         capture_output=True, text=True, timeout=240)
-    assert one.returncode == 0, one.stderr[-2000:]
+    one = Forked([WORKER, tmp_path / "one", "sigterm", "-1", "domain=text"], {**os.environ, "OMP_NUM_THREADS": "1",
+                 "MULTISSL_CACHE": str(cache(0))}, tmp_path)
+    err = one.communicate(timeout=240)[1]
+    assert one.returncode == 0, err[-2000:]
     a, b = losses(tmp_path / "one"), losses(nodes[0] / "runs/t")
     assert len(a) == len(b) == 6
     np.testing.assert_allclose(b[:3], a[:3], rtol=1e-5)
@@ -133,9 +134,9 @@ def test_two_nodes_joined_by_c10d_rendezvous_match_one_process(tmp_path):
     nodes = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errs = [n.communicate(timeout=240)[1] for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
-    one = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one"), "sigterm", "-1", "trainer.max_steps=3"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert one.returncode == 0, one.stderr[-2000:]
+    one = Forked([WORKER, tmp_path / "one", "sigterm", "-1", "trainer.max_steps=3"], env, tmp_path)
+    err = one.communicate(timeout=240)[1]
+    assert one.returncode == 0, err[-2000:]
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(a) == len(b) == 3
     np.testing.assert_allclose(b[:1], a[:1], rtol=1e-5)
