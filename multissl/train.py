@@ -293,6 +293,8 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     if init is not None:
         final |= baseline.untrained_metrics(init, domain, train_set, test_set, device, t.knn_k,
                                             t.knn_temperature, t.eval_samples)
+        final |= baseline.raw_metrics(domain, train_set, test_set, device, t.knn_k, t.knn_temperature,
+                                      t.eval_samples)
     runlog.write({"step": step, **final})
     if main:
         runlog.close()
@@ -303,7 +305,8 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
             print(f"multissl: {note}", file=sys.stderr)
         if init is not None:
             lines = [*baseline.table(final), baseline.verdict(final, domain, baseline.heldout_count(test_set,
-                                                                                                   t.eval_samples))]
+                                                                                                   t.eval_samples)),
+                     baseline.raw_verdict(final, domain)]
             print("\n".join(f"multissl: {line}" for line in lines if line), file=sys.stderr)
     return folder  # the process group stays up for another run() in this process; main() ends it
 

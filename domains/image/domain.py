@@ -12,6 +12,7 @@ from torch import nn
 from multissl.data import sample_views
 from multissl.errors import UserError
 
+from .. import raw
 from ..files import Files, class_count, hf_splits, labelled, locate, scan, split_folders
 from ..masking import random_mask
 from ..memory import in_memory
@@ -201,6 +202,10 @@ class ImageDomain:
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
         """One stored sample -> the un-augmented model input."""
         return self._normalize(x.float() / 255)
+
+    def raw_features(self, x: torch.Tensor, pad=None) -> torch.Tensor:
+        """The raw-pixel baseline: uint8 [b c h w] -> pixels at most 32 x 32 [b f]."""
+        return raw.pixels(x)
 
     # ---- tokens and masking -----------------------------------------------------------------------
     @property

@@ -30,6 +30,7 @@ from torch import nn
 from multissl.data import sample_views
 from multissl.errors import UserError
 
+from .. import raw
 from ..features import FeatureTokenizer
 from ..files import locate
 from ..masking import random_mask
@@ -196,6 +197,10 @@ class RLDomain:
     def eval_raw(self, x) -> torch.Tensor:
         """Evaluation sends the stored observation; `preprocess` scales and normalizes the batch on the device."""
         return torch.from_numpy(np.array(self._buf["obs"][int(x)]))  # a copy: a memmap's rows are read-only
+
+    def raw_features(self, x: torch.Tensor, pad=None) -> torch.Tensor:
+        """The raw-observation baseline: the normalized observation, frames randomly projected to 512 [b f]."""
+        return raw.projected(self.preprocess(x))
 
     # ---- views (views.py) --------------------------------------------------------------------------------------
     @property

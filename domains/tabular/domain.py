@@ -21,6 +21,7 @@ from torch import nn
 from multissl.data import sample_views
 from multissl.errors import UserError
 
+from .. import raw
 from ..features import FeatureTokenizer
 from ..files import locate, say_unseen
 from ..memory import in_memory
@@ -154,6 +155,10 @@ class TabularDomain:
 
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+    def raw_features(self, x: torch.Tensor, pad=None) -> torch.Tensor:
+        """The raw-column baseline: each number (0 when missing) with a missing flag, each category one-hot."""
+        return raw.table_rows(x, self.vocab_sizes)
 
     @property
     def vocab_sizes(self) -> list[int]:

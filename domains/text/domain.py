@@ -10,12 +10,12 @@ from torch import nn
 
 from multissl.errors import UserError
 
+from .. import raw
 from ..cache import default_cache_dir
 from ..files import say_unseen
 from ..patches import positions
 from ..tabular.table import split_rows
 from . import corpus, shards
-from .baseline import tfidf_knn
 from .losses import masked_token_loss
 from .tokenizer import Vocab, cached, read_file
 from .tokens import Texts, tokenized
@@ -70,7 +70,7 @@ class TextDomain:
         self.span_p, self.span_max = span_p, span_max
         self.cache_dir = cache_dir or default_cache_dir()
         self.data = data or {}
-        self.vocab, self.classes, self._splits, self._tfidf = None, None, None, {}
+        self.vocab, self.classes, self._splits, self._idf = None, None, None, None
         self._corpus = None  # corpus.Corpus: the texts and labels read
         if state:
             self.load_state(state)
@@ -127,7 +127,7 @@ class TextDomain:
         if info["dropped"]:
             print(f"multissl: data: {info['dropped']} texts have no token the tokenizer keeps and are left out",
                   file=sys.stderr)
-        self._tfidf = {}
+        self._idf = None  # document frequencies of this data's training split
         return out
 
     @staticmethod
@@ -170,6 +170,14 @@ class TextDomain:
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
         return x[0]
 
+    def raw_features(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        """The bag-of-words baseline: TF-IDF rows [b V] of the token ids, the document frequencies counted on the
+        training split once."""
+        if self._idf is None:
+            train = self._splits["train"]
+            self._idf = raw.idf_of((train.sample(i)[0] for i in range(len(train))), self.vocab.size)
+        return raw.tf_idf(x, pad, self._idf, self.vocab.special)
+
     def preprocess(self, raw) -> tuple[torch.Tensor, torch.Tensor]:
         """A list of strings -> (ids [b n], pad [b n]), cut to max_length; an empty string is one [PAD]-free unknown
         token, so every text has a representation."""
@@ -211,18 +219,3 @@ class TextDomain:
 
     def reconstruction_loss(self, pred, target, masked):
         return masked_token_loss(pred, target, masked, self.vocab.special)
-
-    # ---- evaluation -------------------------------------------------------------------------------------------
-    def downstream_metrics(self, embed, limit: int | None = None) -> dict:
-        """`tfidf_knn_acc`: the engine's kNN on TF-IDF features of the same held-out split, the bag-of-words
-        baseline an encoder should beat (computed once per run)."""
-        from multissl.monitor import subset
-        tr, te = self._splits["train"], self._splits.get("test")
-        if te is None or not self.classes:
-            return {}
-        if limit not in self._tfidf:
-            def pick(ds):  # the texts and labels of the samples the engine's kNN uses
-                idx, texts = getattr(subset(ds, limit), "indices", range(len(ds))), ds.texts
-                return [texts[i] for i in idx], [ds.y[i] for i in idx]
-            self._tfidf[limit] = {"tfidf_knn_acc": tfidf_knn(*pick(tr), *pick(te))}
-        return self._tfidf[limit]

@@ -17,6 +17,7 @@ from torch import nn
 from multissl.data import sample_views
 from multissl.errors import UserError
 
+from .. import raw
 from ..cache import default_cache_dir
 from ..memory import given
 from ..patches import PatchEmbed, masked_mse, patchify
@@ -185,6 +186,10 @@ class VideoDomain:
 
     def eval_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.preprocess(self.eval_raw(x)[None])[0]
+
+    def raw_features(self, x: torch.Tensor, pad=None) -> torch.Tensor:
+        """The raw-clip baseline: uint8 [b t c s s] -> the clip's pixels, at most 32 x 32 per frame [b f]."""
+        return raw.pixels(x)
 
     def preprocess(self, raw) -> torch.Tensor:
         """Clips uint8 [b t c h w] or [b t h w c] (or float in [0, 1]) of any length and size, or a list of clips

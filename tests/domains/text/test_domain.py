@@ -12,7 +12,6 @@ from multissl.checkpoint import load as load_checkpoint
 from multissl.data import Collate, Views
 from multissl.domains.text import TextDomain
 from multissl.domains.text import tokenizer as tokenizer_module
-from multissl.domains.text.baseline import tfidf_knn
 from multissl.encoder import Encoder, gather_tokens
 from multissl.errors import UserError
 from multissl.objectives.mae import MAE
@@ -140,10 +139,3 @@ def test_the_tokenizer_travels_with_checkpoints_and_export_and_a_resume_keeps_it
     assert out.shape == (3, enc.dim) and torch.isfinite(out).all()
     with pytest.raises(UserError, match="list of strings"):
         enc.embed("one string")
-
-
-def test_tfidf_knn_is_the_engines_vote_on_tfidf_vectors():
-    train = ["apple banana", "apple cherry", "xylophone zebra", "zebra yak"]
-    assert tfidf_knn(train, [0, 0, 1, 1], ["banana apple pie", "a zebra"], [0, 1], k=2) == 1.0
-    assert tfidf_knn(train, [0, 0, 1, 1], ["banana apple pie", "a zebra"], [1, 0], k=2) == 0.0
-    assert tfidf_knn(train, [0, -1, 1, -1], ["cherry apple"], [0], k=1) == 1.0  # unlabelled ones do not vote
