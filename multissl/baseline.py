@@ -52,11 +52,17 @@ def raw_embed(domain, device):
     return embed
 
 
+RAW_BYTES = 512 << 20  # the raw features of one split are kept whole: at most this many bytes (float32)
+
+
 def raw_metrics(domain, train_set, test_set, device, knn_k: int, knn_temperature: float, limit: int | None) -> dict:
-    """kNN accuracy and the domain's own downstream metrics of the raw input's features, as `raw/<metric>`."""
+    """kNN accuracy and the domain's own downstream metrics of the raw input's features, as `raw/<metric>`, on the
+    samples the trained encoder's evaluation used — fewer, evenly spread, where their features would pass RAW_BYTES."""
     embed, out = raw_embed(domain, device), {}
     train_set, test_set = monitor.eval_sets(train_set, test_set, limit)  # the samples the trained encoder had
     if test_set is not None:
+        width = embed(monitor.subset(train_set, 1))[0].shape[1]
+        train_set, test_set = (monitor.subset(s, max(1, RAW_BYTES // (4 * width))) for s in (train_set, test_set))
         (tr_x, tr_y), (te_x, te_y) = embed(train_set), embed(test_set)
         a, b = tr_y >= 0, te_y >= 0
         if a.any() and b.any():

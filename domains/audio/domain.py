@@ -7,6 +7,7 @@ from torch import nn
 from multissl.data import sample_views
 from multissl.errors import UserError
 
+from .. import raw
 from ..files import class_count, locate
 from ..masking import band_mask, random_mask
 from ..memory import in_memory
@@ -123,6 +124,11 @@ class AudioDomain:
     def eval_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluation sends the clip-length waveform; `preprocess` makes the log-mel on the device."""
         return fit_length(x, self.clip)
+
+    def raw_features(self, x: torch.Tensor, pad=None) -> torch.Tensor:
+        """The raw log-mel baseline: waveforms [b samples] -> the clip's log-mel frames, randomly projected to 512
+        numbers when longer (a long clip's frames would not fit the evaluation's memory) [b f]."""
+        return raw.projected(self.preprocess(x))
 
     # ---- views ----------------------------------------------------------------------------------
     def views(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> list[torch.Tensor]:

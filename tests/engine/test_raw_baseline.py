@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from multissl.baseline import raw_verdict, table
 from multissl.cli import options
 from multissl.contracts import Downstream, optional
-from multissl.monitor import eval_sets
+from multissl.monitor import eval_sets, subset
 from multissl.domains import raw
 from multissl.train import build_domain
 
@@ -52,6 +52,21 @@ def test_raw_pixels_knn_is_the_knn_of_the_stored_pixels(tiny):
     pix = lambda ds: (torch.stack([ds[i]["x"].float().flatten() / 255 for i in range(len(ds))]),  # noqa: E731
                       torch.tensor([ds[i]["y"] for i in range(len(ds))]))
     (a, ya), (b, yb) = pix(tr), pix(te)
+    assert got == pytest.approx(weighted_knn(a, ya, b, yb), abs=1e-9)
+
+
+def test_a_domain_without_raw_features_gets_its_flattened_model_input_within_the_memory_bound(tiny, monkeypatch):
+    """The digits normalized as the encoder reads them (a plugin domain's default), on the evenly spread samples
+    whose features fit baseline.RAW_BYTES."""
+    import multissl.baseline as baseline
+    d = build_domain(tiny.config())
+    monkeypatch.setattr(type(d), "raw_features", None)
+    monkeypatch.setattr(baseline, "RAW_BYTES", 4 * 64 * 30)  # 30 digits of 64 numbers
+    got = baseline.raw_metrics(d, d.dataset("train"), d.dataset("test"), "cpu", 20, 0.07, 256)["raw/knn_acc"]
+    tr, te = (subset(s, 30) for s in eval_sets(d.dataset("train"), d.dataset("test"), 256))
+    inputs = lambda ds: (torch.stack([d.eval_input(ds[i]["x"]).flatten() for i in range(len(ds))]),  # noqa: E731
+                         torch.tensor([ds[i]["y"] for i in range(len(ds))]))
+    (a, ya), (b, yb) = inputs(tr), inputs(te)
     assert got == pytest.approx(weighted_knn(a, ya, b, yb), abs=1e-9)
 
 
