@@ -6,10 +6,11 @@
     tokenizer.py  WordPiece / byte-level BPE trained once and cached, or a user's tokenizer.json
     views.py      word-span crops, word deletion, local shuffles; BERT and SpanBERT masks, BERT's corruption
     losses.py     masked language modelling's cross-entropy
-    baseline.py   the TF-IDF kNN an encoder is compared with
     bert.py       encoder=bert: a transformers BERT backbone, from a config or a local checkpoint, saved back
+    bag.py        encoder=bag: a bag of hashed n-grams (fastText), fast on a CPU
 """
+from .bag import BagEncoder
 from .bert import BertEncoder
 from .domain import TextDomain
 
-__all__ = ["BertEncoder", "TextDomain"]
+__all__ = ["BagEncoder", "BertEncoder", "TextDomain"]

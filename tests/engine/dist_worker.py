@@ -27,8 +27,11 @@ VARIANTS = {"simclr-abs": ("objective=simclr", "objective.negatives=abs"),
             "simclr-dims": ("objective=simclr", "objective.normalize=dimensions"),
             "rdm_simsiam-poly": ("objective=rdm_simsiam", "objective.online=poly", "objective.target_power=null")}
 # the variants change a loss, not how a domain's batch is gathered: on images and on variable-length texts
+# encoders other than the tiny transformer, with an objective of each kind they serve
+ENCODERS = {f"text-bag-{o}": ("text", f"objective={o}", "encoder=bag", "encoder.dim=16", "encoder.buckets=256")
+            for o in ("simclr", "mae")}
 PARITY = {f"{d}-{o}": (d, f"objective={o}") for d, o in PAIRS} | {
-    f"{d}-{v}": (d, *args) for d in ("image", "text") for v, args in VARIANTS.items()}
+    f"{d}-{v}": (d, *args) for d in ("image", "text") for v, args in VARIANTS.items()} | ENCODERS
 # end-to-end runs (tiny encoder): the objectives whose steps carry state at their default recipe on images (below), and
 # every other domain once, the objectives taken in turn
 RUN = ("trainer.max_steps=3", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=200")
@@ -88,7 +91,8 @@ def parity(strategy: str = "ddp", pairs=None) -> dict:
     results, domains = {}, {}
     for name in pairs or PARITY:
         d, *args = PARITY[name]
-        cfg = load_config([*TINY_ENCODER, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"]),
+        tiny = () if any(a.startswith("encoder=") for a in args) else TINY_ENCODER  # the transformer's keys
+        cfg = load_config([*tiny, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"]),
                            f"trainer.strategy={strategy}"])
         if d not in domains:
             domains[d] = build_domain(cfg)
