@@ -29,7 +29,9 @@ VARIANTS = {"simclr-abs": ("objective=simclr", "objective.negatives=abs"),
 # the variants change a loss, not how a domain's batch is gathered: on images and on variable-length texts
 # encoders other than the tiny transformer, with an objective of each kind they serve
 ENCODERS = {f"text-bag-{o}": ("text", f"objective={o}", "encoder=bag", "encoder.dim=16", "encoder.buckets=256")
-            for o in ("simclr", "mae")}
+            for o in ("simclr", "mae")} | {
+    f"{d}-convnet-{o}": (d, f"objective={o}", "encoder=convnet", "encoder.widths=[8,16]")
+    for d, o in (("image", "simclr"), ("video", "byol"))}  # BatchNorm: statistics over the global batch
 PARITY = {f"{d}-{o}": (d, f"objective={o}") for d, o in PAIRS} | {
     f"{d}-{v}": (d, *args) for d in ("image", "text") for v, args in VARIANTS.items()} | ENCODERS
 # end-to-end runs (tiny encoder): the objectives whose steps carry state at their default recipe on images (below), and
