@@ -93,6 +93,19 @@ def test_table_suite_pairs_each_arm_with_the_untrained_encoder_on_held_out_rows(
     assert len(tr) + len(te) == 4454 and "rownames" not in tr.columns  # every row once; the row id left out
 
 
+@pytest.mark.slow
+def test_fast_encoders_pair_each_encoder_with_its_untrained_one_and_the_raw_input(tmp_path, capsys):
+    import fast_encoders
+    results = fast_encoders.main(["--domains", "image", "--seeds", "0", "--steps", "2", "--eval-every", "0", "--out",
+                                  str(tmp_path), "--results", str(tmp_path), "data.batch_size=8",
+                                  "trainer.eval_samples=64", "data.num_workers=0"])
+    assert {a for _, a, _ in results} == {"untrained", "transformer", "convnet"}
+    out = capsys.readouterr().out
+    assert "| convnet |" in out and "(a) convnet:" in out and "(c) convnet - raw input:" in out
+    written = (tmp_path / "fast-encoders-image.md").read_text()
+    assert "raw/knn_acc" in written and "**commit**" in written
+
+
 def test_each_arm_is_paired_with_the_untrained_encoder_it_trained():
     """An objective that refuses the domain's choice of encoder (token objectives on frames) trains another one: its
     gain is over its own run's untrained encoder, not the untrained arm's."""
