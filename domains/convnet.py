@@ -2,8 +2,8 @@
 of few-shot and small-image SSL (Conv-4 of Vinyals et al. 2016; SimCLR and BYOL ablations on small images): each of
 `widths` blocks is conv 3x3, BatchNorm, ReLU, then a 2x2 max-pool while the side is above 1. On clips each block is a
 (2+1)-D one (Tran et al. 2018): the spatial 1x3x3 conv, then a temporal 3x1x1 conv over the frames, whose count is
-kept. Global average pooling gives the representation; no tokens, so masked objectives refuse it. Small images and
-short clips learn fast with it on a CPU, where a transformer of the same budget is still finding its footing."""
+kept. Global average pooling gives the representation; no tokens, so masked objectives refuse it. On clips every
+block runs at the clip's frame count, so a step costs far more than the tubelet transformer's on a CPU."""
 import torch
 from torch import nn
 
