@@ -30,7 +30,7 @@ VARIANTS = {"simclr-abs": ("objective=simclr", "objective.negatives=abs"),
 # encoders other than the tiny transformer, with an objective of each kind they serve
 ENCODERS = {f"text-bag-{o}": ("text", f"objective={o}", "encoder=bag", "encoder.dim=16", "encoder.buckets=256")
             for o in ("simclr", "mae")} | {
-    f"{d}-convnet-{o}": (d, f"objective={o}", "encoder=convnet", "encoder.widths=[8,16]")
+    f"{d}-convnet-{o}": (d, f"objective={o}", "encoder=convnet", "encoder.widths=[4,8]")
     for d, o in (("image", "simclr"), ("video", "byol"))}  # BatchNorm: statistics over the global batch
 PARITY = {f"{d}-{o}": (d, f"objective={o}") for d, o in PAIRS} | {
     f"{d}-{v}": (d, *args) for d in ("image", "text") for v, args in VARIANTS.items()} | ENCODERS
