@@ -9,10 +9,9 @@ accuracy or RMSE; buffers: the state probe's R²), its gain over the untrained e
 fixed before any run: on the digits and on the spoken words (the image and audio defaults), kNN at least 0.05 above
 the untrained encoder's; on tables and buffers the domain's own metric is reported next to the untrained encoder's.
 """
-import argparse
 from pathlib import Path
 
-from paired import final, heldout, parser, run_all, table, untrained
+from paired import final, heldout, parser, run_domains, table, untrained
 from results import command_line, write
 
 from multissl.cli import options, pairs
@@ -39,11 +38,9 @@ def verdicts(results: dict, domain: str, seeds: list[int]) -> list[str]:
 def main(argv=None) -> dict:
     args = parser(__doc__, "image,audio,tabular,rl").parse_args(argv)
     known, fits = set(options("objective")), set(pairs())
-    seeds, results = [int(s) for s in args.seeds.split(",")], {}
-    for domain in args.domains.split(","):  # an objective the domain cannot train (cpc on tables) is left out
-        arms = {o: (f"objective={o}",) for o in OBJECTIVES if o in known and (domain, o) in fits}
-        results |= run_all(argparse.Namespace(**{**vars(args), "domains": domain}),
-                           arms, "runs/cookbook")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = run_domains(args, lambda d: {o: (f"objective={o}",) for o in OBJECTIVES  # not cpc on tables
+                                           if o in known and (d, o) in fits}, "runs/cookbook")
     for domain in args.domains.split(","):
         lines = [*table(results, domain, ["rankme"]), "", *verdicts(results, domain, seeds)]
         print(f"\n## {domain}\n\n" + "\n".join(lines))

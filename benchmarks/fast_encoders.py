@@ -10,10 +10,9 @@ Each run is paired with its own untrained encoder (the same seed's initial weigh
 encoder (a) ends at least 0.05 kNN above its untrained encoder and (b) above the transformer trained the same way;
 (c), reported: whether it beats the raw input.
 """
-import argparse
 from pathlib import Path
 
-from paired import final, mean_sd, parser, run_all, table, untrained
+from paired import final, mean_sd, parser, run_domains, table, untrained
 from results import command_line, write
 
 SMALL = {"text": "bag", "image": "convnet", "video": "convnet"}
@@ -38,11 +37,10 @@ def verdicts(results: dict, domain: str, seeds: list[int]) -> list[str]:
 
 def main(argv=None) -> dict:
     args = parser(__doc__, "text,image,video").parse_args(argv)
-    seeds, results = [int(s) for s in args.seeds.split(",")], {}
-    for domain in args.domains.split(","):
-        arms = {"transformer": (f"objective={OBJECTIVE}",), SMALL[domain]: (f"objective={OBJECTIVE}",
-                                                                          f"encoder={SMALL[domain]}")}
-        results |= run_all(argparse.Namespace(**{**vars(args), "domains": domain}), arms, "runs/fast_encoders")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = run_domains(args, lambda d: {"transformer": (f"objective={OBJECTIVE}",),
+                                           SMALL[d]: (f"objective={OBJECTIVE}", f"encoder={SMALL[d]}")},
+                          "runs/fast_encoders")
     for domain in args.domains.split(","):
         lines = [*table(results, domain, ["raw/knn_acc", "rankme"]), "", *verdicts(results, domain, seeds)]
         print(f"\n## {domain}\n\n" + "\n".join(lines))

@@ -84,6 +84,14 @@ def run_all(args, arms: dict[str, tuple], out: str) -> dict:
     return {k: f.result() for k, f in futures.items()}
 
 
+def run_domains(args, arms_of, out: str) -> dict:
+    """run_all for each of args.domains with the arms `arms_of(domain)` gives it (arms that differ by domain)."""
+    results = {}
+    for domain in args.domains.split(","):
+        results |= run_all(argparse.Namespace(**{**vars(args), "domains": domain}), arms_of(domain), out)
+    return results
+
+
 def final(rows: list[dict], key: str) -> float:
     """The key at the end-of-run evaluation (nan when it was not logged)."""
     found = [r[key] for r in rows if "loss" not in r and key in r]

@@ -3,63 +3,29 @@ padded batch equals each text alone); a user's local checkpoint is the starting 
 transformers' format that AutoModel / AutoTokenizer load to the same representation."""
 import pytest
 import torch
-from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
 import multissl
-from multissl.data import objective_loader
 from multissl.errors import UserError
-from multissl.schedules import step_values
-from multissl.train import SSLModel, build_domain, build_models
+from multissl.train import build_domain, build_models
 
-from tiny import assert_every_parameter_learns
+from texts import TOL, one_step_trains_every_parameter, padded_batch_equals_each_text_alone, text_args
 
 transformers = pytest.importorskip("transformers")
-TOL = 1e-5
-LINES = [f"{w} number {i} is {'odd' if i % 2 else 'even'} and {w}s like it" for i, w in
-         enumerate(["cat", "dog", "bird", "fish", "frog", "mouse", "horse", "sheep"] * 5)]
 BERT = ("encoder=bert", "encoder.dim=16", "encoder.depth=1", "encoder.heads=2")
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    f = tmp_path / "lines.txt"
-    f.write_text("\n".join(LINES), encoding="utf-8")
-    return f
-
-
-def text_args(tmp_path, corpus):
-    return ("domain=text", f"data.path={corpus}", "domain.vocab_size=120", f"domain.cache_dir={tmp_path / 'cache'}")
 
 
 @pytest.mark.parametrize("objective", ["mae", "simclr", "data2vec"])
 def test_one_step_trains_every_bert_parameter(tiny, tmp_path, corpus, objective):
-    cfg = tiny.config(*text_args(tmp_path, corpus), *BERT, f"objective={objective}", "data.batch_size=8",
-                      tiny_encoder=False)
-    set_seed(0)
-    domain = build_domain(cfg)
-    model = SSLModel(*build_models(cfg, domain)).train()
-    batch = next(iter(objective_loader(domain.dataset("train"), domain, model.objective, 0, 8, 0, 1, 0, 1)))
-    batch.pop("skipped")
-    loss, _ = model(batch, step_values(0, 10, cfg.optim, cfg.ema, 1e-3))
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert_every_parameter_learns(model)
+    one_step_trains_every_parameter(tiny.config(*text_args(tmp_path, corpus), *BERT, f"objective={objective}",
+                                                "data.batch_size=8", tiny_encoder=False))
 
 
 def test_a_padded_batch_equals_each_text_alone(tiny, tmp_path, corpus):
     cfg = tiny.config(*text_args(tmp_path, corpus), *BERT, "encoder.pool=mean", tiny_encoder=False)
     domain = build_domain(cfg)
     enc = build_models(cfg, domain)[0].eval()
-    texts = ["a cat", "the horse number 3 is odd and horses like it", "frog"]
-    x, pad = domain.preprocess(texts)
-    with torch.no_grad():
-        tokens, pooled = enc(x, pad=pad)
-        for i, t in enumerate(texts):
-            x1, pad1 = domain.preprocess([t])
-            t1, p1 = enc(x1, pad=pad1)
-            torch.testing.assert_close(pooled[i], p1[0], atol=TOL, rtol=TOL)
-            torch.testing.assert_close(tokens[i, :t1.shape[1]], t1[0], atol=TOL, rtol=TOL)
+    padded_batch_equals_each_text_alone(enc, domain, ["a cat", "the horse number 3 is odd and horses like it", "frog"])
 
 
 def local_checkpoint(tmp_path, corpus) -> tuple:

@@ -1,6 +1,6 @@
 """The text domain end to end: the tokenizer is trained once, cached, and travels with checkpoints and the export
 (so a resumed run keeps its ids); a padded batch gives each text what it gets alone; the export embeds a list of
-strings; masked modeling is masked language modelling on the clean ids; the TF-IDF baseline."""
+strings; masked modeling is masked language modelling on the clean ids."""
 import json
 
 import pytest
@@ -16,16 +16,7 @@ from multissl.encoder import Encoder, gather_tokens
 from multissl.errors import UserError
 from multissl.objectives.mae import MAE
 
-TOL = 1e-5
-LINES = [f"{w} number {i} is {'odd' if i % 2 else 'even'} and {w}s like it" for i, w in
-         enumerate(["cat", "dog", "bird", "fish", "frog", "mouse", "horse", "sheep"] * 5)]
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    f = tmp_path / "lines.txt"
-    f.write_text("\n".join(LINES), encoding="utf-8")
-    return f
+from texts import LINES, TOL
 
 
 def text_domain(tmp_path, corpus, **kw):
