@@ -204,11 +204,12 @@ def paired_gains(results: dict, part: str, arm: str, key, seeds: list[int]) -> l
 
 
 def suite_report(results: dict, parts: list[str], arms: list[str], seeds: list[int], keys: dict, claim: str,
-                 prefix: str) -> list[str]:
+                 prefix: str, baseline: tuple[str, dict] | None = None) -> list[str]:
     """The suites' (tables.py, buffers.py) tables and claims. `keys`: column name -> score key; per part, each arm's
     untrained -> trained means and paired gain (wins); then for each arm, on the `claim` column, the suite's mean
     paired gain with its t over every (part, seed) pair (<prefix>1: positive with t > 2) and the parts that lose more
-    than one standard error (<prefix>2: none)."""
+    than one standard error (<prefix>2: none). `baseline`: (its name, {part: scores}), the obvious baseline's row in
+    each part and, per arm, the parts where the trained encoder beats it on the `claim` column."""
     lines = []
     for part in parts:
         lines += [f"\n## {part}\n", "| arm | " + " | ".join(keys) + " |", "| --- " * (1 + len(keys)) + "|"]
@@ -219,7 +220,10 @@ def suite_report(results: dict, parts: list[str], arms: list[str], seeds: list[i
                 gains = paired_gains(results, part, a, k, seeds)
                 cells.append(f"{u:.3f} → {t:.3f} ({mean_sd(gains)[0]:+.3f}, {sum(g > 0 for g in gains)}/{len(seeds)})")
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    lines.append("\nCells: untrained → trained, means over seeds (the paired gain, wins).\n")
+        if baseline:
+            lines.append(f"| {baseline[0]} | " + " | ".join(f"{baseline[1][part][k]:.3f}" for k in keys.values()) + " |")
+    lines.append("\nCells: untrained → trained, means over seeds (the paired gain, wins)"
+                 + (f"; {baseline[0]}: the obvious baseline, no seeds.\n" if baseline else ".\n"))
     for a in arms:
         gains = [g for p in parts for g in paired_gains(results, p, a, keys[claim], seeds)]
         m, sd = mean_sd(gains)
@@ -232,4 +236,9 @@ def suite_report(results: dict, parts: list[str], arms: list[str], seeds: list[i
         lines.append(f"{a}: {claim}, mean gain {m:+.4f} (sd {sd:.4f}, t {t:.2f}, {sum(g > 0 for g in gains)}/"
                      f"{len(gains)} wins): {prefix}1 {'holds' if m > 0 and t > 2 else 'does not hold'}; {prefix}2 "
                      f"{'holds' if not losers else 'does not hold (' + ', '.join(losers) + ')'}")
+        if baseline:
+            above = [p for p in parts if mean_sd([results[(p, a, s)]["trained"][keys[claim]] for s in seeds])[0]
+                     > baseline[1][p][keys[claim]]]
+            lines.append(f"{a}: {claim}, above {baseline[0]} on {len(above)}/{len(parts)}"
+                         f"{' (' + ', '.join(above) + ')' if above else ''}")
     return lines

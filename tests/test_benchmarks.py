@@ -85,6 +85,9 @@ def test_table_suite_pairs_each_arm_with_the_untrained_encoder_on_held_out_rows(
     assert (tmp_path / "credit" / "simclr-s0-untrained" / "encoder").is_dir()
     printed = capsys.readouterr().out
     assert "## credit" in printed and "simclr: linear 10%, mean gain" in printed and "T1 " in printed
+    raw_row = next(line for line in printed.splitlines() if line.startswith("| raw |")).split("|")[2:-1]
+    assert len(raw_row) == 6 and all(0.5 < float(c) <= 1 for c in raw_row)  # the raw columns' probes score well
+    assert "simclr: linear 10%, above raw on " in printed
     # one fixed split, stratified by class, whose held-out rows the pretraining never read
     _, tr, te, classification = tables.prepare("credit", tmp_path)
     assert classification and len(te) == pytest.approx(0.2 * (len(tr) + len(te)), abs=2)
@@ -152,7 +155,7 @@ def test_buffer_suite_holds_out_whole_episodes_and_pairs_each_arm(tmp_path, caps
     assert set(results[("mountaincar", "byol", 0)]["untrained"]) == set(buffers.FRACTIONS)
     printed = capsys.readouterr().out
     assert "## mountaincar" in printed and "byol: R² 10% steps, mean gain" in printed and "B1 " in printed
-    assert "random pixel projection (reference): mountaincar" in printed
+    assert "| pixels |" in printed and "byol: R² 10% steps, above pixels on " in printed
     _, tr, te = buffers.prepare("mountaincar", tmp_path, 400)
     assert len(tr["obs"]) + len(te["obs"]) == 400 and len(te["obs"]) > 0
     assert not set(tr["episode"]) & set(te["episode"])  # whole episodes held out
