@@ -7,7 +7,8 @@ their own, tables.py and buffers.py):
 
 Each set is generated once under the multissl cache with a fixed held-out split, and each run points the domain at it
 and changes nothing else: the arm `default` is `python -m multissl.train domain=<domain> data.path=<set>` as a user
-would run it; other arms are objective names, optionally with `+key=value` settings (paired.arm_overrides). One run
+would run it, `default+key=value...` the same with settings changed (what decides a recipe); other arms are objective
+names, optionally with `+key=value` settings (paired.arm_overrides). One run
 gives the three scores compared, all on the held-out split at the end: the trained encoder's `<metric>`, the same
 seed's untrained encoder's (`untrained/<metric>`: the initial weights of the encoder it trained) and the obvious
 baseline's (`raw/<metric>`: raw pixels or clip, raw log-mel frames, TF-IDF).
@@ -44,7 +45,10 @@ def data_root(domain: str, name: str, scale: float) -> Path:
 
 
 def overrides_of(arm: str) -> tuple:
-    return () if arm == "default" else arm_overrides(arm)
+    """`default` is the domain's recipe, `default+key=value...` that recipe with settings changed (the runs that
+    decide a recipe), else an objective with its settings (paired.arm_overrides)."""
+    name, *settings = arm.split("+")
+    return tuple(settings) if name == "default" else arm_overrides(arm)
 
 
 def run_suite(args) -> dict:

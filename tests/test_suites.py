@@ -62,3 +62,9 @@ def test_suite_pairs_each_run_with_its_untrained_encoder_and_the_obvious_baselin
     assert "default: S1 mean gain over untrained" in printed and "default: S2 above the obvious baseline on " in printed
     text = (tmp_path / f"suite-image-{name}.md").read_text()
     assert text.startswith("> **command** `python benchmarks/suites.py --domain image") and "**commit** " in text
+
+
+def test_an_arm_is_the_default_recipe_changed_or_an_objective():
+    assert suites.overrides_of("default") == ()
+    assert suites.overrides_of("default+encoder=convnet+domain.flip=0.5") == ("encoder=convnet", "domain.flip=0.5")
+    assert suites.overrides_of("byol+domain.flip=0") == ("objective=byol", "domain.flip=0")
