@@ -273,8 +273,9 @@ def compose_checked(argv: list[str]):
 
 def decide(argv: list[str], named: dict, cfg):
     """What the composed options decide for this data, when the command leaves it open: the domain's choice of encoder
-    for its data (`default_encoder`: RL frames -> nature_cnn) when no encoder= and no encoder.* key is given, and the
-    encoder's own learning rate (`base_lr`) when no optim.base_lr is. -> (argv, named) with those choices added."""
+    for its data (`default_encoder`: RL frames -> nature_cnn; a name, or (name, why) to say why) when no encoder= and
+    no encoder.* key is given, and the encoder's own learning rate (`base_lr`) when no optim.base_lr is. -> (argv,
+    named) with those choices added."""
     from multissl.contracts import Domain, Encoder, compatible, optional
     keys = [a.split("=", 1)[0].lstrip("+~") for a in argv]
     dom = get_class(cfg.domain._target_)
@@ -282,12 +283,14 @@ def decide(argv: list[str], named: dict, cfg):
         pick = optional(dom, Domain, "default_encoder")
         name = pick(OmegaConf.to_container(cfg.data), **{k: v for k, v in cfg.domain.items() if k != "_target_"}) \
             if callable(pick) else None
+        name, why = name if isinstance(name, tuple) else (name, None)
         if name and name != cfg.hydra.runtime.choices.encoder and compatible(
                 dom, get_class(cfg.objective._target_), option_class("encoder", name)) is None:
             argv, named = [*argv, f"encoder={name}"], {**named, "encoder": name}
             if os.environ.get("RANK", "0") == "0":
                 print(f"multissl: encoder={name}, domain={named.get('domain', cfg.hydra.runtime.choices.domain)}'s "
-                      f"choice for this data (name encoder= to choose another)", file=sys.stderr)
+                      f"choice for this data{': ' + why if why else ''} (name encoder= to choose another)",
+                      file=sys.stderr)
             cfg = compose_checked(argv)
     lr = optional(get_class(cfg.encoder._target_), Encoder, "base_lr")
     if lr is not None and "optim.base_lr" not in keys:

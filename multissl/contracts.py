@@ -159,8 +159,8 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "eval_raw": (None, "eval_raw(x) -> one stored sample in a fixed-shape raw form that `preprocess` takes "
                            "batched on the device (evaluation); None: `eval_input` per sample"),
         "default_encoder": (None, "default_encoder(data, **domain keys) -> the encoder option that reads this data "
-                                  "best (RL frames: nature_cnn), asked when the config is composed and the command "
-                                  "names no encoder; None: the config's default"),
+                                  "best (RL frames: nature_cnn), or (option, why), asked when the config is composed "
+                                  "and the command names no encoder; None: the config's default"),
         "raw_features": (None, "raw_features(x, pad) -> [b f] features of an evaluation batch (as the evaluation "
                                "loader gives it) for the raw-input baseline, what a user would try before any "
                                "encoder (raw pixels, TF-IDF); None: the flattened model input, padding zeroed"),

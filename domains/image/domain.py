@@ -19,6 +19,7 @@ from ..memory import in_memory
 from ..patches import PatchEmbed, masked_mse, patchify
 from ..rows import Rows, label_column, row_split
 from ..shards import Payloads, Shards, file_split, folder_records, row_records
+from . import recipe
 from . import views as V
 from .pixels import as_images, auto_patch, normalize
 from .sources import IMAGE_EXT, channel_stats, choose_size, digits_split, memory_images, read_image, survey
@@ -40,18 +41,19 @@ class ImageDomain:
     MIN_LOCAL_SIDE = 3  # patches per side of the smallest local crop offered unasked (DINO's 96 px at 16: 6)
 
     def __init__(self, image_size: int | None = None, channels: int | None = None, patch_size: int | None = None,
-                 mask_ratio: float = 0.75, crop_scale=(0.5, 1.0), crop_ratio=(0.75, 1.3333),
-                 flip: float = 0.0, jitter: float = 0.4, jitter_p: float = 0.8, grayscale: float = 0.2,
+                 mask_ratio: float = 0.75, crop_scale=None, crop_ratio=(0.75, 1.3333),
+                 flip: float | None = None, jitter: float = 0.4, jitter_p: float = 0.8, grayscale: float = 0.2,
                  blur: float = 0.0, blur_sigma=(0.1, 2.0), local_crops: int | None = None, local_size: int | None = None,
                  local_scale=(0.05, 0.25), norm_pix_loss: bool = True, data=None, state: dict | None = None):
         self.image_size, self.channels, self.patch = image_size, channels, patch_size
-        self.mask_ratio, self.crop_scale, self.crop_ratio = mask_ratio, tuple(crop_scale), tuple(crop_ratio)
+        self.mask_ratio, self.crop_ratio = mask_ratio, tuple(crop_ratio)
+        self.crop_scale = None if crop_scale is None else tuple(crop_scale)  # None: from the data (recipe.py)
         self.flip, self.jitter, self.jitter_p, self.grayscale = flip, jitter, jitter_p, grayscale
         self.blur, self.blur_sigma = blur, tuple(blur_sigma)
         self.local_crops, self.local_size, self.local_scale = local_crops, local_size, tuple(local_scale)
         self.norm_pix_loss = norm_pix_loss
         self.data = data or {}
-        self.mean = self.std = None
+        self.mean = self.std = self._mid_share = None
         self._splits, self.num_classes = None, None
         if state:
             self.load_state(state)
@@ -73,6 +75,9 @@ class ImageDomain:
             self._splits = self._load()
             if self.mean is None:
                 self._fit_stats(self._splits["train"])
+            self.crop_scale, self.flip, line = recipe.choose_views(self._mid_share, self.crop_scale, self.flip)
+            if line:
+                print(line, file=sys.stderr)
         return self._splits.get(split)
 
     def _load(self):
@@ -154,16 +159,17 @@ class ImageDomain:
 
     def _fit_stats(self, ds):
         """Per-channel mean and std of the training pixels, one image at a time (sources.channel_stats)."""
-        self.mean, self.std = channel_stats(ds)
+        self.mean, self.std, self._mid_share = channel_stats(ds)
 
     def state(self) -> dict:
         """What export saves so `embed(raw)` preprocesses exactly as training did."""
         return {"image_size": self.image_size, "channels": self.channels, "mean": self.mean, "std": self.std,
-                "patch_size": self.patch}
+                "patch_size": self.patch, "views": {"crop_scale": self.crop_scale, "flip": self.flip}}
 
     def load_state(self, s: dict):
         self.image_size, self.channels, self.mean, self.std = s["image_size"], s["channels"], s["mean"], s["std"]
         self.patch = self.patch or s.get("patch_size") or 2  # exports made before the patch was derived: 2
+        self.crop_scale, self.flip = recipe.loaded(s, self.crop_scale, self.flip)
 
     # ---- model input ----------------------------------------------------------------------------
     def _normalize(self, x):  # float [.. c h w] in [0, 1]
@@ -185,6 +191,9 @@ class ImageDomain:
     def draw(self, x: torch.Tensor, rng: torch.Generator, n_global: int = 2, n_local: int = 0) -> dict:
         """x uint8 [c h w] -> the sample and, per view (global views first, then the local crops), its crop box,
         flip, colour-jitter order and factors, grayscale and blur sigma, and whether it is local."""
+        if self.crop_scale is None or self.flip is None:
+            raise UserError("image views drawn before the data chose them: read dataset('train') first, or set "
+                            "domain.crop_scale and domain.flip")
         scales = [self.crop_scale] * n_global + [self.local_scale] * self.n_local(n_local)
         return V.draw_views(x, rng, scales, n_global, ratio=self.crop_ratio, flip=self.flip, jitter=self.jitter,
                             jitter_p=self.jitter_p, grayscale=self.grayscale, blur=self.blur,

@@ -20,6 +20,7 @@ SINGLE_BAND = {"1", "L", "LA", "La", "I", "F"}  # and every "I;16..." mode; LA: 
 MAX_AUTO_SIZE = 224  # the standard ImageNet-sized input; see choose_size
 SURVEY = 64  # files whose headers choose the automatic size and channels
 STATS_SAMPLES = 2048  # images the normalisation statistics are taken from
+MID_TONES = (26, 229)  # 10 % to 90 % of the 8-bit range
 SKIP = "(or set data.skip_bad=true to skip unreadable samples)"
 
 
@@ -242,17 +243,20 @@ def unit_range(a: np.ndarray, name: str):
 
 # ---- normalisation statistics -------------------------------------------------------------------------------
 
-def channel_stats(ds, k: int | None = None) -> tuple[list[float], list[float]]:
+def channel_stats(ds, k: int | None = None) -> tuple[list[float], list[float], float]:
     """Per-channel mean and std (unbiased, as torch.std) of the pixels in [0, 1] of up to k (default STATS_SAMPLES)
-    training images evenly spread over ds, taken one image at a time: float64 sums and sums of squares, so memory
-    holds one image whatever the number or size of the images."""
+    training images evenly spread over ds, and the share of their values in MID_TONES (what tells natural images
+    from glyphs: recipe.py), taken one image at a time: float64 sums and sums of squares, so memory holds one image
+    whatever the number or size of the images."""
     total = sq = None
-    n = 0
+    n = mid = 0
     for i in spread(len(ds), k or STATS_SAMPLES):
-        x = ds[i]["x"].double().div_(255).flatten(1)  # [c h*w]
+        x = ds[i]["x"]  # uint8 [c h w]
+        mid += int(((x >= MID_TONES[0]) & (x <= MID_TONES[1])).sum())
+        x = x.double().div_(255).flatten(1)  # [c h*w]; the uint8 image freed before the next is read
         total = x.sum(1) if total is None else total + x.sum(1)
         sq = x.square().sum(1) if sq is None else sq + x.square().sum(1)
         n += x.shape[1]
     mean = total / n
     var = ((sq - n * mean.square()) / max(n - 1, 1)).clamp_min(0)
-    return mean.tolist(), var.sqrt().clamp_min(1e-3).tolist()
+    return mean.tolist(), var.sqrt().clamp_min(1e-3).tolist(), mid / (n * len(mean))

@@ -152,12 +152,13 @@ class RLDomain:
 
     # ---- model input (observations.py) -------------------------------------------------------------------------
     @staticmethod
-    def default_encoder(data: dict, layout: str = "auto", **keys) -> str | None:
+    def default_encoder(data: dict, layout: str = "auto", **keys) -> tuple[str, str] | None:
         """Frames read best through the DQN convolutions (docs/domains/rl.md), vectors through the configured
         default: asked when the config is composed, so the buffer's observation shape is read from its header."""
         if layout == "auto" and (shape := shards_obs_shape(data.get("path"))):
             layout = detect_layout(shape)  # shards: from their meta
-        return observations.encoder_for(data, layout)
+        name = observations.encoder_for(data, layout)
+        return (name, "the observations are frames, which the DQN convolutions read best") if name else None
 
     @property
     def is_vector(self) -> bool:

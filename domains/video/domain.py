@@ -7,6 +7,7 @@ VideoDomain keeps its recipe, loading the clips (split, statistics) and its stat
 views.py (temporal crops and spatial parameters drawn per sample, applied a batch at a time), inputs.py (clips ->
 standardized model input), tokens.py (the tubelet, the grid, the masks) and evaluation.py (kNN on other labels,
 raw-pixel baselines)."""
+import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -21,7 +22,7 @@ from .. import raw
 from ..cache import default_cache_dir
 from ..memory import given
 from ..patches import PatchEmbed, masked_mse, patchify
-from . import evaluation, inputs, moving, shards, tokens
+from . import evaluation, inputs, moving, recipe, shards, tokens
 from .tokens import MASKS
 from .views import apply_groups, centre_window, spatial_draw, temporal_crops
 
@@ -48,7 +49,7 @@ class VideoDomain:
 
     def __init__(self, frames: int = 8, stride: int = 1, fps: float | None = None, size: int | None = None,
                  tubelet=None, pos_embed: str = "learned", mask: str = "tube", mask_ratio: float = 0.9,
-                 crop_scale=(0.4, 1.0), crop_ratio=(0.75, 1.3333), flip: float = 0.5, jitter: float = 0.4,
+                 crop_scale=(0.4, 1.0), crop_ratio=(0.75, 1.3333), flip: float | None = None, jitter: float = 0.4,
                  jitter_p: float = 0.8, clips_apart: int | None = None, local_frames: int | None = None,
                  local_size: int | None = None, local_scale=(0.15, 0.4), norm_pix_loss: bool = True,
                  decoder: str = "auto", default: Mapping = MappingProxyType(moving.DEFAULT), test_fraction: float = 0.2,
@@ -110,6 +111,9 @@ class VideoDomain:
         idx = torch.linspace(0, len(ds) - 1, min(len(ds), 256)).long().tolist()
         x = torch.stack([self.eval_raw(ds[i]["x"]) for i in idx]).float() / 255  # [n t c s s]
         self.mean, self.std = inputs.channel_stats(x)
+        self.flip, line = recipe.choose_flip(x, self.flip)
+        if line:
+            print(line, file=sys.stderr)
 
     @staticmethod
     def records(data: dict) -> dict:
@@ -123,11 +127,13 @@ class VideoDomain:
 
     def state(self) -> dict:
         return {"frames": self.frames, "stride": self.stride, "size": self.size, "channels": self.channels,
-                "tubelet": self.tubelet, "mean": self.mean, "std": self.std}
+                "tubelet": self.tubelet, "mean": self.mean, "std": self.std, "views": {"flip": self.flip}}
 
     def load_state(self, s: dict):
         self.frames, self.stride, self.size, self.channels = s["frames"], s["stride"], s["size"], s["channels"]
         self.tubelet, self.mean, self.std = s["tubelet"], s["mean"], s["std"]
+        if self.flip is None:  # the state's choice; states saved before the choice trained with recipe.BEFORE
+            self.flip = (s.get("views") or {}).get("flip", recipe.BEFORE)
 
     # ---- views (views.py) ----------------------------------------------------------------------------------
     def video(self, x: torch.Tensor):

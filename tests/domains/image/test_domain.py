@@ -188,7 +188,8 @@ def test_target_patches_are_normalized(digits):
 
 def test_state_roundtrip_preprocesses_identically(digits):
     s = digits.state()
-    assert s == {"image_size": 8, "channels": 1, "mean": digits.mean, "std": digits.std, "patch_size": 2}
+    assert s == {"image_size": 8, "channels": 1, "mean": digits.mean, "std": digits.std, "patch_size": 2,
+                 "views": {"crop_scale": (0.5, 1.0), "flip": 0.0}}  # digits are glyphs
     d = ImageDomain(state=s)
     assert d._splits is None and d.num_tokens == 16  # no data loaded; the derived patch comes with the state
     x = _batch(b=4, seed=3)

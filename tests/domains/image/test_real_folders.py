@@ -153,7 +153,8 @@ class Alive(torch.utils.data.Dataset):
 
 def test_big_photos_get_224_px_and_statistics_one_image_at_a_time(photos, capsys):
     d = ImageDomain(data={"path": str(photos)})
-    d._fit_stats = lambda ds: None  # the split's statistics are taken below, through a counting view of it
+    d._fit_stats = lambda ds: setattr(d, "_mid_share", 1.0)  # the statistics are taken below, through a counting
+    # view of the split
     tr = d.dataset("train")
     err = capsys.readouterr().err
     assert d.image_size == 224 and d.channels == 3 and d.patch == 28
@@ -169,11 +170,11 @@ def test_big_photos_get_224_px_and_statistics_one_image_at_a_time(photos, capsys
 
 def test_statistics_equal_torch_on_a_stacked_set():
     x = torch.randint(0, 256, (40, 3, 9, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    mean, std = sources.channel_stats(TensorImages(x, torch.zeros(40, dtype=torch.long)))
+    mean, std, _ = sources.channel_stats(TensorImages(x, torch.zeros(40, dtype=torch.long)))
     xf = x.float() / 255
     assert mean == pytest.approx(xf.mean((0, 2, 3)).tolist(), abs=1e-6)
     assert std == pytest.approx(xf.std((0, 2, 3)).tolist(), abs=1e-6)
-    mean, _ = sources.channel_stats(TensorImages(x, torch.zeros(40, dtype=torch.long)), k=5)  # 5 evenly spread
+    mean, _, _ = sources.channel_stats(TensorImages(x, torch.zeros(40, dtype=torch.long)), k=5)  # 5 evenly spread
     assert mean == pytest.approx(xf[[0, 9, 19, 29, 39]].mean((0, 2, 3)).tolist(), abs=1e-6)
 
 
@@ -199,4 +200,5 @@ def test_state_wins_over_what_the_data_would_give(mixed, monkeypatch):
     d = ImageDomain(data={"path": str(mixed)}, state=state)
     tr = d.dataset("train")
     assert opened == []  # loading opened no file, not even for a header
-    assert d.state() == state and tr[3]["x"].shape == (1, 16, 16)
+    assert d.state() == {**state, "views": {"crop_scale": (0.5, 1.0), "flip": 0.0}}  # as before views were chosen
+    assert tr[3]["x"].shape == (1, 16, 16)

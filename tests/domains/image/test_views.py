@@ -78,7 +78,7 @@ def test_crops_match_torchvision_resized_crop_enlarging_and_shrinking(size):
 @pytest.fixture(scope="module")
 def rgb_domain():
     x = (rgb(n=12, size=16, seed=3) * 255).round().to(torch.uint8)
-    d = ImageDomain(blur=0.5, local_crops=2, jitter_p=1.0, grayscale=0.5, patch_size=2)
+    d = ImageDomain(blur=0.5, local_crops=2, jitter_p=1.0, grayscale=0.5, patch_size=2, crop_scale=(0.5, 1.0), flip=0.5)
     d._splits = {"train": TensorImages(x, torch.zeros(12, dtype=torch.long))}
     d.channels, d.image_size = 3, 16
     d._fit_stats(d._splits["train"])

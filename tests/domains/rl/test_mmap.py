@@ -148,7 +148,7 @@ def test_folder_buffers_choose_their_encoder_and_refuse_what_they_cannot_map(tmp
     assert RLDomain.default_encoder({"path": str(vectors)}) is None  # the configured default, as for a .npz
     (tmp_path / "f").mkdir()
     np.save(tmp_path / "f" / "obs.npy", frames(30, (3, 20, 24)))
-    assert RLDomain.default_encoder({"path": str(tmp_path / "f")}) == "nature_cnn"
+    assert RLDomain.default_encoder({"path": str(tmp_path / "f")})[0] == "nature_cnn"
     with pytest.raises(UserError, match=r"holds one array; a replay buffer is a .npz or a folder of .npy arrays"):
         read_buffer(vectors / "obs.npy")
     np.save(vectors / "action.npy", np.array([{"a": 1}] * 30, dtype=object), allow_pickle=True)

@@ -29,7 +29,7 @@ def test_shards_read_back_as_the_buffer_once_and_refuse_another_domain(tmp_path,
     convert(str(path), str(tmp_path / "shards"), ["domain=rl"])
     shards = Shards(tmp_path / "shards", "rl")
     assert shards.form == "buffer" and shards.splits == ["train"] and shards.count("train") == 3
-    assert RLDomain.default_encoder({"path": str(tmp_path / "shards")}) == "nature_cnn"  # frames
+    assert RLDomain.default_encoder({"path": str(tmp_path / "shards")})[0] == "nature_cnn"  # frames
     want, got = read_data(str(path)), read_data(str(tmp_path / "shards"))
     assert sorted(got) == sorted(want) and isinstance(got["obs"], np.memmap)
     for k in want:
