@@ -70,4 +70,6 @@ def test_the_recipes_behind_the_documented_figures_are_the_classes_defaults():
     assert default(SwAV, "epsilon") == 0.02  # the paper's 0.05 (3000 prototypes) collapsed the codes with 128
     assert default(DINO, "use_bn") is True
     assert (default(RDM, "online"), default(RDM, "target_power")) == ("none", -1.0)  # the whitened target
-    assert (tuple(default(ImageDomain, "crop_scale")), default(ImageDomain, "flip")) == ((0.5, 1.0), 0.0)
+    from multissl.domains.image import recipe
+    assert (default(ImageDomain, "crop_scale"), default(ImageDomain, "flip")) == (None, None)  # from the images:
+    assert recipe.VIEWS["glyphs"] == {"crop_scale": (0.5, 1.0), "flip": 0.0}  # the digits' (tests/domains/image)
