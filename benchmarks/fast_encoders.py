@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
                                            SMALL[d]: (f"objective={OBJECTIVE}", f"encoder={SMALL[d]}")},
                           "runs/fast_encoders")
     for domain in args.domains.split(","):
-        lines = [*table(results, domain, ["raw/knn_acc", "rankme"]), "", *verdicts(results, domain, seeds)]
+        lines = [*table(results, domain, ["rankme"]), "", *verdicts(results, domain, seeds)]
         print(f"\n## {domain}\n\n" + "\n".join(lines))
         write(Path(args.results) / f"fast-encoders-{domain}.md", "\n".join(lines), command_line(__file__, argv),
               note=NOTE.format(seeds=args.seeds, steps=args.steps) + f" Domain: {domain}.")

@@ -113,8 +113,10 @@ def untrained(results: dict, domain: str, arm: str, seed: int, key: str) -> floa
 
 def table(results: dict, domain: str, keys: list[str]) -> list[str]:
     """One row per arm: the held-out metric (mean ± sd over seeds), its paired gain over the untrained encoder
-    (`untrained`: of the encoder it trained; mean ± sd, wins), then the mean of each of `keys` at the end."""
+    (`untrained`: of the encoder it trained; mean ± sd, wins), then the mean of each of `keys` at the end, the obvious
+    baseline's (`raw/<metric>`, the raw input's score in the same run) first."""
     held = heldout(domain)
+    keys = [f"raw/{held}", *(k for k in keys if k != f"raw/{held}")]
     arms = list(dict.fromkeys(a for d, a, _ in results if d == domain))
     seeds = sorted({s for d, _, s in results if d == domain})
     lines = [f"| arm | {held} | gain over untrained | wins | " + " | ".join(keys) + " |",

@@ -75,6 +75,8 @@ class ImageDomain:
             self._splits = self._load()
             if self.mean is None:
                 self._fit_stats(self._splits["train"])
+            if self._mid_share is None and (self.crop_scale is None or self.flip is None):  # statistics were given
+                self._mid_share = channel_stats(self._splits["train"], recipe.SAMPLES)[2]
             self.crop_scale, self.flip, line = recipe.choose_views(self._mid_share, self.crop_scale, self.flip)
             if line:
                 print(line, file=sys.stderr)

@@ -7,6 +7,7 @@ VIEWS = {  # kind -> the settings it gets
     "natural": {"crop_scale": (0.2, 1.0), "flip": 0.5},
     "glyphs": {"crop_scale": (0.5, 1.0), "flip": 0.0},
 }
+SAMPLES = 64  # images the kind is judged from when the statistics were given rather than taken
 BEFORE = VIEWS["glyphs"]  # what every run trained with before the choice: a state saved then resumes with it
 
 

@@ -48,6 +48,7 @@ def test_a_user_error_in_a_loader_worker_is_its_one_line(tmp_path):
     (tmp_path / "data" / "2.png").write_bytes((tmp_path / "data" / "2.png").read_bytes()[:60])  # header, no pixels
     domain = ImageDomain(image_size=12, channels=3, data={"path": str(tmp_path / "data")})
     domain.mean, domain.std = [0.5] * 3, [0.25] * 3  # as given by a state: the bad file is read in a worker first
+    domain.crop_scale, domain.flip = (0.5, 1.0), 0.0
     loader = train_loader(domain.dataset("train"), domain, 0, 2, 4, 0, 1, 0, 1, workers=1)
     with pytest.raises(UserError) as e:
         next(iter(loader))

@@ -93,3 +93,10 @@ def test_views_drawn_before_any_data_was_read_name_the_fix():
     d = ImageDomain(image_size=8, channels=1, patch_size=2)
     with pytest.raises(Exception, match="set domain.crop_scale and domain.flip"):
         d.draw(torch.zeros(1, 8, 8, dtype=torch.uint8), torch.Generator().manual_seed(0))
+
+
+def test_statistics_given_without_views_still_choose_them_from_the_images(tmp_path):
+    d = ImageDomain(data={"path": str(folder(tmp_path, smooth_photos()))})
+    d.mean, d.std = [0.5] * 3, [0.25] * 3  # given, so the statistics' pass (which measures the share) does not run
+    d.dataset("train")
+    assert (d.crop_scale, d.flip) == ((0.2, 1.0), 0.5)
