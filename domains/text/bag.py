@@ -1,14 +1,18 @@
 """`encoder=bag`: a bag of n-grams, fastText's encoder (Joulin et al. 2017, "Bag of Tricks for Efficient Text
 Classification"; its n-grams hashed into buckets as in Mikolov et al. 2018): each token is the embedding of its id
 plus the mean of the embeddings of the hashed n-grams (2 .. `ngrams` consecutive tokens) that end at it, and the text
-is the mean of its tokens. The tokenizer's pieces are words and word fragments, so the pieces' n-grams cover words,
+is the mean of its tokens, each weighted by its id's inverse document frequency in the training split
+(`pool=idf`, the weighting of TF-IDF and of the weighted word-vector averages of Arora et al. 2017, "A Simple but
+Tough-to-Beat Baseline for Sentence Embeddings": rare pieces carry the meaning, frequent ones little), or plainly
+(`pool=mean`, fastText's). The tokenizer's pieces are words and word fragments, so the pieces' n-grams cover words,
 fragments and short phrases. No attention and no positions: it learns in minutes on a CPU, where a transformer is
 still finding its footing; masked objectives get a token per kept position, its n-grams over the kept tokens alone
 (a masked token is never read)."""
 import torch
 from torch import nn
 
-from multissl.encoder import kept_padding, masked_mean
+from multissl.encoder import kept_padding
+from multissl.errors import UserError
 
 PRIME, MODULUS = 1_000_003, 2_147_483_647  # the rolling hash: h(a..z) = (h(a..y) * PRIME + z) mod MODULUS, in int64
 
@@ -28,9 +32,15 @@ class BagEncoder(nn.Module):
     supports_padding = True
     domains = ("text",)
 
-    def __init__(self, domain, dim: int = 64, ngrams: int = 3, buckets: int = 1 << 16):
+    def __init__(self, domain, dim: int = 64, ngrams: int = 3, buckets: int = 1 << 16, pool: str = "idf"):
         super().__init__()
-        self.dim, self.ngrams, self.buckets = dim, ngrams, buckets
+        if pool not in ("idf", "mean"):
+            raise UserError(f"encoder.pool must be idf or mean, got {pool!r}")
+        self.dim, self.ngrams, self.buckets, self.pool = dim, ngrams, buckets, pool
+        idf = getattr(domain, "idf", None)  # None from an export's state: the saved weights bring it
+        weight = torch.ones(domain.vocab.size) if idf is None or pool == "mean" else idf.clone().float()
+        weight[domain.vocab.special] = 0  # never pooled: [CLS]-like and [MASK] pieces mean nothing
+        self.register_buffer("weight", weight)  # [V] each id's weight in the pooled text
         self.words = nn.Embedding(domain.vocab.size, dim)  # [V d]
         self.grams = nn.Embedding(buckets, dim) if ngrams > 1 else None  # [buckets d], shared by every n
         self.norm = nn.LayerNorm(dim)
@@ -54,4 +64,6 @@ class BagEncoder(nn.Module):
                 total, count = total + self.grams(h % self.buckets) * w, count + w
             t = t + total / count.clamp_min(1)
         t = self.norm(t).masked_fill(kpad[..., None], 0)
-        return t, masked_mean(t, kpad)
+        w = self.weight[ids].masked_fill(kpad, 0)  # [b k]
+        w = torch.where(w.sum(1, keepdim=True) > 0, w, (~kpad).to(w.dtype))[..., None]  # only special ids: a mean
+        return t, (t * w).sum(1) / w.sum(1).clamp_min(1e-6)

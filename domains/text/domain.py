@@ -173,10 +173,16 @@ class TextDomain:
     def raw_features(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         """The bag-of-words baseline: TF-IDF rows [b V] of the token ids, the document frequencies counted on the
         training split once."""
-        if self._idf is None:
+        return raw.tf_idf(x, pad, self.idf, self.vocab.special)
+
+    @property
+    def idf(self) -> torch.Tensor | None:
+        """[V] the smoothed inverse document frequency of each token id in the training split, counted once (None
+        before any data is read: a domain built from an export's state)."""
+        if self._idf is None and self._splits is not None:
             train = self._splits["train"]
             self._idf = raw.idf_of((train.sample(i)[0] for i in range(len(train))), self.vocab.size)
-        return raw.tf_idf(x, pad, self._idf, self.vocab.special)
+        return self._idf
 
     def preprocess(self, raw) -> tuple[torch.Tensor, torch.Tensor]:
         """A list of strings -> (ids [b n], pad [b n]), cut to max_length; an empty string is one [PAD]-free unknown

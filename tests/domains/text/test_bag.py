@@ -1,6 +1,8 @@
 """encoder=bag: the bag of hashed n-grams (fastText) trains with contrastive, distillation and masked objectives
 (every parameter learns), its n-grams are the windows of consecutive tokens a loop finds, a padded batch equals each
 text alone, a masked token is never read, and a run exports an encoder that embeds as it trained."""
+import math
+
 import pytest
 import torch
 
@@ -46,8 +48,31 @@ def test_a_padded_batch_equals_each_text_alone_and_masked_tokens_are_not_read(ti
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+def test_the_text_is_its_tokens_weighted_by_the_training_splits_idf(tiny, tmp_path, corpus):
+    cfg = tiny.config(*text_args(tmp_path, corpus), *BAG, tiny_encoder=False)
+    domain = build_domain(cfg)
+    enc = build_models(cfg, domain)[0].eval()
+    train = domain.dataset("train")
+    docs = [set(train.sample(i)[0].tolist()) for i in range(len(train))]
+    x, pad = domain.preprocess(["the horse number 3 is odd", "a cat"])
+    with torch.no_grad():
+        tokens, pooled = enc(x, pad=pad)
+    for row in range(2):  # the reference: scikit-learn's smoothed idf, counted here, special ids left out
+        ids = x[row][~pad[row]].tolist()
+        w = torch.tensor([0.0 if i in domain.vocab.special.nonzero().flatten().tolist() else
+                          1 + math.log((1 + len(docs)) / (1 + sum(i in d for d in docs))) for i in ids])
+        want = (tokens[row, :len(ids)] * w[:, None]).sum(0) / w.sum()
+        torch.testing.assert_close(pooled[row], want, atol=1e-5, rtol=1e-5)
+    plain = build_models(tiny.config(*text_args(tmp_path, corpus), *BAG, "encoder.pool=mean", tiny_encoder=False),
+                         domain)[0].eval()
+    with torch.no_grad():
+        tokens, pooled = plain(x, pad=pad)
+    torch.testing.assert_close(pooled[1], tokens[1, :int((~pad[1]).sum())].mean(0))  # fastText's mean
+
+
 def test_a_run_exports_a_bag_that_embeds_as_it_trained(tiny, tmp_path, corpus):
     folder = tiny.run(*text_args(tmp_path, corpus), *BAG, "trainer.max_steps=2", tiny_encoder=False)
     enc = multissl.load_encoder(folder)
     out = enc.embed(["a cat", "frog number 2"])
     assert out.shape == (2, 16) and torch.isfinite(out).all()
+    assert enc.encoder.weight.min() == 0 and enc.encoder.weight.max() > 1  # the run's idf weights came with it
