@@ -1,10 +1,10 @@
 """`encoder=bag`: a bag of n-grams, fastText's encoder (Joulin et al. 2017, "Bag of Tricks for Efficient Text
 Classification"; its n-grams hashed into buckets as in Mikolov et al. 2018): each token is the embedding of its id
 plus the mean of the embeddings of the hashed n-grams (2 .. `ngrams` consecutive tokens) that end at it, and the text
-is the mean of its tokens, each weighted by its id's inverse document frequency in the training split
-(`pool=idf`, the weighting of TF-IDF and of the weighted word-vector averages of Arora et al. 2017, "A Simple but
-Tough-to-Beat Baseline for Sentence Embeddings": rare pieces carry the meaning, frequent ones little), or plainly
-(`pool=mean`, fastText's). The tokenizer's pieces are words and word fragments, so the pieces' n-grams cover words,
+is the mean of its tokens (`pool=mean`, fastText's), or their mean weighted by each id's inverse document frequency
+in the training split (`pool=idf`, the weighting of TF-IDF and of the weighted word-vector averages of Arora et al.
+2017, "A Simple but Tough-to-Beat Baseline for Sentence Embeddings"; on the text suite it did not beat the plain mean,
+docs/suites.md). The tokenizer's pieces are words and word fragments, so the pieces' n-grams cover words,
 fragments and short phrases. No attention and no positions: it learns in minutes on a CPU, where a transformer is
 still finding its footing; masked objectives get a token per kept position, its n-grams over the kept tokens alone
 (a masked token is never read)."""
@@ -32,7 +32,7 @@ class BagEncoder(nn.Module):
     supports_padding = True
     domains = ("text",)
 
-    def __init__(self, domain, dim: int = 64, ngrams: int = 3, buckets: int = 1 << 16, pool: str = "idf"):
+    def __init__(self, domain, dim: int = 64, ngrams: int = 3, buckets: int = 1 << 16, pool: str = "mean"):
         super().__init__()
         if pool not in ("idf", "mean"):
             raise UserError(f"encoder.pool must be idf or mean, got {pool!r}")

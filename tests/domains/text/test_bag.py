@@ -48,8 +48,8 @@ def test_a_padded_batch_equals_each_text_alone_and_masked_tokens_are_not_read(ti
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
-def test_the_text_is_its_tokens_weighted_by_the_training_splits_idf(tiny, tmp_path, corpus):
-    cfg = tiny.config(*text_args(tmp_path, corpus), *BAG, tiny_encoder=False)
+def test_the_text_is_its_tokens_mean_or_weighted_by_the_training_splits_idf(tiny, tmp_path, corpus):
+    cfg = tiny.config(*text_args(tmp_path, corpus), *BAG, "encoder.pool=idf", tiny_encoder=False)
     domain = build_domain(cfg)
     enc = build_models(cfg, domain)[0].eval()
     train = domain.dataset("train")
@@ -71,7 +71,7 @@ def test_the_text_is_its_tokens_weighted_by_the_training_splits_idf(tiny, tmp_pa
 
 
 def test_a_run_exports_a_bag_that_embeds_as_it_trained(tiny, tmp_path, corpus):
-    folder = tiny.run(*text_args(tmp_path, corpus), *BAG, "trainer.max_steps=2", tiny_encoder=False)
+    folder = tiny.run(*text_args(tmp_path, corpus), *BAG, "encoder.pool=idf", "trainer.max_steps=2", tiny_encoder=False)
     enc = multissl.load_encoder(folder)
     out = enc.embed(["a cat", "frog number 2"])
     assert out.shape == (2, 16) and torch.isfinite(out).all()
