@@ -9,10 +9,8 @@ accuracy or RMSE; buffers: the state probe's R²), its gain over the untrained e
 fixed before any run: on the digits and on the spoken words (the image and audio defaults), kNN at least 0.05 above
 the untrained encoder's; on tables and buffers the domain's own metric is reported next to the untrained encoder's.
 """
-from pathlib import Path
 
-from paired import final, heldout, parser, run_domains, table, untrained
-from results import command_line, write
+from paired import final, heldout, parser, run_domains, untrained, write_domains
 
 from multissl.cli import options, pairs
 
@@ -38,14 +36,9 @@ def verdicts(results: dict, domain: str, seeds: list[int]) -> list[str]:
 def main(argv=None) -> dict:
     args = parser(__doc__, "image,audio,tabular,rl").parse_args(argv)
     known, fits = set(options("objective")), set(pairs())
-    seeds = [int(s) for s in args.seeds.split(",")]
     results = run_domains(args, lambda d: {o: (f"objective={o}",) for o in OBJECTIVES  # not cpc on tables
                                            if o in known and (d, o) in fits}, "runs/cookbook")
-    for domain in args.domains.split(","):
-        lines = [*table(results, domain, ["rankme"]), "", *verdicts(results, domain, seeds)]
-        print(f"\n## {domain}\n\n" + "\n".join(lines))
-        write(Path(args.results) / f"cookbook-{domain}.md", "\n".join(lines), command_line(__file__, argv),
-              note=NOTE.format(seeds=args.seeds, steps=args.steps) + f" Domain: {domain}.")
+    write_domains(results, args, argv, __file__, "cookbook", verdicts, NOTE)
     return results
 
 

@@ -10,10 +10,8 @@ Each run is paired with its own untrained encoder (the same seed's initial weigh
 encoder (a) ends at least 0.05 kNN above its untrained encoder and (b) above the transformer trained the same way;
 (c), reported: whether it beats the raw input.
 """
-from pathlib import Path
 
-from paired import final, mean_sd, parser, run_domains, table, untrained
-from results import command_line, write
+from paired import final, mean_sd, parser, run_domains, untrained, write_domains
 
 SMALL = {"text": "bag", "image": "convnet", "video": "convnet"}
 OBJECTIVE = "simclr"
@@ -37,15 +35,10 @@ def verdicts(results: dict, domain: str, seeds: list[int]) -> list[str]:
 
 def main(argv=None) -> dict:
     args = parser(__doc__, "text,image,video").parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
     results = run_domains(args, lambda d: {"transformer": (f"objective={OBJECTIVE}",),
                                            SMALL[d]: (f"objective={OBJECTIVE}", f"encoder={SMALL[d]}")},
                           "runs/fast_encoders")
-    for domain in args.domains.split(","):
-        lines = [*table(results, domain, ["rankme"]), "", *verdicts(results, domain, seeds)]
-        print(f"\n## {domain}\n\n" + "\n".join(lines))
-        write(Path(args.results) / f"fast-encoders-{domain}.md", "\n".join(lines), command_line(__file__, argv),
-              note=NOTE.format(seeds=args.seeds, steps=args.steps) + f" Domain: {domain}.")
+    write_domains(results, args, argv, __file__, "fast-encoders", verdicts, NOTE)
     return results
 
 

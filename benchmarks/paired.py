@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import results
+from results import command_line, write
 
 HELDOUT = {"tabular": "probe_linear", "rl": "state_r2_mean"}  # else knn_acc
 
@@ -90,6 +91,17 @@ def run_domains(args, arms_of, out: str) -> dict:
     for domain in args.domains.split(","):
         results |= run_all(argparse.Namespace(**{**vars(args), "domains": domain}), arms_of(domain), out)
     return results
+
+
+def write_domains(results: dict, args, argv, script, name: str, verdicts, note: str) -> None:
+    """Per domain of args.domains: `table` (with RankMe) and verdicts(results, domain, seeds), printed and written to
+    <name>-<domain>.md (the benchmark `script`'s command line; `note` formatted with seeds and steps)."""
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for domain in args.domains.split(","):
+        lines = [*table(results, domain, ["rankme"]), "", *verdicts(results, domain, seeds)]
+        print(f"\n## {domain}\n\n" + "\n".join(lines))
+        write(Path(args.results) / f"{name}-{domain}.md", "\n".join(lines), command_line(script, argv),
+              note=note.format(seeds=args.seeds, steps=args.steps) + f" Domain: {domain}.")
 
 
 def final(rows: list[dict], key: str) -> float:

@@ -37,8 +37,8 @@ class BagEncoder(nn.Module):
         if pool not in ("idf", "mean"):
             raise UserError(f"encoder.pool must be idf or mean, got {pool!r}")
         self.dim, self.ngrams, self.buckets, self.pool = dim, ngrams, buckets, pool
-        idf = getattr(domain, "idf", None)  # None from an export's state: the saved weights bring it
-        weight = torch.ones(domain.vocab.size) if idf is None or pool == "mean" else idf.clone().float()
+        idf = getattr(domain, "idf", None) if pool == "idf" else None  # None from an export's state: saved weights
+        weight = torch.ones(domain.vocab.size) if idf is None else idf.clone().float()
         weight[domain.vocab.special] = 0  # never pooled: [CLS]-like and [MASK] pieces mean nothing
         self.register_buffer("weight", weight)  # [V] each id's weight in the pooled text
         self.words = nn.Embedding(domain.vocab.size, dim)  # [V d]

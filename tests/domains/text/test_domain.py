@@ -16,7 +16,7 @@ from multissl.encoder import Encoder, gather_tokens
 from multissl.errors import UserError
 from multissl.objectives.mae import MAE
 
-from texts import LINES, TOL
+from texts import LINES, padded_batch_equals_each_text_alone
 
 
 def text_domain(tmp_path, corpus, **kw):
@@ -81,13 +81,7 @@ def test_a_padded_batch_equals_each_text_alone(tmp_path, corpus, pool):
     texts = ["a cat", "the horse number 3 is odd and horses like it", "frog"]
     x, pad = d.preprocess(texts)
     assert pad.any() and x[pad].eq(d.vocab.pad_id).all()
-    with torch.no_grad():
-        tokens, pooled = enc(x, pad=pad)
-        for i, t in enumerate(texts):
-            x1, p1 = d.preprocess([t])
-            t1, q1 = enc(x1, pad=p1)
-            torch.testing.assert_close(pooled[i], q1[0], atol=TOL, rtol=TOL)
-            torch.testing.assert_close(tokens[i, :x1.shape[1]], t1[0], atol=TOL, rtol=TOL)
+    padded_batch_equals_each_text_alone(enc, d, texts)
 
 
 def test_mae_on_text_is_masked_language_modelling_of_the_clean_ids(tmp_path, corpus):
