@@ -3,7 +3,7 @@ per-domain suites of labelled sets (benchmarks/sets/<domain>.py: text, image, vi
 their own, tables.py and buffers.py):
 
     python benchmarks/suites.py --domain text [--sets a,b] [--seeds 0,1,2] [--arms default] [--steps 500] \
-        [--jobs 2] [--out runs/suites] [key=value ...]
+        [--jobs 2] [--out runs/suites] [--earlier results/suite-text.json] [key=value ...]
 
 Each set is generated once under the multissl cache with a fixed held-out split, and each run points the domain at it
 and changes nothing else: the arm `default` is `python -m multissl.train domain=<domain> data.path=<set>` as a user
@@ -11,7 +11,9 @@ would run it, `default+key=value...` the same with settings changed (what decide
 names, optionally with `+key=value` settings (paired.arm_overrides). One run
 gives the three scores compared, all on the held-out split at the end: the trained encoder's `<metric>`, the same
 seed's untrained encoder's (`untrained/<metric>`: the initial weights of the encoder it trained) and the obvious
-baseline's (`raw/<metric>`: raw pixels or clip, raw log-mel frames, TF-IDF).
+baseline's (`raw/<metric>`: raw pixels or clip, raw log-mel frames, TF-IDF). Every run's three scores are also written
+as JSON beside the results file; `--earlier` takes such files, and the (set, arm, seed) runs they hold are read from
+them instead of trained again (a suite completed over several sessions; the results file says which came from where).
 
 Decided before any run, for each arm (gains are trained minus untrained, same seed and run):
 
@@ -20,6 +22,7 @@ Decided before any run, for each arm (gains are trained minus untrained, same se
   S2  The trained encoder beats the obvious baseline (mean over seeds) on at least half of the sets.
 """
 import importlib
+import json
 import math
 import os
 import re
@@ -28,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from paired import arm_list, arm_overrides, final, mean_sd, train
-from results import add_argument, command_line, write
+from results import add_argument, command_line, commit, write
 
 from multissl.domains.cache import default_cache_dir
 
@@ -51,22 +54,42 @@ def overrides_of(arm: str) -> tuple:
     return tuple(settings) if name == "default" else arm_overrides(arm)
 
 
-def run_suite(args) -> dict:
-    """{(set, arm, seed): {"trained", "untrained", "raw": held-out scores}}; sets that read another set's runs
-    (`same_run_as`) read them rather than train again."""
+def read_earlier(files: str | None, domain: str, steps: int) -> tuple[dict, list[str]]:
+    """Runs recorded by earlier invocations (their JSON files, comma-separated): ({(set, arm, seed): scores}, a line
+    per file saying what it holds and where it came from)."""
+    runs, said = {}, []
+    for f in files.split(",") if files else []:
+        rec = json.loads(Path(f).read_text())
+        if rec["domain"] != domain or rec["steps"] != steps:
+            sys.exit(f"{f} records domain {rec['domain']} at {rec['steps']} steps, not {domain} at {steps}; "
+                     f"give --earlier files of this suite")
+        got = {(n, a, s): dict(zip(("trained", "untrained", "raw"), v)) for n, a, s, *v in rec["runs"]}
+        runs.update({k: v for k, v in got.items() if k not in runs})  # the first file that has a run gives it
+        seeds = sorted({s for _, _, s in got})
+        said.append(f"seed(s) {', '.join(map(str, seeds))} read from {Path(f).name} (commit {rec['commit']}"
+                    f"{'; ' + rec['note'] if rec.get('note') else ''})")
+    return runs, said
+
+
+def run_suite(args) -> tuple[dict, list[str]]:
+    """({(set, arm, seed): {"trained", "untrained", "raw": held-out scores}}, where earlier runs came from); sets that
+    read another set's runs (`same_run_as`) read them rather than train again, and runs the --earlier files hold are
+    read from them."""
     sets, domain = sets_of(args.domain), args.domain
     names = args.sets.split(",") if args.sets else list(sets)
     unknown = [n for n in names if n not in sets]
     if unknown:
         sys.exit(f"unknown set(s) {', '.join(unknown)} of domain {domain}; its sets: {', '.join(sets)}")
     seeds, arms = [int(s) for s in args.seeds.split(",")], arm_list(args.arms)
+    earlier, said = read_earlier(args.earlier, domain, args.steps)
     root = Path(args.out or "runs/suites") / domain
-    trained = {sets[n].same_run_as or n for n in names}
-    data = {n: sets[n].prepare(data_root(domain, n, args.scale), args.scale) for n in trained}  # before any run
+    runs_of = lambda n: sets[n].same_run_as or n  # noqa: E731
+    needed = {(runs_of(n), a, s) for n in names for a in arms for s in seeds if (n, a, s) not in earlier}
+    data = {m: sets[m].prepare(data_root(domain, m, args.scale), args.scale) for m in {m for m, _, _ in needed}}
     threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = {(n, a, s): (root / n / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', a)}-s{s}", domain,
-                        (*overrides_of(a), *data[n]), s, args.steps, 0, args.extra, threads)
-            for n in trained for a in arms for s in seeds}
+    jobs = {(m, a, s): (root / m / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', a)}-s{s}", domain,
+                        (*overrides_of(a), *data[m]), s, args.steps, 0, args.extra, threads)
+            for m, a, s in sorted(needed, key=lambda k: (k[2], k[0], k[1]))}  # a seed of every set, then the next
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = {k: f.result() for k, f in {k: pool.submit(train, *v) for k, v in jobs.items()}.items()}
     out = {}
@@ -74,10 +97,10 @@ def run_suite(args) -> dict:
         metric = sets[n].metric
         for a in arms:
             for s in seeds:
-                r = rows[(sets[n].same_run_as or n, a, s)]
-                out[(n, a, s)] = {k: final(r, f"{p}{metric}") for k, p in
-                                  (("trained", ""), ("untrained", "untrained/"), ("raw", "raw/"))}
-    return out
+                out[(n, a, s)] = earlier.get((n, a, s)) or {
+                    k: final(rows[(runs_of(n), a, s)], f"{p}{metric}")
+                    for k, p in (("trained", ""), ("untrained", "untrained/"), ("raw", "raw/"))}
+    return out, said
 
 
 def verdicts(results: dict, names: list[str], arm: str, seeds: list[int]) -> list[str]:
@@ -98,7 +121,8 @@ def verdicts(results: dict, names: list[str], arm: str, seeds: list[int]) -> lis
             f"{' (' + ', '.join(above) + ')' if above else ''}: {'holds' if s2 else 'does not hold'}"]
 
 
-def report(results: dict, domain: str, names: list[str], arms: list[str], seeds: list[int]) -> list[str]:
+def report(results: dict, domain: str, names: list[str], arms: list[str], seeds: list[int],
+           said: list[str] = ()) -> list[str]:
     sets = sets_of(domain)
     lines = ["| set | arm | metric | untrained | trained | gain (wins) | obvious baseline | trained − baseline |",
              "| --- " * 8 + "|"]
@@ -110,6 +134,7 @@ def report(results: dict, domain: str, names: list[str], arms: list[str], seeds:
             lines.append(f"| {n} | {a} | {sets[n].metric} | {u:.3f} | {t:.3f} ± {tsd:.3f} | {mean_sd(gains)[0]:+.3f} "
                          f"({sum(g > 0 for g in gains)}/{len(seeds)}) | {r:.3f} | {t - r:+.3f} |")
     lines += ["", "Means over seeds (± sd of the trained encoder); the gain is paired seed by seed.", ""]
+    lines += [f"Earlier runs: {line}." for line in said] + ([""] if said else [])
     for a in arms:
         lines += verdicts(results, names, a, seeds)
     lines += ["", "The sets:", ""] + [f"- **{n}**: {sets[n].about}" for n in names]
@@ -128,17 +153,25 @@ def main(argv=None) -> dict:
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (1: in this one)")
     p.add_argument("--scale", type=float, default=1.0, help="sets' sample counts scaled (tests build tiny ones)")
     p.add_argument("--out", default=None)
+    p.add_argument("--earlier", default=None,
+                   help="comma-separated JSON files of earlier runs of this suite (beside each results file): the runs "
+                        "they hold are not trained again")
     add_argument(p)
     p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder in tests)")
     args = p.parse_args(argv)
-    results = run_suite(args)
+    results, said = run_suite(args)
     names = args.sets.split(",") if args.sets else list(sets_of(args.domain))
     arms, seeds = arm_list(args.arms), [int(s) for s in args.seeds.split(",")]
-    lines = report(results, args.domain, names, arms, seeds)
+    lines = report(results, args.domain, names, arms, seeds, said)
     print("\n".join(lines))
     every = not args.sets or sorted(names) == sorted(sets_of(args.domain))
-    write(Path(args.results) / f"suite-{args.domain}{'' if every else '-' + '-'.join(names)}.md", "\n".join(lines),
-          command_line(__file__, argv),
+    target = Path(args.results) / f"suite-{args.domain}{'' if every else '-' + '-'.join(names)}.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.with_suffix(".json").write_text(json.dumps(
+        {"domain": args.domain, "steps": args.steps, "commit": commit(), "command": command_line(__file__, argv),
+         "note": "; ".join(said),
+         "runs": [[n, a, s, v["trained"], v["untrained"], v["raw"]] for (n, a, s), v in results.items()]}, indent=1))
+    write(target, "\n".join(lines), command_line(__file__, argv),
           note=f"Each set's fixed held-out split; {args.steps} steps, seeds {args.seeds}, on the machine below; each "
                f"run's trained encoder against its own untrained encoder (same seed) and the domain's obvious "
                f"baseline. Criteria S1, S2 fixed in this benchmark's docstring before any run.")

@@ -277,12 +277,14 @@ def decide(argv: list[str], named: dict, cfg):
     no encoder.* key is given, and the encoder's own learning rate (`base_lr`) when no optim.base_lr is. -> (argv,
     named) with those choices added."""
     from multissl.contracts import Domain, Encoder, compatible, optional
+    from multissl.errors import needs_extras
     keys = [a.split("=", 1)[0].lstrip("+~") for a in argv]
     dom = get_class(cfg.domain._target_)
     if not any(k == "encoder" or k.startswith("encoder.") for k in keys):
         pick = optional(dom, Domain, "default_encoder")
-        name = pick(OmegaConf.to_container(cfg.data), **{k: v for k, v in cfg.domain.items() if k != "_target_"}) \
-            if callable(pick) else None
+        with needs_extras(f"domain={cfg.hydra.runtime.choices.domain}"):  # it may look at the data (text: lengths)
+            name = pick(OmegaConf.to_container(cfg.data), **{k: v for k, v in cfg.domain.items() if k != "_target_"}) \
+                if callable(pick) else None
         name, why = name if isinstance(name, tuple) else (name, None)
         if name and name != cfg.hydra.runtime.choices.encoder and compatible(
                 dom, get_class(cfg.objective._target_), option_class("encoder", name)) is None:

@@ -58,11 +58,12 @@ TINY = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size
         "trainer.eval_samples=32", "trainer.baseline=false", "data.num_workers=0"]
 
 
-def without_extras(tmp_path, runs: list[list[str]]) -> list[dict]:
-    """Each run (its key=value list) in one child process where every extra's modules are missing."""
+def without_extras(tmp_path, runs: list[list[str]], tiny: bool = True) -> list[dict]:
+    """Each run (its key=value list, after TINY unless not `tiny`) in one child process where every extra's modules
+    are missing."""
     import json
     import os
-    runs = [[*TINY, f"run.dir={tmp_path / f'run{i}'}", *args] for i, args in enumerate(runs)]
+    runs = [[*(TINY if tiny else ()), f"run.dir={tmp_path / f'run{i}'}", *args] for i, args in enumerate(runs)]
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(list(EXTRAS)), json.dumps(runs)],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "MULTISSL_CACHE": str(tmp_path / "cache")})
@@ -88,3 +89,13 @@ def test_a_domain_without_its_extra_is_one_line_naming_the_install_command(tmp_p
         lines = [x for x in got["stderr"].splitlines() if x.startswith("multissl: error")]
         assert got["code"] == 2 and "Traceback" not in got["stderr"], (args, got)
         assert len(lines) == 1 and f"pip install 'multissl[{extra}]'" in lines[0], (args, got["stderr"][-2000:])
+
+
+@pytest.mark.slow
+def test_a_domain_that_looks_at_its_data_to_choose_the_encoder_names_the_extra_it_lacks(tmp_path):
+    """With no encoder key the text domain reads its texts' lengths when the config is composed: without the text
+    extra that is the same one line, not a traceback."""
+    got, = without_extras(tmp_path, [["domain=text"]], tiny=False)
+    lines = [x for x in got["stderr"].splitlines() if x.startswith("multissl: error")]
+    assert got["code"] == "SystemExit(2)" and "Traceback" not in got["stderr"], got  # stopped while composing
+    assert len(lines) == 1 and "pip install 'multissl[text]'" in lines[0], got["stderr"][-2000:]

@@ -62,6 +62,17 @@ def test_suite_pairs_each_run_with_its_untrained_encoder_and_the_obvious_baselin
     assert "default: S1 mean gain over untrained" in printed and "default: S2 above the obvious baseline on " in printed
     text = (tmp_path / f"suite-image-{name}.md").read_text()
     assert text.startswith("> **command** `python benchmarks/suites.py --domain image") and "**commit** " in text
+    # a suite completed later: the recorded runs are read, not trained again, and the results file says so
+    recorded = tmp_path / f"suite-image-{name}.json"
+    again = suites.main(["--domain", "image", "--sets", name, "--seeds", "0,1,2", "--steps", "2", "--scale", str(TINY),
+                         "--out", str(tmp_path / "later"), "--results", str(tmp_path / "later"), "--earlier",
+                         str(recorded), "encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=16",
+                         "data.num_workers=0"])
+    assert {k: again[k] for k in results} == results and set(again) == {*results, (name, "default", 2)}
+    runs = tmp_path / "later" / "image" / name
+    assert (runs / "default-s2").is_dir() and not (runs / "default-s0").exists()
+    written = (tmp_path / "later" / recorded.with_suffix(".md").name).read_text()
+    assert f"Earlier runs: seed(s) 0, 1 read from {recorded.name}" in written
 
 
 def test_an_arm_is_the_default_recipe_changed_or_an_objective():

@@ -23,6 +23,9 @@ from .views import corrupt, random_positions, span_positions, view
 
 MASKS = ("bert", "span")
 TOKENIZER_TEXTS = 1_000_000  # the most training texts (evenly spread) a tokenizer is trained on
+# Up to this median length the default encoder is the bag of n-grams: its n-grams cover most of the word order of a
+# title, a tweet or a chat line, and it learns such texts in the steps a transformer spends finding its footing.
+SHORT_TEXT_WORDS = 32
 
 
 class TokenEmbed(nn.Module):
@@ -129,6 +132,16 @@ class TextDomain:
                   file=sys.stderr)
         self._idf = None  # document frequencies of this data's training split
         return out
+
+    @staticmethod
+    def default_encoder(data: dict, **keys) -> tuple[str, str] | None:
+        """Short texts read best through the bag of n-grams (docs/domains/text.md), longer ones through the configured
+        default (the transformer). Asked when the config is composed, from the first texts of the training split."""
+        words = corpus.median_words(corpus.source(data))
+        if words is None or words > SHORT_TEXT_WORDS:
+            return None
+        return "bag", (f"the texts are short (a median of {words:g} words, at most {SHORT_TEXT_WORDS}), which a bag of "
+                       f"n-grams learns faster than the transformer")
 
     @staticmethod
     def records(data: dict) -> dict:

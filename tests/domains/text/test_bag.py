@@ -76,3 +76,23 @@ def test_a_run_exports_a_bag_that_embeds_as_it_trained(tiny, tmp_path, corpus):
     out = enc.embed(["a cat", "frog number 2"])
     assert out.shape == (2, 16) and torch.isfinite(out).all()
     assert enc.encoder.weight.min() == 0 and enc.encoder.weight.max() > 1  # the run's idf weights came with it
+
+
+def test_short_texts_default_to_the_bag_unless_the_command_chooses(tmp_path, capsys, corpus):
+    """The plain `domain=text` on short texts (a median of at most SHORT_TEXT_WORDS words) gets the bag, decided when
+    the config is composed and said on stderr; longer texts keep the transformer, and any encoder choice (encoder=,
+    an encoder.* key) wins."""
+    from multissl.cli import load_config
+    from multissl.domains.text.domain import SHORT_TEXT_WORDS
+    short = text_args(tmp_path, corpus)
+    assert load_config([*short, "objective=byol"]).meta.encoder == "bag"
+    assert "encoder=bag, domain=text's choice for this data: the texts are short" in capsys.readouterr().err
+    for chosen in (["encoder=transformer"], ["encoder.depth=1"]):
+        assert load_config([*short, *chosen]).meta.encoder == "transformer"
+    words = " ".join(f"w{i}" for i in range(SHORT_TEXT_WORDS))
+    lines = [words, f"{words} w{SHORT_TEXT_WORDS}", f"{words} x y"]  # a median of SHORT_TEXT_WORDS + 1 words
+    (tmp_path / "long.txt").write_text("\n".join(lines), encoding="utf-8")
+    long = text_args(tmp_path, tmp_path / "long.txt")
+    assert load_config(long).meta.encoder == "transformer" and "choice" not in capsys.readouterr().err
+    (tmp_path / "long.txt").write_text("\n".join([words, words, *lines]), encoding="utf-8")  # median: SHORT_TEXT_WORDS
+    assert load_config(long).meta.encoder == "bag"
