@@ -271,6 +271,17 @@ def compose_checked(argv: list[str]):
         fail(f"bad override: {msg}; see --help")
 
 
+def continued_choice(cfg, group: str) -> tuple[str, str] | None:
+    """(option, why) when the command continues a run (run.dir, else trainer.resume, holds its config.yaml): the
+    option of `group` that run was made with, so that a choice made from the data (or a default changed since)
+    never differs from its checkpoint's; None for a new run."""
+    from multissl.registry import read_yaml
+    folder = cfg.run.get("dir") or cfg.trainer.get("resume")
+    path = Path(str(folder)) / "config.yaml" if folder else None
+    option = (read_yaml(path).get("meta") or {}).get(group) if path and path.is_file() else None
+    return (option, f"as the run in {folder} that this command continues was made with it") if option else None
+
+
 def decide(argv: list[str], named: dict, cfg):
     """What the composed options decide for this data, when the command leaves it open: the domain's choice of encoder
     for its data (`default_encoder`: RL frames -> nature_cnn; a name, or (name, why) to say why) when no encoder= and
@@ -281,18 +292,19 @@ def decide(argv: list[str], named: dict, cfg):
     keys = [a.split("=", 1)[0].lstrip("+~") for a in argv]
     dom = get_class(cfg.domain._target_)
     if not any(k == "encoder" or k.startswith("encoder.") for k in keys):
-        pick = optional(dom, Domain, "default_encoder")
-        with needs_extras(f"domain={cfg.hydra.runtime.choices.domain}"):  # it may look at the data (text: lengths)
-            name = pick(OmegaConf.to_container(cfg.data), **{k: v for k, v in cfg.domain.items() if k != "_target_"}) \
-                if callable(pick) else None
-        name, why = name if isinstance(name, tuple) else (name, None)
+        domain = named.get("domain", cfg.hydra.runtime.choices.domain)
+        name, why = continued_choice(cfg, "encoder") or (None, None)  # a continued run keeps what it was made with
+        if name is None and callable(pick := optional(dom, Domain, "default_encoder")):
+            with needs_extras(f"domain={domain}"):  # it may look at the data (text: their lengths)
+                keys_of_domain = {k: v for k, v in cfg.domain.items() if k != "_target_"}
+                name = pick(OmegaConf.to_container(cfg.data), **keys_of_domain)
+            name, why = name if isinstance(name, tuple) else (name, None)
+            why = f"domain={domain}'s choice for this data{': ' + why if why else ''}"
         if name and name != cfg.hydra.runtime.choices.encoder and compatible(
                 dom, get_class(cfg.objective._target_), option_class("encoder", name)) is None:
             argv, named = [*argv, f"encoder={name}"], {**named, "encoder": name}
             if os.environ.get("RANK", "0") == "0":
-                print(f"multissl: encoder={name}, domain={named.get('domain', cfg.hydra.runtime.choices.domain)}'s "
-                      f"choice for this data{': ' + why if why else ''} (name encoder= to choose another)",
-                      file=sys.stderr)
+                print(f"multissl: encoder={name}, {why} (name encoder= to choose another)", file=sys.stderr)
             cfg = compose_checked(argv)
     lr = optional(get_class(cfg.encoder._target_), Encoder, "base_lr")
     if lr is not None and "optim.base_lr" not in keys:

@@ -96,3 +96,21 @@ def test_short_texts_default_to_the_bag_unless_the_command_chooses(tmp_path, cap
     assert load_config(long).meta.encoder == "transformer" and "choice" not in capsys.readouterr().err
     (tmp_path / "long.txt").write_text("\n".join([words, words, *lines]), encoding="utf-8")  # median: SHORT_TEXT_WORDS
     assert load_config(long).meta.encoder == "bag"
+
+
+def test_a_continued_run_keeps_the_encoder_it_was_made_with(tmp_path, capsys, corpus):
+    """Relaunching into a run folder, or trainer.resume=<folder>, continues that run: the encoder it was made with
+    wins over the domain's choice for the data (which may differ after an upgrade), so its checkpoint fits."""
+    from multissl.cli import load_config
+    short = text_args(tmp_path, corpus)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.yaml").write_text("meta:\n  domain: text\n  encoder: transformer\n")
+    for continued in (f"run.dir={old}", f"trainer.resume={old}"):
+        assert load_config([*short, continued]).meta.encoder == "transformer"
+    assert "choice" not in capsys.readouterr().err
+    (old / "config.yaml").write_text("meta:\n  domain: text\n  encoder: bag\n")
+    (tmp_path / "long.txt").write_text("\n".join(["many words " * 40] * 3), encoding="utf-8")  # the transformer's
+    assert load_config([*text_args(tmp_path, tmp_path / "long.txt"), f"run.dir={old}"]).meta.encoder == "bag"
+    assert f"encoder=bag, as the run in {old} that this command continues was made with it" in capsys.readouterr().err
+    assert load_config([*short, f"run.dir={tmp_path / 'new'}"]).meta.encoder == "bag"
