@@ -58,12 +58,12 @@ TINY = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size
         "trainer.eval_samples=32", "trainer.baseline=false", "data.num_workers=0"]
 
 
-def without_extras(tmp_path, runs: list[list[str]], tiny: bool = True) -> list[dict]:
-    """Each run (its key=value list, after TINY unless not `tiny`) in one child process where every extra's modules
-    are missing."""
+def without_extras(tmp_path, runs: list[list[str]], plain: list[list[str]] = ()) -> list[dict]:
+    """Each run (its key=value list, after TINY; `plain` ones as they are) in one child process where every extra's
+    modules are missing."""
     import json
     import os
-    runs = [[*(TINY if tiny else ()), f"run.dir={tmp_path / f'run{i}'}", *args] for i, args in enumerate(runs)]
+    runs = [[*TINY, f"run.dir={tmp_path / f'run{i}'}", *args] for i, args in enumerate(runs)] + list(plain)
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(list(EXTRAS)), json.dumps(runs)],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "MULTISSL_CACHE": str(tmp_path / "cache")})
@@ -81,21 +81,16 @@ def test_the_core_trains_without_any_extra(tmp_path):
 
 @pytest.mark.slow
 def test_a_domain_without_its_extra_is_one_line_naming_the_install_command(tmp_path):
+    """Also where the domain looks at the data to choose the encoder (no encoder key: the text domain reads its texts'
+    lengths when the config is composed, and stops there)."""
     (tmp_path / "clips").mkdir()
     (tmp_path / "clips" / "a.mp4").write_bytes(b"\0" * 64)
     cases = [(["domain=audio"], "audio"), (["domain=text"], "text"), (["domain=rl", "domain.default.steps=1200"], "rl"),
              (["domain=text", "encoder=bert"], "text"), (["domain=video", f"data.path={tmp_path / 'clips'}"], "video")]
-    for (args, extra), got in zip(cases, without_extras(tmp_path, [a for a, _ in cases]), strict=True):
+    choosing = ["domain=text", f"run.dir={tmp_path / 'choosing'}"]
+    *ran, chose = without_extras(tmp_path, [a for a, _ in cases], plain=[choosing])
+    codes = [2] * len(cases) + ["SystemExit(2)"]  # the last stopped while its config was composed
+    for (args, extra), got, code in zip([*cases, (choosing, "text")], [*ran, chose], codes, strict=True):
         lines = [x for x in got["stderr"].splitlines() if x.startswith("multissl: error")]
-        assert got["code"] == 2 and "Traceback" not in got["stderr"], (args, got)
+        assert got["code"] == code and "Traceback" not in got["stderr"], (args, got)
         assert len(lines) == 1 and f"pip install 'multissl[{extra}]'" in lines[0], (args, got["stderr"][-2000:])
-
-
-@pytest.mark.slow
-def test_a_domain_that_looks_at_its_data_to_choose_the_encoder_names_the_extra_it_lacks(tmp_path):
-    """With no encoder key the text domain reads its texts' lengths when the config is composed: without the text
-    extra that is the same one line, not a traceback."""
-    got, = without_extras(tmp_path, [["domain=text"]], tiny=False)
-    lines = [x for x in got["stderr"].splitlines() if x.startswith("multissl: error")]
-    assert got["code"] == "SystemExit(2)" and "Traceback" not in got["stderr"], got  # stopped while composing
-    assert len(lines) == 1 and "pip install 'multissl[text]'" in lines[0], got["stderr"][-2000:]
