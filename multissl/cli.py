@@ -283,10 +283,10 @@ def continued_choice(cfg, group: str) -> tuple[str, str] | None:
 
 
 def decide(argv: list[str], named: dict, cfg):
-    """What the composed options decide for this data, when the command leaves it open: the domain's choice of encoder
-    for its data (`default_encoder`: RL frames -> nature_cnn; a name, or (name, why) to say why) when no encoder= and
-    no encoder.* key is given, and the encoder's own learning rate (`base_lr`) when no optim.base_lr is. -> (argv,
-    named) with those choices added."""
+    """What the composed options decide for this data, when the command leaves it open: when no encoder= and no
+    encoder.* key is given, the encoder of the run it continues, else the domain's choice for its data
+    (`default_encoder`: RL frames -> nature_cnn, short texts -> bag; a name, or (name, why) to say why); and the
+    encoder's own learning rate (`base_lr`) when no optim.base_lr is. -> (argv, named) with those choices added."""
     from multissl.contracts import Domain, Encoder, compatible, optional
     from multissl.errors import needs_extras
     keys = [a.split("=", 1)[0].lstrip("+~") for a in argv]
