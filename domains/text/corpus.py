@@ -318,14 +318,6 @@ def source(data: dict) -> Source:
                   "empty lines", str(where))
 
 
-def median_words(source: Source) -> float | None:
-    """The median number of words (whitespace-separated) of the training split's first CHUNK texts: a glance at the
-    corpus to choose a recipe, not a read of it (None: no text in that first chunk)."""
-    values, _ = next(iter(source.read().get("train", ())), ([], None))
-    words = [len(v.split()) for v in values if isinstance(v, str) and v.strip()]
-    return float(np.median(words)) if words else None
-
-
 class Corpus:
     """A corpus's texts per split (UTF-8 end to end: `<split>.text` uint8, `<split>.text_offsets` int64 [n+1]) and
     labels (`<split>.labels` int32 [n]: an index into the split's label names, -1: none), read once from the source
@@ -376,3 +368,10 @@ def write(source: Source, columns: Columns) -> dict:
         raise UserError(f"the corpus at {source.name} has no text in its training split (all {empty} samples empty); "
                         f"point data.path at a corpus with text")
     return {"sizes": sizes, "labels": names, "empty": empty}
+
+
+def median_words(read: Corpus) -> float:
+    """The median number of words (whitespace-separated) of the training split's first CHUNK texts: a glance at the
+    corpus to choose a recipe."""
+    texts = read.texts("train", np.arange(min(CHUNK, read.sizes["train"])))
+    return float(np.median([len(t.split()) for t in texts]))

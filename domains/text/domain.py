@@ -134,11 +134,12 @@ class TextDomain:
         return out
 
     @staticmethod
-    def default_encoder(data: dict, **keys) -> tuple[str, str] | None:
+    def default_encoder(data: dict, cache_dir: str | None = None, **keys) -> tuple[str, str] | None:
         """Short texts read best through the bag of n-grams (docs/domains/text.md), longer ones through the configured
-        default (the transformer). Asked when the config is composed, from the first texts of the training split."""
-        words = corpus.median_words(corpus.source(data))
-        if words is None or words > SHORT_TEXT_WORDS:
+        default (the transformer). Asked when the config is composed, from the first texts of the training split:
+        the corpus is read into the cache here (as training would read it first), so training reads it once."""
+        words = corpus.median_words(corpus.Corpus(corpus.source(data), cache_dir or default_cache_dir()))
+        if words > SHORT_TEXT_WORDS:
             return None
         return "bag", (f"the texts are short (a median of {words:g} words, at most {SHORT_TEXT_WORDS}), which a bag of "
                        f"n-grams learns faster than the transformer")
