@@ -2,7 +2,7 @@
 the same seed's untrained encoder:
 
     python benchmarks/buffers.py [--buffers a,b] [--seeds 0,1,2] [--arms byol,vicreg] [--steps 500] \
-        [--out runs/buffers] [key=value ...]
+        [--out runs/buffers] [--earlier results/buffers-suite.json] [key=value ...]
 
 The buffers (BUFFERS below) differ in env, frame layout and policy: CartPole as the default buffer stores it (3
 stacked grayscale frames, random policy) and as single colour frames from a noisy balancing controller (long
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from paired import arm_list, suite_name, suite_parser, suite_report, suite_runs, train
+from records import read_records, write_records
 from results import command_line, write
 
 BUFFERS = {
@@ -108,38 +109,44 @@ def scores(emb_tr, s_tr, emb_te, s_te) -> dict:
     return out
 
 
-def run_suite(args) -> tuple[dict, dict]:
+def run_suite(args) -> tuple[dict, dict, list[str]]:
     """({(buffer, arm, seed): {"trained": scores, "untrained": scores}} (paired.suite_runs), {buffer: the random-pixel
-    reference's scores})."""
+    reference's scores}, where earlier runs came from: the runs and pixel scores of args.earlier's records are read,
+    not run)."""
     root = Path(args.out or "runs/buffers")
-    buffers, pixels = {}, {}
+    earlier, pixels, said = read_records(args.earlier, "buffers", args.steps)
+    buffers = {}
 
     def run(name, overrides, seed, steps, folder):
         if name not in buffers:
-            buffers[name] = tr_path, tr, te = prepare(name, root, args.collect_steps)
-            pixels[name] = scores(*random_pixels(tr["obs"], te["obs"], tr["state"], te["state"]))
+            buffers[name] = prepare(name, root, args.collect_steps)
         tr_path, tr, te = buffers[name]
+        if name not in pixels:  # a record's, else measured once
+            pixels[name] = scores(*random_pixels(tr["obs"], te["obs"], tr["state"], te["state"]))
         data = (f"data.path={tr_path}", "trainer.eval_every=0", "trainer.baseline=false", "trainer.eval_samples=2048")
         train(root / name / folder, "rl", (*overrides, *data), seed, steps, 0, args.extra, 0)
         return scores(embed(root / name / folder, tr["obs"]), tr["state"], embed(root / name / folder, te["obs"]),
                       te["state"])
 
     results = suite_runs(args.buffers.split(","), arm_list(args.arms), [int(s) for s in args.seeds.split(",")],
-                         args.steps, run)
-    return results, pixels
+                         args.steps, run, earlier)
+    return results, pixels, said
 
 
 def main(argv=None) -> dict:
     p = suite_parser(__doc__, "--buffers", ",".join(BUFFERS), "byol,vicreg")
     p.add_argument("--collect-steps", type=int, default=None, help="steps per buffer instead of the suite's (tests)")
     args = p.parse_args(argv)
-    results, pixels = run_suite(args)
+    results, pixels, said = run_suite(args)
     buffers, seeds = args.buffers.split(","), [int(s) for s in args.seeds.split(",")]
     keys = {f"R² {f:.0%} steps": f for f in FRACTIONS}
     lines = suite_report(results, buffers, arm_list(args.arms), seeds, keys, "R² 10% steps", "B",
-                         baseline=("pixels", pixels))
+                         baseline=("pixels", pixels)) + [f"Earlier runs: {line}." for line in said]
     print("\n".join(lines))
-    write(Path(args.results) / f"{suite_name('buffers', buffers, list(BUFFERS))}.md", "\n".join(lines),
+    target = Path(args.results) / f"{suite_name('buffers', buffers, list(BUFFERS))}.md"
+    write_records(target.with_suffix(".json"), "buffers", args.steps, results, command_line(__file__, argv),
+                  "; ".join(said), pixels)
+    write(target, "\n".join(lines),
           command_line(__file__, argv), note=f"Each buffer's fixed held-out steps; the state probe's R² of every arm "
           f"against the same seed's untrained encoder (paired); seeds {args.seeds}, {args.steps} steps; the claims "
           f"B1, B2 of this benchmark's docstring.")

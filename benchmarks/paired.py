@@ -170,6 +170,8 @@ def suite_parser(doc: str, option: str, parts: str, arms: str) -> argparse.Argum
     p.add_argument("--arms", default=arms, help="objective names, each optionally with +key=value settings")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--out", default=None)
+    p.add_argument("--earlier", default=None, help="comma-separated JSON records of earlier runs of this suite (beside "
+                                                   "each results file): the runs they hold are not trained again")
     results.add_argument(p)
     p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder)")
     return p
@@ -198,14 +200,19 @@ def arm_overrides(arm: str) -> tuple:
     return (f"objective={objective}", *settings)
 
 
-def suite_runs(parts: list[str], arms: list[str], seeds: list[int], steps: int, run) -> dict:
+def suite_runs(parts: list[str], arms: list[str], seeds: list[int], steps: int, run,
+               earlier: dict | None = None) -> dict:
     """{(part, arm, seed): {"trained": scores, "untrained": scores}}: each arm against its own untrained encoder, the
     same overrides and seed with trainer.max_steps=0 (the same architecture: an arm may change the encoder, or keep
-    the token encoder a masked objective needs). run(part, arm, overrides, seed, steps, name) -> scores."""
-    out = {}
+    the token encoder a masked objective needs). run(part, arm, overrides, seed, steps, name) -> scores. Runs that
+    `earlier` holds (records.read_records) are taken from it, not trained."""
+    out, earlier = {}, earlier or {}
     for part in parts:
         for arm in arms:
             for s in seeds:
+                if (part, arm, s) in earlier:
+                    out[(part, arm, s)] = earlier[(part, arm, s)]
+                    continue
                 folder = re.sub(r"[^A-Za-z0-9._-]+", "_", arm)  # a run.dir value cannot hold = [ ] ,
                 out[(part, arm, s)] = {k: run(part, arm_overrides(arm), s, n, f"{folder}-s{s}{suffix}")
                                        for k, n, suffix in (("untrained", 0, "-untrained"), ("trained", steps, ""))}

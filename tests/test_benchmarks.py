@@ -94,6 +94,13 @@ def test_table_suite_pairs_each_arm_with_the_untrained_encoder_on_held_out_rows(
     share = lambda df: (df["Status"] == "bad").mean()  # noqa: E731
     assert share(tr) == pytest.approx(share(te), abs=2 / len(te))
     assert len(tr) + len(te) == 4454 and "rownames" not in tr.columns  # every row once; the row id left out
+    # completed later: the recorded runs and raw scores are read, not run again, and the results file says so
+    again = tables.main(["--tables", "credit", "--seeds", "0", "--steps", "2", "--out", str(tmp_path / "later"),
+                         "--results", str(tmp_path / "later"), "--earlier", str(tmp_path / "tables-credit.json"),
+                         *TINY_RUN])
+    assert again == results and not (tmp_path / "later" / "credit").exists()
+    written_later = (tmp_path / "later" / "tables-credit.md").read_text()
+    assert "Earlier runs: seed(s) 0 read from tables-credit.json" in written_later
 
 
 @pytest.mark.slow
@@ -160,6 +167,10 @@ def test_buffer_suite_holds_out_whole_episodes_and_pairs_each_arm(tmp_path, caps
     assert len(tr["obs"]) + len(te["obs"]) == 400 and len(te["obs"]) > 0
     assert not set(tr["episode"]) & set(te["episode"])  # whole episodes held out
     assert tr["obs"].shape[1:] == (2, 48, 72, 3) and "state" in te
+    again = buffers.main(["--buffers", "mountaincar", "--seeds", "0", "--arms", "byol", "--steps", "2",
+                          "--out", str(tmp_path / "later"), "--results", str(tmp_path / "later"),
+                          "--earlier", str(tmp_path / "buffers-mountaincar.json")])
+    assert again == results and not (tmp_path / "later" / "mountaincar").exists()  # nothing collected or trained
 
 
 @pytest.mark.slow
