@@ -32,7 +32,7 @@ class BagEncoder(nn.Module):
     supports_padding = True
     domains = ("text",)
 
-    def __init__(self, domain, dim: int = 64, ngrams: int = 3, buckets: int = 1 << 16, pool: str = "mean"):
+    def __init__(self, domain, dim: int = 256, ngrams: int = 3, buckets: int = 1 << 16, pool: str = "mean"):
         super().__init__()
         if pool not in ("idf", "mean"):
             raise UserError(f"encoder.pool must be idf or mean, got {pool!r}")
