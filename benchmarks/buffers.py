@@ -114,7 +114,8 @@ def run_suite(args) -> tuple[dict, dict, list[str]]:
     reference's scores}, where earlier runs came from: the runs and pixel scores of args.earlier's records are read,
     not run)."""
     root = Path(args.out or "runs/buffers")
-    earlier, pixels, said = read_records(args.earlier, "buffers", args.steps)
+    earlier, pixels, said = read_records(args.earlier, "buffers", args.steps,
+                                        [int(s) for s in args.seeds.split(",")])
     buffers = {}
 
     def run(name, overrides, seed, steps, folder):

@@ -51,20 +51,22 @@ def write_records(path: Path, suite: str, steps: int, runs: dict, command: str, 
     return path
 
 
-def read_records(files: str | None, suite: str, steps: int) -> tuple[dict, dict, list[str]]:
+def read_records(files: str | None, suite: str, steps: int,
+                 seeds: list[int] | None = None) -> tuple[dict, dict, list[str]]:
     """Comma-separated record files of earlier invocations -> ({(part, arm, seed): scores}, {part: baseline scores},
-    a line per file saying what it holds and where it came from). The first file that holds a run gives it; a file of
-    another suite or step count is refused (one line, exit 1)."""
+    a line per file saying which of its runs are read and where they came from), only the runs of `seeds` when given.
+    The first file that holds a run gives it; a file of another suite or step count is refused (one line, exit 1)."""
     runs, baseline, said = {}, {}, []
     for f in files.split(",") if files else []:
         rec = json.loads(Path(f).read_text())
         if rec.get("suite") != suite or rec.get("steps") != steps:
             sys.exit(f"{f} records suite {rec.get('suite')} at {rec.get('steps')} steps, not {suite} at {steps}; "
                      f"give --earlier files of this suite")
-        got = {(p, a, s): decode(v) for p, a, s, v in rec["runs"]}
+        got = {(p, a, s): decode(v) for p, a, s, v in rec["runs"] if seeds is None or s in seeds}
         runs.update({k: v for k, v in got.items() if k not in runs})
         baseline.update({k: v for k, v in decode(rec.get("baseline", {})).items() if k not in baseline})
-        seeds = sorted({s for _, _, s in got})
-        said.append(f"seed(s) {', '.join(map(str, seeds))} read from {Path(f).name} (commit {rec['commit']}"
-                    f"{'; ' + rec['note'] if rec.get('note') else ''})")
+        if got:
+            held = ", ".join(map(str, sorted({s for _, _, s in got})))
+            said.append(f"seed(s) {held} read from {Path(f).name} (commit {rec['commit']}"
+                        f"{'; ' + rec['note'] if rec.get('note') else ''})")
     return runs, baseline, said

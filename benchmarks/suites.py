@@ -64,7 +64,7 @@ def run_suite(args) -> tuple[dict, list[str]]:
     if unknown:
         sys.exit(f"unknown set(s) {', '.join(unknown)} of domain {domain}; its sets: {', '.join(sets)}")
     seeds, arms = [int(s) for s in args.seeds.split(",")], arm_list(args.arms)
-    earlier, _, said = read_records(args.earlier, domain, args.steps)
+    earlier, _, said = read_records(args.earlier, domain, args.steps, seeds)
     root = Path(args.out or "runs/suites") / domain
     runs_of = lambda n: sets[n].same_run_as or n  # noqa: E731
     needed = {(runs_of(n), a, s) for n in names for a in arms for s in seeds if (n, a, s) not in earlier}

@@ -145,7 +145,8 @@ def run_suite(args) -> tuple[dict, dict, list[str]]:
     """({(table, arm, seed): {"trained": scores, "untrained": scores}} (paired.suite_runs), {table: the raw columns'
     scores}, where earlier runs came from: the runs and raw scores of args.earlier's records are read, not run)."""
     root = Path(args.out or "runs/tables")
-    earlier, raw, said = read_records(args.earlier, "tables", args.steps)
+    earlier, raw, said = read_records(args.earlier, "tables", args.steps,
+                                     [int(s) for s in args.seeds.split(",")])
     splits = {}
 
     def run(name, overrides, seed, steps, folder):

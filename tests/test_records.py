@@ -32,6 +32,9 @@ def test_the_first_record_that_holds_a_run_gives_it(tmp_path):
                                                          ("s", "default", 1): {"trained": 0.2}}, "cmd")
     got, _, said = read_records(f"{a},{b}", "text", 500)
     assert got == {("s", "default", 0): {"trained": 0.9}, ("s", "default", 1): {"trained": 0.2}} and len(said) == 2
+    got, _, said = read_records(f"{a},{b}", "text", 500, seeds=[1])  # the seeds asked for, and only those said
+    assert got == {("s", "default", 1): {"trained": 0.2}} and said == ["seed(s) 1 read from b.json (commit "
+                                                                      f"{json.loads(b.read_text())['commit']})"]
 
 
 @pytest.mark.parametrize("suite, steps", [("audio", 500), ("text", 300)])
