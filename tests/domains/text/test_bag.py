@@ -2,7 +2,6 @@
 (every parameter learns), its n-grams are the windows of consecutive tokens a loop finds, a padded batch equals each
 text alone, a masked token is never read, and a run exports an encoder that embeds as it trained."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -33,13 +32,13 @@ def test_the_default_width_keeps_a_text_nearest_to_texts_that_share_its_words():
     narrow mean of random token vectors blurs: at the configured width, the untrained bag's nearest neighbour of a short
     text of a Zipf-distributed corpus shares a token with it for nearly every text that shares one with any other (at
     64 wide, about 6 in 7)."""
+    from importlib import resources
     from types import SimpleNamespace
 
-    from omegaconf import OmegaConf
+    import yaml
 
-    import configs
     from multissl.domains.text.bag import BagEncoder
-    dim = OmegaConf.load(Path(configs.__file__).parent / "encoder" / "bag.yaml").dim
+    dim = yaml.safe_load((resources.files("multissl.configs") / "encoder" / "bag.yaml").read_text())["dim"]
     n, v, k = 400, 5000, 5  # texts of k tokens, ids 3.. v+2 (0..2: special)
     rank = torch.arange(1, v + 1).float()
     g = torch.Generator().manual_seed(0)
