@@ -61,7 +61,7 @@ def losses(folder: Path) -> list[float]:
 
 def test_sigterm_to_one_process_stops_both_with_a_checkpoint_and_the_relaunch_resumes_exactly(tmp_path):
     cache = lambda r: tmp_path / "cache"  # noqa: E731  one machine: one cache, empty at first
-    args = ("domain=text",)
+    args = ("domain=text", "encoder.dim=64")  # the bag's narrow width: a smaller all-reduce, the same contract
     stopped = launch([tmp_path] * 2, "run", "sigterm", "1", *args, cache=cache)
     for status, err, seconds in stopped:  # SIGTERM reached process 1 at step 1; both stop after step 2
         assert status == 128 + signal.SIGTERM and seconds < 60, err[-2000:]
@@ -99,7 +99,7 @@ def test_a_hung_process_ends_the_run_after_trainer_timeout_s(tmp_path):
 def test_two_nodes_with_their_own_caches_and_no_shared_folder_match_one_process_and_resume(tmp_path):
     nodes = [tmp_path / "node0", tmp_path / "node1"]
     cache = lambda r: nodes[r] / "cache"  # noqa: E731
-    args = ("runs/t", "sigterm", "1", "domain=text")  # a relative run.dir: each node's own folder
+    args = ("runs/t", "sigterm", "1", "domain=text", "encoder.dim=64")  # a relative run.dir: each node's own folder
     stopped = launch(nodes, *args, cache=cache, torchrun=True)
     assert all(s != 0 and seconds < 60 for s, _, seconds in stopped)
     resumed = launch(nodes, *args, cache=cache, torchrun=True)
@@ -114,8 +114,8 @@ def test_two_nodes_with_their_own_caches_and_no_shared_folder_match_one_process_
     for r, node in enumerate(nodes):
         assert json.loads((node / f"runs/t.rank{r}.json").read_text()) == export
     # one process on node 0's cache (its tokenizer), never stopped
-    one = Forked([WORKER, tmp_path / "one", "sigterm", "-1", "domain=text"], {**os.environ, "OMP_NUM_THREADS": "1",
-                 "MULTISSL_CACHE": str(cache(0))}, tmp_path)
+    one = Forked([WORKER, tmp_path / "one", "sigterm", "-1", *args[3:]],
+                 {**os.environ, "OMP_NUM_THREADS": "1", "MULTISSL_CACHE": str(cache(0))}, tmp_path)
     err = one.communicate(timeout=240)[1]
     assert one.returncode == 0, err[-2000:]
     a, b = losses(tmp_path / "one"), losses(nodes[0] / "runs/t")
