@@ -43,8 +43,10 @@ def parser(doc: str, domains: str) -> argparse.ArgumentParser:
 
 def train(folder: Path, domain: str, overrides: tuple, seed: int, steps: int, eval_every: int, extra: list,
           threads: int) -> list[dict]:
-    """The metrics rows of one run, training it first unless it has exported its encoder."""
-    if not (folder / "encoder" / "model.safetensors").exists():
+    """The metrics rows of one run, training it first unless it has logged its final evaluation (a run stopped
+    between its export and that evaluation resumes at its last step and evaluates)."""
+    from multissl.runlog import evaluated
+    if not evaluated(folder, steps):
         args = [f"domain={domain}", *overrides, f"trainer.seed={seed}", f"trainer.max_steps={steps}",
                 f"trainer.eval_every={eval_every}", *extra, f"run.dir={folder}"]
         if threads == 0:  # in this process (one run at a time)

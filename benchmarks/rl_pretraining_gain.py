@@ -18,6 +18,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from multissl.runlog import evaluated
+
 opts = {"seeds": "0-7", "objectives": "byol,vicreg", "steps": "1000", "out": "runs/rl-gain", "jobs": "2"}
 extra = []
 for arg in sys.argv[1:]:
@@ -35,8 +37,8 @@ threads = str(max(1, (os.cpu_count() or 1) // jobs))
 
 def run(name: str, seed: int) -> float:
     folder = out / f"{name}-s{seed}"
-    if not (folder / "encoder" / "model.safetensors").exists():
-        steps = 0 if name == "untrained" else opts["steps"]
+    steps = 0 if name == "untrained" else opts["steps"]
+    if not evaluated(folder, int(steps)):
         cmd = [sys.executable, "-m", "multissl.train", "domain=rl", "encoder=nature_cnn", f"trainer.max_steps={steps}",
                "trainer.eval_every=250", f"trainer.seed={seed}", *extra, f"run.dir={folder}"]
         cmd += [] if name == "untrained" else [f"objective={name}"]

@@ -208,3 +208,26 @@ def test_encoders_bench_gives_parameters_memory_per_sample_and_step_time(tmp_pat
     assert rows[0]["params"] > 0 and rows[0]["ms"] > 0 and rows[0]["rss_mib"] > 0 and math.isfinite(rows[0]["mib_per_sample"])
     assert "| transformer |" in capsys.readouterr().out
     assert (tmp_path / "encoders.md").read_text().startswith("> **command** `python benchmarks/encoders.py --presets")
+
+
+def test_a_suite_run_stopped_after_its_export_is_evaluated_again_not_read_without_scores(tmp_path, monkeypatch):
+    """A run is read back only once its final evaluation is logged: one stopped between the export and that
+    evaluation (the last thing a run does) trains again, that is resumes and evaluates."""
+    import multissl.train
+    import paired
+    folder = tmp_path / "run"
+    (folder / "encoder").mkdir(parents=True)
+    (folder / "encoder" / "config.json").write_text("{}")
+    (folder / "encoder" / "model.safetensors").write_bytes(b"")
+    rows = ['{"step": 500, "loss": 1.0}']
+    (folder / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    launched = []
+
+    def run(cfg):  # the resumed run: nothing left to train, then the final evaluation
+        launched.append(cfg.trainer.max_steps)
+        (folder / "metrics.jsonl").write_text("\n".join([*rows, '{"step": 500, "knn_acc": 0.9}']) + "\n")
+
+    monkeypatch.setattr(multissl.train, "run", run)
+    out = paired.train(folder, "image", (), 0, 500, 0, [], 0)
+    assert launched == [500] and out[-1] == {"step": 500, "knn_acc": 0.9}
+    assert paired.train(folder, "image", (), 0, 500, 0, [], 0) == out and launched == [500]  # now read, not run
