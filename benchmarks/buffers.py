@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from paired import arm_list, suite_name, suite_parser, suite_report, suite_runs, train
+from paired import arm_list, seed_list, suite_name, suite_parser, suite_report, suite_runs, train
 from records import read_records, write_records
 from results import command_line, write
 
@@ -114,8 +114,7 @@ def run_suite(args) -> tuple[dict, dict, list[str]]:
     reference's scores}, where earlier runs came from: the runs and pixel scores of args.earlier's records are read,
     not run)."""
     root = Path(args.out or "runs/buffers")
-    earlier, pixels, said = read_records(args.earlier, "buffers", args.steps,
-                                        [int(s) for s in args.seeds.split(",")])
+    earlier, pixels, said = read_records(args.earlier, "buffers", args.steps, seed_list(args.seeds))
     buffers = {}
 
     def run(name, overrides, seed, steps, folder):
@@ -129,7 +128,7 @@ def run_suite(args) -> tuple[dict, dict, list[str]]:
         return scores(embed(root / name / folder, tr["obs"]), tr["state"], embed(root / name / folder, te["obs"]),
                       te["state"])
 
-    results = suite_runs(args.buffers.split(","), arm_list(args.arms), [int(s) for s in args.seeds.split(",")],
+    results = suite_runs(args.buffers.split(","), arm_list(args.arms), seed_list(args.seeds),
                          args.steps, run, earlier)
     return results, pixels, said
 
@@ -139,7 +138,7 @@ def main(argv=None) -> dict:
     p.add_argument("--collect-steps", type=int, default=None, help="steps per buffer instead of the suite's (tests)")
     args = p.parse_args(argv)
     results, pixels, said = run_suite(args)
-    buffers, seeds = args.buffers.split(","), [int(s) for s in args.seeds.split(",")]
+    buffers, seeds = args.buffers.split(","), seed_list(args.seeds)
     keys = {f"R² {f:.0%} steps": f for f in FRACTIONS}
     lines = suite_report(results, buffers, arm_list(args.arms), seeds, keys, "R² 10% steps", "B",
                          baseline=("pixels", pixels)) + [f"Earlier runs: {line}." for line in said]

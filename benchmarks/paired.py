@@ -76,7 +76,7 @@ def run_all(args, arms: dict[str, tuple], out: str) -> dict:
     """{(domain, arm, seed): rows}, arm "untrained" included."""
     chosen = {k: v for k, v in arms.items() if args.arms is None or k in args.arms.split(",")}
     arms = {"untrained": ("objective=simclr",), **chosen}
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = seed_list(args.seeds)
     root = out_root(args, out)
     threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)  # 0: in this process
     jobs = {(d, a, s): (root / d / f"{a}-s{s}", d, arms[a], s, 0 if a == "untrained" else args.steps,
@@ -98,7 +98,7 @@ def run_domains(args, arms_of, out: str) -> dict:
 def write_domains(results: dict, args, argv, script, name: str, verdicts, note: str) -> None:
     """Per domain of args.domains: `table` (with RankMe) and verdicts(results, domain, seeds), printed and written to
     <name>-<domain>.md (the benchmark `script`'s command line; `note` formatted with seeds and steps)."""
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = seed_list(args.seeds)
     for domain in args.domains.split(","):
         lines = [*table(results, domain, ["rankme"]), "", *verdicts(results, domain, seeds)]
         print(f"\n## {domain}\n\n" + "\n".join(lines))
@@ -182,6 +182,11 @@ def suite_parser(doc: str, option: str, parts: str, arms: str) -> argparse.Argum
 def suite_name(bench: str, parts: list[str], every: list[str]) -> str:
     """The results file of a suite run: <bench>-suite for every part, else named by the parts run."""
     return f"{bench}-suite" if sorted(parts) == sorted(every) else f"{bench}-{'-'.join(parts)}"
+
+
+def seed_list(seeds: str) -> list[int]:
+    """--seeds of a benchmark: "0,1,2" -> [0, 1, 2]."""
+    return [int(s) for s in seeds.split(",")]
 
 
 def arm_list(arms: str) -> list[str]:

@@ -29,7 +29,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from paired import arm_list, arm_overrides, final, mean_sd, train
+from paired import arm_list, arm_overrides, final, mean_sd, seed_list, train
 from records import read_records, write_records
 from results import add_argument, command_line, write
 
@@ -63,7 +63,7 @@ def run_suite(args) -> tuple[dict, list[str]]:
     unknown = [n for n in names if n not in sets]
     if unknown:
         sys.exit(f"unknown set(s) {', '.join(unknown)} of domain {domain}; its sets: {', '.join(sets)}")
-    seeds, arms = [int(s) for s in args.seeds.split(",")], arm_list(args.arms)
+    seeds, arms = seed_list(args.seeds), arm_list(args.arms)
     earlier, _, said = read_records(args.earlier, domain, args.steps, seeds)
     root = Path(args.out or "runs/suites") / domain
     runs_of = lambda n: sets[n].same_run_as or n  # noqa: E731
@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     results, said = run_suite(args)
     names = args.sets.split(",") if args.sets else list(sets_of(args.domain))
-    arms, seeds = arm_list(args.arms), [int(s) for s in args.seeds.split(",")]
+    arms, seeds = arm_list(args.arms), seed_list(args.seeds)
     lines = report(results, args.domain, names, arms, seeds, said)
     print("\n".join(lines))
     every = not args.sets or sorted(names) == sorted(sets_of(args.domain))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from paired import arm_list, suite_name, suite_parser, suite_report, suite_runs, train
+from paired import arm_list, seed_list, suite_name, suite_parser, suite_report, suite_runs, train
 from records import read_records, write_records
 from results import command_line, write
 
@@ -145,8 +145,7 @@ def run_suite(args) -> tuple[dict, dict, list[str]]:
     """({(table, arm, seed): {"trained": scores, "untrained": scores}} (paired.suite_runs), {table: the raw columns'
     scores}, where earlier runs came from: the runs and raw scores of args.earlier's records are read, not run)."""
     root = Path(args.out or "runs/tables")
-    earlier, raw, said = read_records(args.earlier, "tables", args.steps,
-                                     [int(s) for s in args.seeds.split(",")])
+    earlier, raw, said = read_records(args.earlier, "tables", args.steps, seed_list(args.seeds))
     splits = {}
 
     def run(name, overrides, seed, steps, folder):
@@ -161,7 +160,7 @@ def run_suite(args) -> tuple[dict, dict, list[str]]:
             raw[name] = evaluate(root / name / folder, tr, te, target, classification, raw_columns)
         return evaluate(root / name / folder, tr, te, target, classification)
 
-    results = suite_runs(args.tables.split(","), arm_list(args.arms), [int(s) for s in args.seeds.split(",")],
+    results = suite_runs(args.tables.split(","), arm_list(args.arms), seed_list(args.seeds),
                          args.steps, run, earlier)
     return results, raw, said
 
@@ -176,7 +175,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     results, raw, said = run_suite(args)
     tables = args.tables.split(",")
-    text = "\n".join(report(results, tables, arm_list(args.arms), [int(s) for s in args.seeds.split(",")], raw)
+    text = "\n".join(report(results, tables, arm_list(args.arms), seed_list(args.seeds), raw)
                      + [f"Earlier runs: {line}." for line in said])
     print(text)
     target = Path(args.results) / f"{suite_name('tables', tables, list(TABLES))}.md"
