@@ -4,20 +4,16 @@ depends on the chosen options (the domain's encoder for its data, the encoder's 
 the config a run saves is the config it ran."""
 import functools
 import os
-import pickle
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
 from omegaconf import ListConfig, OmegaConf, open_dict
 
 from multissl import plugins
+from multissl.compose import GROUPS, compose_hydra, compose_raw  # noqa: F401 (compose_hydra: tests compare with it)
 from multissl.errors import UserError
-
-GROUPS = ("domain", "objective", "encoder")
 CHOICES = {("trainer", "precision"): ("auto", "no", "bf16", "fp16"), ("optim", "name"): ("adamw", "lars"),
            ("optim", "scale_rule"): ("linear", "sqrt", "none"), ("trainer", "strategy"): ("ddp", "fsdp", "average")}
 
@@ -32,8 +28,22 @@ def option_class(group: str, name: str):
     cls = plugins.plugin_class(group, name)
     if cls is not None:
         return cls
-    from hydra.utils import get_class
-    return get_class(OmegaConf.load(plugins.yaml_options(group)[name])._target_)
+    return get_class(yaml_target(plugins.yaml_options(group)[name]))
+
+
+def yaml_target(path) -> str:
+    """The `_target_` of an option's YAML, read once per version of the file (the test suite and `pairs` ask for
+    every option's class many times; parsing the YAML each time was most of a collection)."""
+    try:
+        stat = os.stat(path)
+    except (OSError, TypeError):  # not a file on disk (a package read from an archive): read it each time
+        return OmegaConf.load(path)._target_
+    return _yaml_target(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _yaml_target(path: str, mtime_ns: int, size: int) -> str:
+    return OmegaConf.load(path)._target_
 
 
 def pairs() -> list[tuple[str, str]]:
@@ -69,140 +79,6 @@ def usage() -> str:
               "folder (--config-dir DIR or MULTISSL_CONFIG_PATH). -m runs every combination of comma-separated values.",
               "Run folder: config.yaml, metrics.jsonl, tb/, checkpoints/, encoder/ (multissl.load_encoder)."]
     return "\n".join(lines)
-
-
-def parse_packaged_configs_once():
-    """Hydra parses every YAML of a composition again on each compose (its own ten and ours); the ones shipped in
-    packages cannot change while the process runs, so each is parsed once and copied (a sweep and the test suite
-    compose thousands). Left as it is if Hydra's internals differ: composing is then just slower."""
-    import dataclasses
-    try:
-        from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
-    except ImportError:
-        return
-    load = ImportlibResourcesConfigSource.load_config
-    if getattr(load, "parsed", None) is not None:
-        return
-    parsed = {}
-
-    def load_config(self, config_path: str):
-        key = (self.path, config_path)
-        if key not in parsed:
-            r = load(self, config_path)
-            parsed[key] = r, OmegaConf.to_container(r.config)
-        r, plain = parsed[key]  # create() builds new nodes: Hydra may change them, never `plain`
-        return dataclasses.replace(r, config=OmegaConf.create(plain), header=dict(r.header))
-    load_config.parsed = parsed
-    ImportlibResourcesConfigSource.load_config = load_config
-
-
-def compose_hydra(overrides: list[str]):
-    parse_packaged_configs_once()
-    GlobalHydra.instance().clear()
-    dirs = plugins.config_dirs()
-    if dirs:  # user config folders, searched after the built-in registry (a YAML of the same name wins)
-        overrides = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]", *overrides]
-    with initialize_config_module("multissl.configs", version_base=None):
-        return compose("train", overrides=overrides, return_hydra_config=True)
-
-
-def value_overrides(overrides: list[str]):
-    """(the overrides that pick config files, the parsed `section.key=value` ones) — or None where any override is
-    one Hydra treats otherwise (a sweep, a hydra.* key, a group path or package): those compose the Hydra way."""
-    try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-        from hydra.core.override_parser.types import OverrideType
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # a bad override: Hydra's own path says what is wrong
-        return None
-    values = [o for o in parsed if "." in o.key_or_group]
-    if any(o.is_sweep_override() or o.type not in (OverrideType.CHANGE, OverrideType.ADD, OverrideType.DEL)
-           or o.key_or_group.startswith("hydra.") or "/" in o.key_or_group or o.package is not None for o in values):
-        return None
-    return [o.input_line for o in parsed if "." not in o.key_or_group], values, parsed
-
-
-def config_files() -> tuple:
-    """What a composition reads besides the packaged YAML: the user folders' files (as they are now) and the configs
-    stored for module:Class and entry-point choices."""
-    files = tuple((str(p), p.read_bytes()) for d in plugins.config_dirs() for p in sorted(Path(d).rglob("*.yaml")))
-    stored = ConfigStore.instance().repo
-    return files, tuple((g, k, str(v.node)) for g in GROUPS for k, v in sorted(stored.get(g, {}).items()))
-
-
-def compose_raw(overrides: list[str]):
-    """Hydra's composition of `train` with `overrides`. The config files a set of choices composes (the slow part) are
-    composed once per process and copied; the `section.key=value` overrides are then applied to the copy by Hydra's
-    own function, in order, as its compose does after composing the files."""
-    split = value_overrides(overrides)
-    try:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-    except ImportError:
-        split = None
-    if split is None:
-        return compose_hydra(overrides)
-    choices, values, parsed = split
-    cfg = pickle.loads(frozen(tuple(choices), config_files()))  # a copy: OmegaConf's deepcopy is ~20x slower
-    ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-    job = cfg.hydra.job  # what Hydra's compose writes from the overrides
-    cfg.hydra.overrides.task = [o.input_line for o in parsed]
-    job.override_dirname = get_overrides_dirname(parsed, **job.config.override_dirname)
-    cfg.hydra.runtime.cwd = os.getcwd()
-    return cfg
-
-
-composed = {}  # composed_choices': (choices, config_files()) -> the composed config, never changed
-
-
-def composed_choices(choices: tuple, files: tuple):
-    """The composition of `choices` (group=option overrides), each set once per process. Where every choice is a
-    group's option that, composed alone, changes nothing but its own group's node (the packaged options; not one that
-    writes elsewhere, e.g. a user YAML in the _global_ package), the set is the default composition with those nodes
-    put in: what Hydra composes, without composing each combination (the registry's pairs, a sweep's grid)."""
-    key = (choices, files)
-    if key in composed:
-        return composed[key]
-    groups = [c.partition("=")[0] for c in choices]
-    if len(choices) > 1 and len(set(groups)) == len(groups) and set(groups) <= set(GROUPS):
-        base, parts = composed_choices((), files), [composed_choices((c,), files) for c in choices]
-        if all(alone(base, part, g) for part, g in zip(parts, groups)):
-            cfg = pickle.loads(frozen((), files))
-            for part, g in zip(parts, groups):
-                cfg[g] = part[g]  # OmegaConf copies a node it is given
-                cfg.hydra.runtime.choices[g] = part.hydra.runtime.choices[g]
-            composed[key] = cfg  # what Hydra records of the overrides, compose_raw writes
-            return cfg
-    composed[key] = compose_hydra(list(choices))
-    return composed[key]
-
-
-@functools.lru_cache(maxsize=None)
-def frozen(choices: tuple, files: tuple) -> bytes:
-    """composed_choices' config pickled, for copies."""
-    return pickle.dumps(composed_choices(choices, files))
-
-
-def outside(cfg, group: str) -> dict:
-    """A composed config without `group`'s node and what Hydra records of the command itself."""
-    out = OmegaConf.to_container(cfg)
-    out.pop(group, None)
-    hydra = out["hydra"]
-    hydra["runtime"].pop("cwd")
-    hydra["runtime"]["choices"].pop(group, None)
-    hydra.pop("overrides")
-    hydra["job"].pop("override_dirname")
-    return out
-
-
-def alone(base, part, group: str) -> bool:
-    """Whether `part` (one option of `group` composed) differs from `base` (no choice) only in that group's node."""
-    key = (id(base), id(part))  # both stay in `composed` for the process's life: their ids stay theirs
-    if key not in separate:
-        separate[key] = outside(base, group) == outside(part, group)
-    return separate[key]
-
-
-separate = {}  # alone's verdicts
 
 
 def take_option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
@@ -282,29 +158,43 @@ def continued_choice(cfg, group: str) -> tuple[str, str] | None:
     return (option, f"as the run in {folder} that this command continues was made with it") if option else None
 
 
-def decide(argv: list[str], named: dict, cfg):
-    """What the composed options decide for this data, when the command leaves it open: when no encoder= and no
-    encoder.* key is given, the encoder of the run it continues, else the domain's choice for its data
-    (`default_encoder`: RL frames -> nature_cnn, short texts -> bag; a name, or (name, why) to say why); and the
-    encoder's own learning rate (`base_lr`) when no optim.base_lr is. -> (argv, named) with those choices added."""
-    from multissl.contracts import Domain, Encoder, compatible, optional
+def domain_choice(group: str, named: dict, cfg, dom) -> tuple[str | None, str | None]:
+    """(option, why) of `group` for a command that names none: the option of the run it continues, else the domain's
+    choice for its data (its `default_<group>`: a name, or (name, why)); (None, None) when neither gives one."""
+    from multissl.contracts import Domain, optional
     from multissl.errors import needs_extras
+    name, why = continued_choice(cfg, group) or (None, None)  # a continued run keeps what it was made with
+    if name is None and callable(pick := optional(dom, Domain, f"default_{group}")):
+        domain = named.get("domain", cfg.hydra.runtime.choices.domain)
+        with needs_extras(f"domain={domain}"):  # it may look at the data (text: their lengths)
+            keys_of_domain = {k: v for k, v in cfg.domain.items() if k != "_target_"}
+            name = pick(OmegaConf.to_container(cfg.data), **keys_of_domain)
+        name, why = name if isinstance(name, tuple) else (name, None)
+        why = f"domain={domain}'s choice for this data{': ' + why if why else ''}"
+    return name, why
+
+
+def decide(argv: list[str], named: dict, cfg):
+    """What the composed options decide for this data, when the command leaves it open: the objective, then the
+    encoder (which must suit it), each when the command names neither `group=` nor a `group.*` key: the option of the
+    run it continues, else the domain's choice for its data (`default_objective`: RL buffers -> spr;
+    `default_encoder`: RL frames -> nature_cnn, short texts -> bag), taken when it can train with the rest; and the
+    encoder's own learning rate (`base_lr`) when no optim.base_lr is. -> (argv, named) with those choices added."""
+    from multissl.contracts import Encoder, compatible, optional
     keys = [a.split("=", 1)[0].lstrip("+~") for a in argv]
     dom = get_class(cfg.domain._target_)
-    if not any(k == "encoder" or k.startswith("encoder.") for k in keys):
-        domain = named.get("domain", cfg.hydra.runtime.choices.domain)
-        name, why = continued_choice(cfg, "encoder") or (None, None)  # a continued run keeps what it was made with
-        if name is None and callable(pick := optional(dom, Domain, "default_encoder")):
-            with needs_extras(f"domain={domain}"):  # it may look at the data (text: their lengths)
-                keys_of_domain = {k: v for k, v in cfg.domain.items() if k != "_target_"}
-                name = pick(OmegaConf.to_container(cfg.data), **keys_of_domain)
-            name, why = name if isinstance(name, tuple) else (name, None)
-            why = f"domain={domain}'s choice for this data{': ' + why if why else ''}"
-        if name and name != cfg.hydra.runtime.choices.encoder and compatible(
-                dom, get_class(cfg.objective._target_), option_class("encoder", name)) is None:
-            argv, named = [*argv, f"encoder={name}"], {**named, "encoder": name}
+    for group in ("objective", "encoder"):
+        if any(k == group or k.startswith(f"{group}.") for k in keys):
+            continue
+        name, why = domain_choice(group, named, cfg, dom)
+        if not name or name == cfg.hydra.runtime.choices[group] or not (":" in name or name in options(group)):
+            continue  # a continued run's option set in code, not by name (tests' toys): the command's stands
+        classes = {g: get_class(cfg[g]._target_) for g in ("objective", "encoder")} | {group: option_class(group, name)}
+        if compatible(dom, classes["objective"], classes["encoder"]) is None:
+            picked, _ = pick_groups([f"{group}={name}"])  # module:Class (a continued run's) goes by its stored config
+            argv, named = [*argv, *picked], {**named, group: name}
             if os.environ.get("RANK", "0") == "0":
-                print(f"multissl: encoder={name}, {why} (name encoder= to choose another)", file=sys.stderr)
+                print(f"multissl: {group}={name}, {why} (name {group}= to choose another)", file=sys.stderr)
             cfg = compose_checked(argv)
     lr = optional(get_class(cfg.encoder._target_), Encoder, "base_lr")
     if lr is not None and "optim.base_lr" not in keys:

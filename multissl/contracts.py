@@ -161,6 +161,9 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
         "default_encoder": (None, "default_encoder(data, **domain keys) -> the encoder option that reads this data "
                                   "best (RL frames: nature_cnn), or (option, why), asked when the config is composed "
                                   "and the command names no encoder; None: the config's default"),
+        "default_objective": (None, "default_objective(data, **domain keys) -> the objective option this data trains "
+                                    "best with (RL buffers: spr), or (option, why), asked when the config is composed "
+                                    "and the command names no objective; None: the config's default"),
         "raw_features": (None, "raw_features(x, pad) -> [b f] features of an evaluation batch (as the evaluation "
                                "loader gives it) for the raw-input baseline, what a user would try before any "
                                "encoder (raw pixels, TF-IDF); None: the flattened model input, padding zeroed"),

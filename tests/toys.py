@@ -205,3 +205,19 @@ class Incomplete:
 
     def state(self):
         return {}
+
+
+class PrefersByol(ToySequences):
+    """ToySequences whose data names the objective it trains best with (a domain's `default_objective`)."""
+
+    @staticmethod
+    def default_objective(data, **keys):
+        return "byol", "its sequences say so"
+
+
+class PrefersSpr(ToySequences):
+    """Names an objective it cannot train (SPR needs episodes): the config's default stays."""
+
+    @staticmethod
+    def default_objective(data, **keys):
+        return "spr"

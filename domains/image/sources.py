@@ -37,14 +37,34 @@ class TensorImages(torch.utils.data.Dataset):
 
 def digits_split():
     """sklearn's 1797 8x8 digits as uint8 images; a fixed 80/20 split (seeded, not the run seed)."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.from_numpy((d.images * (255 / 16)).round().astype(np.uint8))[:, None]  # [n 1 8 8]
-    y = torch.from_numpy(d.target).long()
+    d = digits()
+    x, y = torch.from_numpy(d["x"])[:, None], torch.from_numpy(d["y"]).long()  # [n 1 8 8], [n]
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     n_test = len(x) // 5
     return {"train": TensorImages(x[perm[n_test:]], y[perm[n_test:]]),
             "test": TensorImages(x[perm[:n_test]], y[perm[:n_test]])}
+
+
+def digits() -> dict:
+    """{"x": uint8 [1797 8 8] on 0..255, "y": int64 [1797]}: sklearn's digits, kept in the cache once read, so that a
+    run on the embedded default does not import scikit-learn (seconds of every process's start)."""
+    from importlib.metadata import version
+
+    from ..cache import default_cache_dir, save_npz
+    path = default_cache_dir() / f"digits_sklearn-{version('scikit-learn')}.npz"
+    try:
+        with np.load(path) as z:
+            return {"x": z["x"], "y": z["y"]}
+    except (OSError, KeyError, ValueError):  # not there yet, or damaged: read it again
+        pass
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    out = {"x": (d.images * (255 / 16)).round().astype(np.uint8), "y": d.target.astype(np.int64)}
+    try:
+        save_npz(path, out)
+    except OSError:  # a read-only cache: read it from scikit-learn each time
+        pass
+    return out
 
 
 # ---- reading one image --------------------------------------------------------------------------------------

@@ -160,6 +160,12 @@ class RLDomain:
         name = observations.encoder_for(data, layout)
         return (name, "the observations are frames, which the DQN convolutions read best") if name else None
 
+    @staticmethod
+    def default_objective(data: dict, **keys) -> tuple[str, str]:
+        """SPR: every buffer records the actions of its episodes (the format requires them), and predicting the next
+        steps' representations from them beat SimCLR's views of one step on the buffer suite (docs/suites.md)."""
+        return "spr", "the buffer records each episode's actions, from which SPR predicts the next steps"
+
     @property
     def is_vector(self) -> bool:
         return self.layout == "vector"

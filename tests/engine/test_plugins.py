@@ -134,3 +134,17 @@ def test_setting_a_target_by_hand_is_refused_with_the_module_class_form(capsys):
     err = fail_line(capsys, ["domain._target_=toys.ToySequences"])
     assert "domain._target_ cannot be set: name the class as domain=module:Class" in err
     assert "domain=toys:ToySequences" in err
+
+
+def test_a_domain_chooses_the_objective_for_its_data_unless_the_command_names_one(capsys):
+    """`default_objective`: asked when the command names neither objective= nor an objective.* key, said on stderr,
+    and taken only where it can train with the domain (else the config's default stays, silently)."""
+    cfg = load_config(["domain=toys:PrefersByol"])
+    assert cfg.meta.objective == "byol" and cfg.objective._target_.endswith("BYOL")
+    assert ("multissl: objective=byol, domain=toys:PrefersByol's choice for this data: its sequences say so (name "
+            "objective= to choose another)") in capsys.readouterr().err
+    for chosen, want in ((["objective=vicreg"], "vicreg"), (["objective.temperature=0.2"], "simclr")):
+        assert load_config(["domain=toys:PrefersByol", *chosen]).meta.objective == want
+    assert "objective=" not in capsys.readouterr().err
+    assert load_config(["domain=toys:PrefersSpr"]).meta.objective == "simclr"
+    assert "objective=" not in capsys.readouterr().err

@@ -135,7 +135,7 @@ def test_bad_buffer_exits_2_with_one_line_and_keeps_checkpoints(tmp_path, monkey
     kept = ckpt.read_bytes()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as out:  # the CLI's main in-process; tests/engine run `python -m` itself
-        main(["domain=rl", f"data.path={tmp_path / 'b.npz'}", f"run.dir={tmp_path / 'run'}"])
+        main(["domain=rl", "objective=spr", f"data.path={tmp_path / 'b.npz'}", f"run.dir={tmp_path / 'run'}"])
     stderr = capsys.readouterr().err
     assert out.value.code == 2 and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and "'reward'" in stderr

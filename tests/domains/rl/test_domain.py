@@ -268,6 +268,24 @@ def test_evaluate_reads_another_buffer_of_the_same_observations(tiny, tmp_path, 
         evaluate_run(folder, data={"path": str(wrong)})
 
 
+def test_buffers_train_spr_unless_the_command_or_the_run_it_continues_chooses(tmp_path, capsys):
+    """Every buffer records its episodes' actions, so `domain=rl` alone trains SPR (the buffer suite's choice) and
+    says why; objective= or an objective.* key (the default's) keeps the command's, and a run made with another
+    objective continues with it."""
+    from multissl.cli import load_config
+    cfg = load_config(["domain=rl"])
+    assert cfg.meta.objective == "spr" and cfg.objective._target_.endswith("SPR")
+    assert ("multissl: objective=spr, domain=rl's choice for this data: the buffer records each episode's actions"
+            in capsys.readouterr().err)
+    for chosen, want in ((["objective=byol"], "byol"), (["objective.temperature=0.2"], "simclr")):
+        assert load_config(["domain=rl", *chosen]).meta.objective == want
+    made = tmp_path / "run"
+    made.mkdir()
+    OmegaConf.save({"meta": {"objective": "simclr", "encoder": "nature_cnn"}}, made / "config.yaml")
+    assert load_config(["domain=rl", f"run.dir={made}"]).meta.objective == "simclr"
+    assert "as the run in" in capsys.readouterr().err
+
+
 def test_frames_default_to_nature_cnn_unless_the_command_chooses(tmp_path, capsys, write_buffer):
     """The plain `domain=rl objective=byol` on frames gets the encoder the docs recommend, decided when the config is
     composed (from the buffer's header: no data is loaded); any encoder choice (encoder=, an encoder.* key), masked
