@@ -38,6 +38,22 @@ def test_digits_samples_are_uint8_8x8_with_digit_labels(digits):
     assert set(all_y(digits.dataset("test"))) <= set(range(10))
 
 
+def test_digits_are_read_from_the_cache_once_kept_without_scikit_learn(tmp_path, monkeypatch):
+    """The first read keeps sklearn's digits in the cache (as uint8 0..255); later processes read them from there, so
+    a run on the embedded default starts without importing scikit-learn."""
+    from sklearn.datasets import load_digits
+
+    from multissl.domains.image.sources import digits
+    reference = load_digits()
+    monkeypatch.setenv("MULTISSL_CACHE", str(tmp_path))
+    digits()
+    assert len(list(tmp_path.glob("digits_*.npz"))) == 1
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # importing it now fails
+    kept = digits()
+    assert kept["x"].dtype == np.uint8 and np.array_equal(kept["x"], (reference.images * 255 / 16).round())
+    assert np.array_equal(kept["y"], reference.target)
+
+
 def test_digits_split_is_fixed_across_fresh_domains():
     a, b = ImageDomain(), ImageDomain(mask_ratio=0.5)  # other hyperparameters do not move the split
     for split in ("train", "test"):
