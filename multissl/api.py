@@ -72,17 +72,17 @@ def overrides(values: dict) -> list[str]:
     return out
 
 
-def fit(domain="image", objective="simclr", encoder=None, data=None, *, signals: bool = False, **settings) -> Run:
+def fit(domain="image", objective=None, encoder=None, data=None, *, signals: bool = False, **settings) -> Run:
     """Train one run and return it. domain/objective/encoder: a registry name, an entry point, `module:Class` or a
-    class (None: the domain's choice). data: a path (data.path), None (the domain's embedded default), or in-memory
+    class (None: the domain's choice for its data, else the config's default, as on the command line). data: a path (data.path), None (the domain's embedded default), or in-memory
     data the domain reads (an array or tensor of samples, `(samples, labels)`, a DataFrame, a list of strings, a
     torch Dataset). settings: any key of the command line, dotted (`**{"domain.patch_size": 4}`) or as a section's
     dict (`trainer={"max_steps": 200}`). signals: SIGTERM, SIGUSR1 and SIGINT end the run with a checkpoint and raise
     multissl.stop.Stopped (default: Python's own handling)."""
     from multissl.train import run
-    argv = [f"domain={option('domain', domain)}", f"objective={option('objective', objective)}"]
-    if encoder is not None:
-        argv.append(f"encoder={option('encoder', encoder)}")
+    argv = [f"domain={option('domain', domain)}"]
+    argv += [f"{g}={option(g, value)}" for g, value in (("objective", objective), ("encoder", encoder))
+             if value is not None]
     in_memory = data is not None and not isinstance(data, (str, Path))
     if data is not None and not in_memory:
         argv.append(f"data.path={literal(str(data))}")

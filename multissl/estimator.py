@@ -25,8 +25,8 @@ ALL_ROWS = {"tabular": {"domain.test_fraction": 0}}
 class SSLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Pretrains a multissl encoder on X in `fit`, embeds rows in `transform` -> [n dim].
 
-    domain, objective, encoder: registry names (as `domain=` … on the command line); encoder None = the domain's
-    default. max_steps, batch_size, seed: trainer.max_steps, data.batch_size, trainer.seed (None = the recipe's).
+    domain, objective, encoder: registry names (as `domain=` … on the command line); objective, encoder None = the
+    domain's choice for the data, else the config's default (as a command that names none). max_steps, batch_size, seed: trainer.max_steps, data.batch_size, trainer.seed (None = the recipe's).
     overrides: any other settings by dotted key, e.g. {"encoder.dim": 64, "optim.base_lr": 1e-3}; the tabular
     domain trains on every row (domain.test_fraction 0) unless they say otherwise.
     runs_dir: a folder that keeps each fit's run folder (metrics, checkpoints, export); None = a temporary folder,
@@ -36,7 +36,7 @@ class SSLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     runs_dir), n_features_in_, feature_names_in_ (DataFrames with string column names), columns_ (the column
     names the encoder knows: a DataFrame's, else x0, x1, …)."""
 
-    def __init__(self, domain: str = "tabular", objective: str = "simclr", encoder: str | None = None,
+    def __init__(self, domain: str = "tabular", objective: str | None = None, encoder: str | None = None,
                  max_steps: int | None = None, batch_size: int | None = None, seed: int | None = None,
                  overrides: dict | None = None, runs_dir: str | None = None):
         self.domain, self.objective, self.encoder = domain, objective, encoder
@@ -50,7 +50,7 @@ class SSLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         table = self._table(X, reset=True)
         keep = self.runs_dir is not None
         with nullcontext(self.runs_dir) if keep else tempfile.TemporaryDirectory(prefix="multissl-") as parent:
-            folder = Path(parent) / f"{self.domain}-{self.objective}-{uuid.uuid4().hex[:8]}"  # a new run, no resume
+            folder = Path(parent) / f"{self.domain}-{self.objective or 'default'}-{uuid.uuid4().hex[:8]}"  # no resume
             run = multissl.fit(**self._choices(), data=table, **self._settings(folder))
             self.encoder_ = run.encoder  # read before a temporary folder goes
             self.metrics_ = dict(run.metrics)
@@ -73,9 +73,8 @@ class SSLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def _choices(self) -> dict:
-        """The registry picks `multissl.fit` takes by name; an unset encoder leaves the domain's default."""
-        picks = {"domain": self.domain, "objective": self.objective}
-        return picks if self.encoder is None else {**picks, "encoder": self.encoder}
+        """The registry picks `multissl.fit` takes by name; an unset objective or encoder leaves the domain's choice."""
+        return {"domain": self.domain, "objective": self.objective, "encoder": self.encoder}
 
     def _settings(self, folder: Path) -> dict:
         """overrides + the named parameters (those that are set) + run.dir; a key given both ways is an error."""

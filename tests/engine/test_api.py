@@ -26,6 +26,23 @@ def test_settings_become_command_line_overrides():
     assert literal({"env": "CartPole-v1", "steps": 10}) == '{env:"CartPole-v1",steps:10}'
 
 
+def test_fit_leaves_the_objective_and_the_encoder_to_the_domain_unless_named(monkeypatch):
+    """As a command that names none: the domain's choice for its data (domain=rl: spr), else the config's default."""
+    composed = []
+
+    class Composed(Exception):
+        pass
+
+    def compose(argv):
+        composed.append(argv)
+        raise Composed
+    monkeypatch.setattr(multissl.api, "compose_config", compose)
+    for args, want in ((("rl",), ["domain=rl"]), (("rl", "byol", "mlp"), ["domain=rl", "objective=byol", "encoder=mlp"])):
+        with pytest.raises(Composed):
+            multissl.fit(*args)
+        assert composed[-1] == want
+
+
 def test_fit_twice_in_one_process_returns_runs(tmp_path):
     a = multissl.fit("tabular", "vicreg", **TINY, run={"dir": str(tmp_path / "a")})
     b = multissl.fit("tabular", "simclr", **TINY, run={"dir": str(tmp_path / "b")})

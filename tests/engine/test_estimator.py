@@ -69,7 +69,8 @@ def test_parameters_become_the_runs_settings_and_the_run_folder_is_temporary(fit
     SSLEmbedder(overrides={"domain.test_fraction": 0.2}).fit(X)
     assert fits[1]["domain.test_fraction"] == 0.2
     SSLEmbedder(domain="image").fit(X)
-    assert fits[2].keys() == {"domain", "objective", "data", "run.dir"}  # the rest is the recipe's
+    assert fits[2].keys() == {"domain", "objective", "encoder", "data", "run.dir"}  # the rest is the recipe's
+    assert fits[2]["objective"] is None and fits[2]["encoder"] is None  # the domain's choices, as a bare command
 
 
 def test_runs_dir_keeps_a_new_run_folder_per_fit(fits, tmp_path):
