@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 SERVER = multiprocessing.get_context("forkserver")
-SERVER.set_forkserver_preload(["torch", "multissl.train", "tiny", "toys"])  # tests/ is on sys.path (conftest)
+# torch._dynamo: what torch.optim's first optimizer imports (seconds of every training process); tests/ is on sys.path
+SERVER.set_forkserver_preload(["torch", "torch._dynamo", "multissl.train", "tiny", "toys"])
 
 
 def _main(args: list[str], env: dict, cwd: str, out: str, err: str):
