@@ -26,7 +26,8 @@ class SSLEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     """Pretrains a multissl encoder on X in `fit`, embeds rows in `transform` -> [n dim].
 
     domain, objective, encoder: registry names (as `domain=` … on the command line); objective, encoder None = the
-    domain's choice for the data, else the config's default (as a command that names none). max_steps, batch_size, seed: trainer.max_steps, data.batch_size, trainer.seed (None = the recipe's).
+    domain's choice for the data, else the config's default (as a command that names none). max_steps, batch_size,
+    seed: trainer.max_steps, data.batch_size, trainer.seed (None = the recipe's).
     overrides: any other settings by dotted key, e.g. {"encoder.dim": 64, "optim.base_lr": 1e-3}; the tabular
     domain trains on every row (domain.test_fraction 0) unless they say otherwise.
     runs_dir: a folder that keeps each fit's run folder (metrics, checkpoints, export); None = a temporary folder,

@@ -6,6 +6,7 @@ take one image at a time. Every image becomes the run's channels and size whatev
 format (`decode`)."""
 import statistics
 import sys
+import zipfile
 from functools import partial
 
 import numpy as np
@@ -55,7 +56,7 @@ def digits() -> dict:
     try:
         with np.load(path) as z:
             return {"x": z["x"], "y": z["y"]}
-    except (OSError, KeyError, ValueError):  # not there yet, or damaged: read it again
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # not there yet, or damaged: read it again
         pass
     from sklearn.datasets import load_digits
     d = load_digits()

@@ -37,7 +37,8 @@ def test_fit_leaves_the_objective_and_the_encoder_to_the_domain_unless_named(mon
         composed.append(argv)
         raise Composed
     monkeypatch.setattr(multissl.api, "compose_config", compose)
-    for args, want in ((("rl",), ["domain=rl"]), (("rl", "byol", "mlp"), ["domain=rl", "objective=byol", "encoder=mlp"])):
+    named = ["domain=rl", "objective=byol", "encoder=mlp"]
+    for args, want in ((("rl",), ["domain=rl"]), (("rl", "byol", "mlp"), named)):
         with pytest.raises(Composed):
             multissl.fit(*args)
         assert composed[-1] == want
