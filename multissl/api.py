@@ -76,9 +76,10 @@ def fit(domain="image", objective=None, encoder=None, data=None, *, signals: boo
     """Train one run and return it. domain/objective/encoder: a registry name, an entry point, `module:Class` or a
     class (None: the domain's choice for its data, else the config's default, as on the command line). data: a path
     (data.path), None (the domain's embedded default), or in-memory data the domain reads (an array or tensor of
-    samples, `(samples, labels)`, a DataFrame, a list of strings, a torch Dataset). settings: any key of the command line, dotted (`**{"domain.patch_size": 4}`) or as a section's
-    dict (`trainer={"max_steps": 200}`). signals: SIGTERM, SIGUSR1 and SIGINT end the run with a checkpoint and raise
-    multissl.stop.Stopped (default: Python's own handling)."""
+    samples, `(samples, labels)`, a DataFrame, a list of strings, a torch Dataset). settings: any key of the command
+    line, dotted (`**{"domain.patch_size": 4}`) or as a section's dict (`trainer={"max_steps": 200}`). signals:
+    SIGTERM, SIGUSR1 and SIGINT end the run with a checkpoint and raise multissl.stop.Stopped (default: Python's own
+    handling)."""
     from multissl.train import run
     argv = [f"domain={option('domain', domain)}"]
     argv += [f"{g}={option(g, value)}" for g, value in (("objective", objective), ("encoder", encoder))
