@@ -29,7 +29,7 @@ EXTRAS = {"torchaudio": "audio", "soundfile": "audio", "espeakng_loader": "audio
           "av": "video",
           "tokenizers": "text", "chatterbot_corpus": "text", "transformers": "text",
           "gymnasium": "rl", "ale_py": "rl", "pygame": "rl", "stable_baselines3": "rl", "minari": "rl",
-          "litdata": "shards"}
+          "litdata": "shards", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx"}
 
 
 def install_command(module: str) -> str:

@@ -5,6 +5,7 @@ folder and renamed into place, so a crash or a full disk never leaves half an ex
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -24,9 +25,9 @@ FORMAT = "multissl-encoder/1"
 class ExportedEncoder(nn.Module):
     """`embed(raw_batch) -> [b d]` applies the domain's preprocessing, then the encoder."""
 
-    def __init__(self, domain, encoder):
+    def __init__(self, domain, encoder, meta: dict | None = None):
         super().__init__()
-        self.domain, self.encoder = domain, encoder
+        self.domain, self.encoder, self.meta = domain, encoder, meta or {}  # meta: the export's config.json
 
     @property
     def dim(self) -> int:
@@ -62,8 +63,10 @@ class ExportedEncoder(nn.Module):
         save(folder, self.domain)
 
 
-def save_encoder(folder: Path, encoder: nn.Module | dict, domain_cfg, encoder_cfg, domain_state: dict):
-    """`encoder`: the module or its whole state_dict (gathered from its shards)."""
+def save_encoder(folder: Path, encoder: nn.Module | dict, domain_cfg, encoder_cfg, domain_state: dict,
+                 inputs: dict | None = None):
+    """`encoder`: the module or its whole state_dict (gathered from its shards); `inputs`: what an ONNX graph of it
+    takes (multissl.onnx_export.graph_inputs)."""
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     state = encoder if isinstance(encoder, dict) else encoder.state_dict()
@@ -71,7 +74,8 @@ def save_encoder(folder: Path, encoder: nn.Module | dict, domain_cfg, encoder_cf
     meta = {"format": FORMAT,
             "domain": OmegaConf.to_container(domain_cfg, resolve=True),
             "encoder": OmegaConf.to_container(encoder_cfg, resolve=True),
-            "preprocess": domain_state}
+            "preprocess": domain_state,
+            "inputs": inputs}
     try:
         tmp.mkdir(parents=True)
         save_file(weights, str(tmp / "model.safetensors"))
@@ -118,4 +122,32 @@ def load_encoder(path) -> ExportedEncoder:
     except Exception as e:
         raise UserError(f"{p / 'model.safetensors'} does not fit the encoder its config.json describes "
                         f"({reason(e, 120)}); export it again") from None
-    return ExportedEncoder(domain, encoder).eval()
+    return ExportedEncoder(domain, encoder, meta).eval()
+
+
+USAGE = """python -m multissl.export <run folder or its encoder/ folder> --onnx <file.onnx>
+
+Writes the exported encoder as one ONNX graph with a dynamic batch size (the domain's tensor preprocessing inside
+where it has some) and <file>.json beside it: the graph's inputs and output, and the domain's state for what runs
+before the graph (text's tokenizer, a table's column encoding). Needs: pip install 'multissl[onnx]'. docs: onnx.md"""
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    from multissl.onnx_export import export_onnx
+    try:
+        if len(argv) != 3 or argv[1] != "--onnx":
+            raise UserError(f"expected <run> --onnx <file.onnx>, got {' '.join(argv)!r}; e.g. python -m "
+                            f"multissl.export runs/my-run --onnx encoder.onnx")
+        file = export_onnx(argv[0], argv[2])
+    except UserError as e:
+        print(f"multissl: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"multissl: wrote {file} and {file.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ from multissl.contracts import Domain, Objective, VariableLength, has, optional
 from multissl.data import make_views, objective_loader, steps, to_device
 from multissl.errors import UserError, disk_error, needs_extras
 from multissl.export import save_encoder
+from multissl.onnx_export import graph_inputs
 from multissl.optim import apply_schedule, build_optimizer
 from multissl.plugins import folder_name
 from multissl.precision import Precision
@@ -288,7 +289,8 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     save_checkpoint()  # the checkpoint and the export come first: an evaluation that fails loses neither
     weights = strategy.full(encoder.state_dict())
     if main:
-        save_encoder(folder / "encoder", weights, cfg.domain, cfg.encoder, domain.state())
+        save_encoder(folder / "encoder", weights, cfg.domain, cfg.encoder, domain.state(),
+                     graph_inputs(domain, train_set[0]["x"]))
     final = evaluate()
     if init is not None:
         final |= baseline.untrained_metrics(init, domain, train_set, test_set, device, t.knn_k,
