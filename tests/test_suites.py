@@ -79,3 +79,22 @@ def test_an_arm_is_the_default_recipe_changed_or_an_objective():
     assert suites.overrides_of("default") == ()
     assert suites.overrides_of("default+encoder=convnet+domain.flip=0.5") == ("encoder=convnet", "domain.flip=0.5")
     assert suites.overrides_of("byol+domain.flip=0") == ("objective=byol", "domain.flip=0")
+
+
+@pytest.mark.slow
+def test_distill_benchmark_pairs_the_distilled_student_with_its_own_run_and_judges_against_the_teacher(
+        tmp_path, monkeypatch, capsys):
+    import distill
+    monkeypatch.setenv("MULTISSL_CACHE", str(tmp_path / "cache"))
+    tiny = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "data.batch_size=16", "data.num_workers=0",
+            "trainer.eval_samples=64"]
+    distill.main(["--domains", "image", "--seeds", "0,1", "--steps", "2", "--teacher-steps", "3", "--scale",
+                  str(TINY), "--out", str(tmp_path / "runs"), "--results", str(tmp_path), *tiny])
+    printed = capsys.readouterr().out
+    assert "| image (digits) | encoder.dim=128 encoder.depth=6 encoder.heads=8, 3 steps: " in printed
+    assert "image: D1 distilled " in printed and "image: D2 above the student's own SSL on " in printed
+    runs = tmp_path / "runs" / "image" / "digits"
+    teacher = runs / "default_encoder.dim_128_encoder.depth_6_encoder.heads_8-s0"
+    students = sorted(p.name for p in runs.glob("distill_objective.teacher_*"))
+    assert (teacher / "encoder" / "model.safetensors").is_file() and len(students) == 2  # seeds 0 and 1
+    assert (tmp_path / "distill.md").read_text().startswith("> **command** `python benchmarks/distill.py")
