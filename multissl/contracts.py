@@ -148,6 +148,10 @@ CAPABILITIES = {Masked: "masked modelling (mask, target, reconstruction_loss)", 
                 Downstream: "metrics of its own", Sharded: "shards"}
 
 
+def _same(cfg):
+    return cfg
+
+
 def _no_op(*args, **kwargs):
     return None
 
@@ -192,6 +196,9 @@ OPTIONAL: dict[type, dict[str, tuple[Any, str]]] = {
                                   "(encoder=bert: transformers)"),
         "hidden_states": (None, "hidden_states(x, keep=None, pad=None) -> every block's output [b n d], the targets "
                                 "data2vec regresses"),
+        "exported_config": (_same, "exported_config(cfg: dict) -> the encoder config its export records, built again "
+                                   "by load_encoder (encoder=timm: the resolved architecture, no checkpoint path: "
+                                   "the export holds the weights)"),
     },
     Objective: {
         "needs": ((), "the domain capabilities it cannot train without (Masked, Episodes); a tuple among them is "

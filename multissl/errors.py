@@ -29,7 +29,8 @@ EXTRAS = {"torchaudio": "audio", "soundfile": "audio", "espeakng_loader": "audio
           "av": "video",
           "tokenizers": "text", "chatterbot_corpus": "text", "transformers": "text",
           "gymnasium": "rl", "ale_py": "rl", "pygame": "rl", "stable_baselines3": "rl", "minari": "rl",
-          "litdata": "shards", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx"}
+          "litdata": "shards", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx",
+          "timm": "timm"}
 
 
 def install_command(module: str) -> str:

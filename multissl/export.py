@@ -73,7 +73,7 @@ def save_encoder(folder: Path, encoder: nn.Module | dict, domain_cfg, encoder_cf
     weights = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {"format": FORMAT,
             "domain": OmegaConf.to_container(domain_cfg, resolve=True),
-            "encoder": OmegaConf.to_container(encoder_cfg, resolve=True),
+            "encoder": OmegaConf.to_container(OmegaConf.create(encoder_cfg), resolve=True),
             "preprocess": domain_state,
             "inputs": inputs}
     try:

@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_seed
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from torch import nn
 from tqdm import tqdm
 
@@ -22,7 +22,7 @@ from multissl import baseline, checkpoint, dist, monitor, strategy
 from multissl.build import build, build_domain, build_models, make  # noqa: F401  (the engine's API)
 from multissl.cli import load_config
 from multissl.compiled import compile_model
-from multissl.contracts import Domain, Objective, VariableLength, has, optional
+from multissl.contracts import Domain, Encoder, Objective, VariableLength, has, optional
 from multissl.data import make_views, objective_loader, steps, to_device
 from multissl.errors import UserError, disk_error, needs_extras
 from multissl.export import save_encoder
@@ -289,7 +289,8 @@ def train(cfg, accelerator, data=None, signals: bool = True) -> Path:
     save_checkpoint()  # the checkpoint and the export come first: an evaluation that fails loses neither
     weights = strategy.full(encoder.state_dict())
     if main:
-        save_encoder(folder / "encoder", weights, cfg.domain, cfg.encoder, domain.state(),
+        recorded = optional(encoder, Encoder, "exported_config")(OmegaConf.to_container(cfg.encoder, resolve=True))
+        save_encoder(folder / "encoder", weights, cfg.domain, recorded, domain.state(),
                      graph_inputs(domain, train_set[0]["x"]))
     final = evaluate()
     if init is not None:

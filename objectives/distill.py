@@ -1,10 +1,12 @@
 """Distillation: a frozen teacher's pooled representation of each view is the target of the student's, projected to
 the teacher's width, on the very same augmented view — the "consistent" teacher of Beyer et al. (2022, "A good
 teacher is patient and consistent"), the feature-regression form LightlyTrain distils with, here scored by cosine.
-The teacher is an exported multissl encoder (`teacher=<run or encoder/ folder>`, opened as data by load_encoder) and
-is never trained; with no teacher named it is a frozen copy of the student's initial weights, the random teacher of
-Sarnthein et al. (2023), which students already learn from."""
+The teacher is an exported multissl encoder (`teacher=<run or encoder/ folder>`, opened as data by load_encoder) or,
+for images, a local timm model folder, and is never trained; with no teacher named it is a frozen copy of the
+student's initial weights, the random teacher of Sarnthein et al. (2023), which students already learn from."""
 import copy
+import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +30,32 @@ def frozen(module: nn.Module) -> nn.Module:
 
 
 def load_teacher(path: str, domain) -> nn.Module:
-    """An exported encoder of the same domain: its own config, built only from classes multissl knows."""
+    """An exported encoder of the same domain (its own config, built only from classes multissl knows), or for images
+    a timm folder (config.json naming its architecture, as timm's save_for_hf writes it) read as encoder=timm reads
+    it: the domain's images re-normalised to the weights' statistics."""
     from multissl.export import load_encoder
+    if timm_folder(path):
+        if getattr(domain, "name", None) != "image":
+            raise UserError(f"objective.teacher={path} is a timm model, which reads images; this run is domain "
+                            f"{domain.name}")
+        from multissl.domains.image import TimmEncoder
+        return TimmEncoder(domain, checkpoint=path)
     teacher = load_encoder(path)
     if type(teacher.domain) is not type(domain):
         raise UserError(f"objective.teacher={path} was trained on domain {teacher.domain.name}, this run is domain "
                         f"{domain.name}; the teacher reads this run's views, so name an encoder of domain "
                         f"{domain.name}")
     return teacher.encoder
+
+
+def timm_folder(path: str) -> bool:
+    meta = Path(path).expanduser() / "config.json"
+    if not meta.is_file():
+        return False
+    try:
+        return "architecture" in json.loads(meta.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
 
 
 class Distill(nn.Module):

@@ -17,8 +17,8 @@ MODULE = {"torchaudio": "torchaudio", "soundfile": "soundfile", "espeakng-loader
           "tokenizers": "tokenizers", "chatterbot-corpus": "chatterbot_corpus", "transformers": "transformers",
           "gymnasium": "gymnasium", "ale-py": "ale_py", "pygame-ce": "pygame", "stable-baselines3": "stable_baselines3",
           "minari": "minari", "litdata": "litdata", "onnx": "onnx", "onnxscript": "onnxscript",
-          "onnxruntime": "onnxruntime"}
-RUNTIME_EXTRAS = ("audio", "video", "text", "rl", "shards", "onnx")  # what `all` installs
+          "onnxruntime": "onnxruntime", "timm": "timm"}
+RUNTIME_EXTRAS = ("audio", "video", "text", "rl", "shards", "onnx", "timm")  # what `all` installs
 
 
 def requirement_name(req: str) -> str:
@@ -86,9 +86,11 @@ def test_a_domain_without_its_extra_is_one_line_naming_the_install_command(tmp_p
     cases = [(["domain=audio"], "audio"), (["domain=text"], "text"), (["domain=rl", "domain.default.steps=1200"], "rl"),
              (["domain=text", "encoder=bert"], "text"), (["domain=video", f"data.path={tmp_path / 'clips'}"], "video")]
     choosing = ["domain=text", f"run.dir={tmp_path / 'choosing'}"]
-    *ran, chose = without_extras(tmp_path, [a for a, _ in cases], plain=[choosing])
-    codes = [2] * len(cases) + ["SystemExit(2)"]  # the last stopped while its config was composed
-    for (args, extra), got, code in zip([*cases, (choosing, "text")], [*ran, chose], codes, strict=True):
+    timm = ["encoder=timm", "encoder.name=resnet10t", *TINY[3:], f"run.dir={tmp_path / 'timm'}"]  # no transformer keys
+    *ran, chose, timm_got = without_extras(tmp_path, [a for a, _ in cases], plain=[choosing, timm])
+    codes = [2] * len(cases) + ["SystemExit(2)", 2]  # `choosing` stopped while its config was composed
+    for (args, extra), got, code in zip([*cases, (choosing, "text"), (timm, "timm")], [*ran, chose, timm_got], codes,
+                                        strict=True):
         lines = [x for x in got["stderr"].splitlines() if x.startswith("multissl: error")]
         assert got["code"] == code and "Traceback" not in got["stderr"], (args, got)
         assert len(lines) == 1 and f"pip install 'multissl[{extra}]'" in lines[0], (args, got["stderr"][-2000:])

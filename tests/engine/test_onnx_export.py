@@ -76,7 +76,8 @@ def encoder_classes():
 
 @pytest.mark.parametrize("encoder, domain", encoder_classes())
 def test_onnx_gives_the_embeddings_of_every_encoder(tiny, encoder, domain):
-    sizes = TINY_ENCODER if encoder == "bert" else ()  # the transformer's keys are bert's too
+    # the transformer's keys are bert's too; timm names the architecture to build
+    sizes = {"bert": TINY_ENCODER, "timm": ("encoder.name=resnet10t",)}.get(encoder, ())
     folder = tiny.run(f"domain={domain}", f"encoder={encoder}", "objective=simclr", *SMALL, *sizes, tiny_encoder=False)
     assert_onnx_embeds_as_the_export(folder, export_onnx(folder, tiny.root / "enc.onnx"))
 

@@ -79,6 +79,29 @@ def test_an_exported_teacher_gives_its_representations_as_targets(tiny):
         torch.testing.assert_close(objective.targets([x], None)[0], exported.encoder(x)[1])
 
 
+def test_a_timm_folder_teaches_as_timm_embeds_the_images_normalised_its_way(tiny):
+    import timm
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=16, patch_size=4, embed_dim=24, depth=2,
+                            num_heads=2).eval()
+    mean, std = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
+    vit.pretrained_cfg = {**vit.pretrained_cfg, "mean": mean, "std": std}
+    timm.models.save_for_hf(vit, str(tiny.root / "vit"))
+    photos = write_image_folder(tiny.root / "photos", 12, 6)
+    cfg = tiny.config("objective=distill", f"objective.teacher={tiny.root / 'vit'}", f"data.path={photos}",
+                      "domain.image_size=16", "data.batch_size=6")
+    from multissl.train import build_domain, build_models
+    domain = build_domain(cfg)
+    domain.dataset("train")
+    objective = build_models(cfg, domain)[1]
+    images = torch.rand(3, 3, 16, 16)
+    x = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(objective.targets([domain.preprocess(images)], None)[0],
+                                   vit.forward_head(vit.forward_features(x), pre_logits=True), atol=1e-5, rtol=1e-5)
+    assert not any(p.requires_grad for p in objective.teacher.parameters())
+
+
 def test_a_teacher_of_another_domain_or_that_cannot_read_the_views_is_one_line(tiny):
     audio = tiny.run("domain=audio", "trainer.max_steps=1", name="audio")
     with pytest.raises(UserError, match="was trained on domain audio, this run is domain image") as e:
