@@ -18,6 +18,7 @@ from torch import nn
 
 from multissl.encoder import fill_masked, gather_tokens
 from multissl.errors import UserError, reason, require
+from multissl.finetune import set_trainable
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
 
@@ -113,7 +114,8 @@ class TimmEncoder(nn.Module):
         self.token_fix = (None if not vit else f"set domain.patch_size={patch}, the backbone's patch" if
                           getattr(domain, "patch", None) != patch else None)
         self.vit = vit
-        set_trainable(timm, self.model, freeze, lr_scale, layer_decay)
+        groups = timm.models.group_parameters(self.model, self.model.group_matcher(coarse=False), reverse=True)
+        set_trainable(self.model, lambda n: groups.get(n, max(groups.values())), freeze, lr_scale, layer_decay)
         if sd is not None:
             size = (cfg.get("input_size") or self.model.pretrained_cfg.get("input_size") or (0, 0, 0))[-1]
             fed = "" if size in (0, domain.image_size) else (f"; trained at {size} px, fed domain.image_size="
@@ -216,17 +218,3 @@ def load_adapted(timm, model, name, sd):
         raise UserError(f"encoder.checkpoint does not fit {name}: {len(result.missing_keys)} of its tensors missing, "
                         f"{len(result.unexpected_keys)} unexpected (e.g. {', '.join(wrong[:3])}); name the "
                         f"architecture it was saved from with encoder.name")
-
-
-def set_trainable(timm, model, freeze, lr_scale: float, layer_decay: float | None):
-    """freeze: "all", or n: timm's first n layer groups (the stem is group 0, then each block) get no gradient; the
-    rest run at lr_scale x the lr, times layer_decay ** (groups after theirs) where set (BEiT's layer-wise decay)."""
-    groups = timm.models.group_parameters(model, model.group_matcher(coarse=False), reverse=True)  # name -> group
-    last = max(groups.values())
-    if freeze not in (None, "all") and not (isinstance(freeze, int) and freeze >= 0):
-        raise UserError(f"encoder.freeze must be null, all or a number of layer groups (0..{last + 1}), got {freeze!r}")
-    cut = last + 1 if freeze == "all" else freeze or 0
-    for n, p in model.named_parameters():
-        g = groups.get(n, last)
-        p.requires_grad_(g >= cut)
-        p.lr_scale = lr_scale * (layer_decay ** (last - g) if layer_decay else 1.0)

@@ -8,9 +8,11 @@
     losses.py     masked language modelling's cross-entropy
     bert.py       encoder=bert: a transformers BERT backbone, from a config or a local checkpoint, saved back
     bag.py        encoder=bag: a bag of hashed n-grams (fastText), fast on a CPU
+    hf.py         encoder=hf: any transformers text encoder from a local folder (RoBERTa, DistilBERT, ...)
 """
 from .bag import BagEncoder
 from .bert import BertEncoder
 from .domain import TextDomain
+from .hf import HFTextEncoder
 
-__all__ = ["BagEncoder", "BertEncoder", "TextDomain"]
+__all__ = ["BagEncoder", "BertEncoder", "HFTextEncoder", "TextDomain"]

@@ -90,7 +90,10 @@ def from_folder(transformers, folder: str, domain):
         raise UserError(f"encoder.pretrained={folder} is not a local transformers checkpoint (no config.json); save "
                         f"one with model.save_pretrained(folder)")
     try:
-        model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True, add_pooling_layer=False)
+        try:  # BERT-like models build a pooler the representation does not use
+            model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True, add_pooling_layer=False)
+        except TypeError:  # models without one (DistilBERT, DeBERTa, ...)
+            model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True)
     except Exception as e:
         raise UserError(f"cannot load encoder.pretrained={folder}: {reason(e)}") from None
     own = p / "tokenizer.json"
@@ -100,7 +103,7 @@ def from_folder(transformers, folder: str, domain):
     if model.config.vocab_size < domain.vocab.size:
         raise UserError(f"encoder.pretrained={folder} has {model.config.vocab_size} token embeddings but the tokenizer "
                         f"has {domain.vocab.size} ids; set domain.tokenizer_path to the checkpoint's tokenizer")
-    if model.config.max_position_embeddings < domain.max_length + 1:
+    if getattr(model.config, "max_position_embeddings", domain.max_length + 1) < domain.max_length + 1:
         raise UserError(f"encoder.pretrained={folder} has {model.config.max_position_embeddings} positions; set "
                         f"domain.max_length={model.config.max_position_embeddings - 1} or less")
     return model

@@ -76,8 +76,10 @@ def encoder_classes():
 
 @pytest.mark.parametrize("encoder, domain", encoder_classes())
 def test_onnx_gives_the_embeddings_of_every_encoder(tiny, encoder, domain):
-    # the transformer's keys are bert's too; timm names the architecture to build
-    sizes = {"bert": TINY_ENCODER, "timm": ("encoder.name=resnet10t",)}.get(encoder, ())
+    # the transformer's keys are bert's too; timm and hf name the architecture to build
+    sizes = {"bert": TINY_ENCODER, "timm": ("encoder.name=resnet10t",),
+             "hf": ("encoder.config={model_type:bert,hidden_size:16,num_hidden_layers:1,num_attention_heads:2,"
+                    "intermediate_size:32}",)}.get(encoder, ())
     folder = tiny.run(f"domain={domain}", f"encoder={encoder}", "objective=simclr", *SMALL, *sizes, tiny_encoder=False)
     assert_onnx_embeds_as_the_export(folder, export_onnx(folder, tiny.root / "enc.onnx"))
 
