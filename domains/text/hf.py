@@ -27,12 +27,13 @@ class HFTextEncoder(nn.Module):
     supports_padding = True
     domains = ("text",)
 
-    def __init__(self, domain, pretrained: str | None = None, config: dict | None = None, pool: str = "cls",
+    def __init__(self, domain, pretrained: str | None = None, config: dict | None = None, pool: str | None = None,
                  freeze=None, lr_scale: float = 1.0, layer_decay: float | None = None):
         super().__init__()
         transformers = require("transformers", "encoder=hf")
-        if pool not in ("cls", "mean"):
+        if pool not in (None, "cls", "mean"):
             raise UserError(f"encoder.pool must be cls or mean, got {pool!r}")
+        pool = pool or "cls"
         if pretrained:
             self.model = from_folder(transformers, pretrained, domain)
         elif config:  # a model from its config, random (an export records it; its weights are loaded after)

@@ -9,6 +9,7 @@
     evaluation.py  kNN on clips, and on raw pixels for comparison
     domain.py   VideoDomain: its recipe, data and state, thin members over the modules above
     r3d.py      encoder=r3d18: torchvision's 3-D ResNet-18, a convolutional baseline
+    hf.py       encoder=hf on clips: a transformers VideoMAE from a local folder
 """
 from .domain import VideoDomain
 from .r3d import R3D18

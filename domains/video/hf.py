@@ -1,0 +1,96 @@
+"""`encoder=hf` for clips: a transformers video model from a local folder (VideoMAE and its kin: an AutoModel whose
+forward takes pixel_values [b t c h w] and bool_masked_pos), to continue pretraining on the user's clips. The
+clip's frames, side and tubelet must be the model's (its positions are fixed for them); gray clips are repeated to
+the model's three channels; the domain's standardisation is mapped to the model's own (preprocessor_config.json's
+image_mean / image_std, else ImageNet's) inside the encoder, as encoder=timm does for images. Masked objectives'
+kept tubelets go in as VideoMAE's visible positions. The export records the model's config, not the folder."""
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from multissl.errors import UserError, reason, require
+from multissl.finetune import set_trainable
+from multissl.domains.text.hf import layer_group
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def statistics(folder: Path) -> tuple:
+    """(mean, std) the model's image processor normalises with."""
+    f = folder / "preprocessor_config.json"
+    meta = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    return tuple(meta.get("image_mean") or IMAGENET[0]), tuple(meta.get("image_std") or IMAGENET[1])
+
+
+class HFVideoEncoder(nn.Module):
+    supports_masking = True
+    domains = ("video",)
+
+    def __init__(self, domain, pretrained: str | None = None, config: dict | None = None, pool: str | None = None,
+                 freeze=None, lr_scale: float = 1.0, layer_decay: float | None = None):
+        super().__init__()
+        transformers = require("transformers", "encoder=hf", "pip install 'multissl[text]'")
+        if pool not in (None, "mean"):
+            raise UserError(f"encoder.pool={pool}: a video model has no [CLS] here; its representation is the mean "
+                            f"of its tokens (leave encoder.pool unset)")
+        mean, std = IMAGENET
+        if pretrained:
+            folder = Path(pretrained).expanduser()
+            if not (folder / "config.json").is_file():
+                raise UserError(f"encoder.pretrained={pretrained} is not a local transformers checkpoint (no "
+                                f"config.json); save one with model.save_pretrained(folder)")
+            try:
+                self.model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+            except Exception as e:
+                raise UserError(f"cannot load encoder.pretrained={pretrained}: {reason(e)}") from None
+            mean, std = statistics(folder)
+        elif config:  # a model from its config, random (what an export records; its weights are loaded after)
+            kw = {"image_size": domain.size, "num_frames": domain.frames, "num_channels": 3, **config}
+            self.model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(kw.pop("model_type"),
+                                                                                              **kw))
+        else:
+            raise UserError("encoder=hf needs encoder.pretrained=<a local transformers folder> (config.json and "
+                            "weights, as save_pretrained writes them)")
+        c = self.model.config
+        self.dim, self.channels = c.hidden_size, c.num_channels
+        want = (c.num_frames, c.image_size, (c.tubelet_size, c.patch_size, c.patch_size))
+        have = (domain.frames, domain.size, tuple(domain.tubelet))
+        if want != have:
+            raise UserError(f"the model reads {c.num_frames} frames of {c.image_size} px in tubelets "
+                            f"{list(want[2])}, the domain gives {have[0]} of {have[1]} px in {list(have[2])}; set "
+                            f"domain.frames={c.num_frames} domain.size={c.image_size} domain.tubelet={list(want[2])}")
+        if domain.channels not in (1, self.channels):
+            raise UserError(f"the clips have {domain.channels} channels, the model reads {self.channels}")
+        # the domain's standardisation -> raw [0, 1] -> the model's (gray repeated to its channels first)
+        d_mean, d_std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1, 1) for v in (domain.mean, domain.std))
+        m_mean, m_std = (torch.tensor(v, dtype=torch.float32) for v in (mean, std))
+        m_mean, m_std = ((v if len(v) == self.channels else v.mean().expand(self.channels)).view(1, -1, 1, 1, 1)
+                         for v in (m_mean, m_std))
+        d_mean, d_std = d_mean.expand(1, self.channels, 1, 1, 1), d_std.expand(1, self.channels, 1, 1, 1)
+        if not pretrained and not config:
+            m_mean, m_std = d_mean, d_std
+        self.register_buffer("scale", (d_std / m_std).clone())
+        self.register_buffer("shift", ((d_mean - m_mean) / m_std).clone())
+        groups = {n: layer_group(n) for n, _ in self.model.named_parameters()}
+        ranks = {g: i for i, g in enumerate(sorted(set(groups.values())))}
+        set_trainable(self.model, lambda n: ranks[groups[n]], freeze, lr_scale, layer_decay)
+
+    def exported_config(self, cfg: dict) -> dict:
+        return {**cfg, "pretrained": None, "config": self.model.config.to_dict(), "freeze": None}
+
+    def forward(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None):
+        """x [b c t h w] standardised by the domain; keep [b k] visible tubelets -> (tokens [b k d], mean [b d])."""
+        if pad is not None:
+            raise UserError("encoder=hf reads fixed-length clips, not padded sequences")
+        x = x.expand(-1, self.channels, -1, -1, -1) * self.scale + self.shift
+        hidden = None
+        if keep is not None:  # VideoMAE keeps the visible tubelets in grid order: sorted here, keep's order restored
+            b, n = x.shape[0], self.model.embeddings.num_patches
+            hidden = torch.ones(b, n, dtype=torch.bool, device=x.device).scatter(1, keep, False)
+        t = self.model(pixel_values=x.transpose(1, 2), bool_masked_pos=hidden).last_hidden_state  # [b k d]
+        if keep is not None:
+            order = keep.argsort(1).argsort(1)  # rank of each kept index = its row among the sorted ones
+            t = torch.gather(t, 1, order.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+        return t, t.mean(1)
