@@ -1,8 +1,8 @@
 """Distillation: a frozen teacher's pooled representation of each view is the target of the student's, projected to
 the teacher's width, on the very same augmented view — the "consistent" teacher of Beyer et al. (2022, "A good
 teacher is patient and consistent"), the feature-regression form LightlyTrain distils with, here scored by cosine.
-The teacher is an exported multissl encoder (`teacher=<run or encoder/ folder>`, opened as data by load_encoder) or,
-for images, a local timm model folder, and is never trained; with no teacher named it is a frozen copy of the
+The teacher is an exported multissl encoder (`teacher=<run or encoder/ folder>`, opened as data by load_encoder) or
+a local timm (images) or transformers (text, clips) model folder, and is never trained; with no teacher named it is a frozen copy of the
 student's initial weights, the random teacher of Sarnthein et al. (2023), which students already learn from."""
 import copy
 import json
@@ -30,16 +30,21 @@ def frozen(module: nn.Module) -> nn.Module:
 
 
 def load_teacher(path: str, domain) -> nn.Module:
-    """An exported encoder of the same domain (its own config, built only from classes multissl knows), or for images
-    a timm folder (config.json naming its architecture, as timm's save_for_hf writes it) read as encoder=timm reads
-    it: the domain's images re-normalised to the weights' statistics."""
+    """An exported encoder of the same domain (its own config, built only from classes multissl knows), or a local
+    model folder read as its encoder option reads it: timm's (config.json naming an `architecture`) for images,
+    transformers' (a `model_type`) for text and clips — their inputs reconciled with the domain's as there."""
     from multissl.export import load_encoder
-    if timm_folder(path):
-        if getattr(domain, "name", None) != "image":
-            raise UserError(f"objective.teacher={path} is a timm model, which reads images; this run is domain "
-                            f"{domain.name}")
-        from multissl.domains.image import TimmEncoder
-        return TimmEncoder(domain, checkpoint=path)
+    kind = folder_kind(path)
+    if kind:
+        option, domains = {"architecture": ("timm", ("image",)), "model_type": ("hf", ("text", "video"))}[kind]
+        if getattr(domain, "name", None) not in domains:
+            raise UserError(f"objective.teacher={path} is a model encoder={option} reads, which takes domain "
+                            f"{' or '.join(domains)}; this run is domain {domain.name}")
+        if option == "timm":
+            from multissl.domains.image import TimmEncoder
+            return TimmEncoder(domain, checkpoint=path)
+        from multissl.domains.hf import HFEncoder
+        return HFEncoder(domain, pretrained=path)
     teacher = load_encoder(path)
     if type(teacher.domain) is not type(domain):
         raise UserError(f"objective.teacher={path} was trained on domain {teacher.domain.name}, this run is domain "
@@ -48,14 +53,15 @@ def load_teacher(path: str, domain) -> nn.Module:
     return teacher.encoder
 
 
-def timm_folder(path: str) -> bool:
+def folder_kind(path: str) -> str | None:
+    """"architecture" for a timm folder, "model_type" for a transformers one, None for anything else (an export's
+    config.json holds neither)."""
     meta = Path(path).expanduser() / "config.json"
-    if not meta.is_file():
-        return False
     try:
-        return "architecture" in json.loads(meta.read_text(encoding="utf-8"))
+        found = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
     except ValueError:
-        return False
+        return None
+    return next((k for k in ("architecture", "model_type") if isinstance(found, dict) and k in found), None)
 
 
 class Distill(nn.Module):

@@ -102,6 +102,34 @@ def test_a_timm_folder_teaches_as_timm_embeds_the_images_normalised_its_way(tiny
     assert not any(p.requires_grad for p in objective.teacher.parameters())
 
 
+def test_a_transformers_folder_teaches_text_as_its_own_forward(tiny, tmp_path):
+    import transformers
+    from texts import text_args, write_corpus
+    from multissl.domains.text import TextDomain
+    corpus = write_corpus(tmp_path)
+    d = TextDomain(vocab_size=120, cache_dir=str(tmp_path / "cache"), data={"path": str(corpus)})
+    d.dataset("train")
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(transformers.RobertaConfig(
+        vocab_size=d.vocab.size, pad_token_id=d.vocab.pad_id, hidden_size=24, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=48, max_position_embeddings=80 + d.vocab.pad_id)).eval()
+    model.save_pretrained(tmp_path / "roberta")
+    (tmp_path / "roberta" / "tokenizer.json").write_text(d.vocab.json, encoding="utf-8")
+    cfg = tiny.config(*text_args(tmp_path, corpus), f"domain.tokenizer_path={tmp_path / 'roberta'}",
+                      "objective=distill", f"objective.teacher={tmp_path / 'roberta'}")
+    from multissl.train import build_domain, build_models
+    domain = build_domain(cfg)
+    objective = build_models(cfg, domain)[1]
+    x, pad = domain.preprocess(["a cat", "frog and dog"])
+    ids = torch.tensor([[domain.vocab.cls_id, *x[0][~pad[0]].tolist()]])
+    with torch.no_grad():
+        torch.testing.assert_close(objective.targets([x], [pad])[0][0], model(input_ids=ids).last_hidden_state[0, 0],
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(UserError, match="is a model encoder=hf reads, which takes domain text or video") as e:
+        tiny.run("objective=distill", f"objective.teacher={tmp_path / 'roberta'}", "trainer.max_steps=1")
+    assert "\n" not in str(e.value)
+
+
 def test_a_teacher_of_another_domain_or_that_cannot_read_the_views_is_one_line(tiny):
     audio = tiny.run("domain=audio", "trainer.max_steps=1", name="audio")
     with pytest.raises(UserError, match="was trained on domain audio, this run is domain image") as e:
