@@ -84,6 +84,10 @@ def test_a_run_exports_and_the_export_loads_without_the_checkpoint(tiny, saved, 
     images = torch.rand(4, 3, 16, 16)
     torch.testing.assert_close(exported.embed(images), own_forward(trained.eval(), images, MEAN, STD),
                                atol=1e-5, rtol=1e-5)
+    from multissl.onnx_export import export_onnx, run_onnx  # the same in a graph, normalisation inside
+    raw = (images * 255).round().to(torch.uint8)
+    graph = run_onnx(export_onnx(run, tmp_path / "vit.onnx"), {"x": raw.numpy()})
+    torch.testing.assert_close(torch.from_numpy(graph), exported.embed(raw), atol=1e-4, rtol=0)
 
 
 def test_a_weights_file_is_adapted_to_gray_images(tiny, saved):
