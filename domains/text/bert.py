@@ -67,20 +67,25 @@ class BertEncoder(nn.Module):
     def save_pretrained(self, folder, domain):
         """The model and its tokenizer in transformers' format: AutoModel / AutoTokenizer.from_pretrained(folder)
         give the encoder's tokens (last_hidden_state[:, 0] is its CLS representation)."""
-        transformers = require("transformers", "save_pretrained")
-        from tokenizers import Tokenizer, processors
-        tok = Tokenizer.from_str(domain.vocab.json)
-        cls = tok.id_to_token(self.cls_id)
-        tok.post_processor = processors.TemplateProcessing(single=f"{cls} $A", pair=f"{cls} $A $B:1",
-                                                           special_tokens=[(cls, self.cls_id)])
-        tok.enable_truncation(domain.max_length + 1)
-        v = domain.vocab
-        names = {k: tok.id_to_token(i) for k, i in (("pad_token", v.pad_id), ("mask_token", v.mask_id),
-                                                     ("cls_token", v.cls_id), ("sep_token", v.sep_id)) if i is not None}
-        fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=domain.max_length + 1,
-                                                    **names)
-        self.bert.save_pretrained(folder)
-        fast.save_pretrained(folder)
+        save_with_tokenizer(self.bert, folder, domain, self.cls_id)
+
+
+def save_with_tokenizer(model, folder, domain, cls_id: int):
+    """A transformers model and the domain's tokenizer, made to write [CLS] + the text's ids as the encoder reads
+    them, saved together."""
+    transformers = require("transformers", "save_pretrained")
+    from tokenizers import Tokenizer, processors
+    tok = Tokenizer.from_str(domain.vocab.json)
+    cls = tok.id_to_token(cls_id)
+    tok.post_processor = processors.TemplateProcessing(single=f"{cls} $A", pair=f"{cls} $A $B:1",
+                                                       special_tokens=[(cls, cls_id)])
+    tok.enable_truncation(domain.max_length + 1)
+    v = domain.vocab
+    names = {k: tok.id_to_token(i) for k, i in (("pad_token", v.pad_id), ("mask_token", v.mask_id),
+                                                 ("cls_token", v.cls_id), ("sep_token", v.sep_id)) if i is not None}
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=domain.max_length + 1, **names)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
 
 
 def from_folder(transformers, folder: str, domain):

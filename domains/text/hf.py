@@ -13,7 +13,7 @@ from multissl.encoder import gather_tokens, kept_padding, masked_mean
 from multissl.errors import UserError, reason, require
 from multissl.finetune import set_trainable
 
-from .bert import from_folder
+from .bert import from_folder, save_with_tokenizer
 
 
 def layer_group(name: str) -> int:
@@ -71,6 +71,11 @@ class HFTextEncoder(nn.Module):
     def exported_config(self, cfg: dict) -> dict:
         """The model's own config instead of the folder: the export holds the weights."""
         return {**cfg, "pretrained": None, "config": self.model.config.to_dict(), "freeze": None}
+
+    def save_pretrained(self, folder, domain):
+        """The trained model and its tokenizer in transformers' format (AutoModel / AutoTokenizer.from_pretrained):
+        last_hidden_state[:, 0] of the tokenizer's ids is the representation (with encoder.pool=cls)."""
+        save_with_tokenizer(self.model, folder, domain, self.cls_id)
 
     def inputs(self, x, keep, pad):
         """[CLS] + ids [b 1+n] and the attention mask: padding, and tokens outside keep [b k], hidden."""

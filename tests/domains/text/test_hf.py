@@ -100,6 +100,12 @@ def test_a_run_exports_and_the_export_loads_without_the_folder(tiny, tmp_path, c
         ids = torch.tensor([[exported.domain.vocab.cls_id, *x[0][~pad[0]].tolist()]])
         torch.testing.assert_close(exported.embed(texts[:1])[0],
                                    exported.encoder.model(input_ids=ids).last_hidden_state[0, 0], atol=TOL, rtol=TOL)
+    exported.save_pretrained(tmp_path / "back")  # transformers' own format again, the tokenizer included
+    model = transformers.AutoModel.from_pretrained(tmp_path / "back").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
+    with torch.no_grad():
+        theirs = model(**tok(texts[:1], return_tensors="pt")).last_hidden_state[0, 0]
+    torch.testing.assert_close(exported.embed(texts[:1])[0], theirs, atol=TOL, rtol=TOL)
 
 
 def test_freeze_lr_scale_and_layer_decay_reach_the_optimizer(tiny, tmp_path, corpus):
