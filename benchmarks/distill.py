@@ -1,7 +1,7 @@
 """Does distillation pay? A larger encoder trained longer (the teacher) distilled into the domain's default student for
 the student's own budget, against the student's own SSL run at equal steps:
 
-    python benchmarks/distill.py --domains image,audio,text [--seeds 0,1,2] [--steps 500] [--teacher-steps 1500] \
+    python benchmarks/distill.py --domains image,audio,text [--seeds 0,1,2] [--steps 500] [--teacher-steps 1000] \
         [--jobs 2] [--out runs/distill] [--earlier results/suite-image.json,...]
 
 Per domain, on the first set of its suite (benchmarks/sets: the embedded default data): the teacher is the default
@@ -105,7 +105,7 @@ def main(argv=None):
     p.add_argument("--domains", default="image,audio,text")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--teacher-steps", type=int, default=1500)
+    p.add_argument("--teacher-steps", type=int, default=1000)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--scale", type=float, default=1.0, help="sets' sample counts scaled (tests build tiny ones)")
     p.add_argument("--out", default="runs/distill")
