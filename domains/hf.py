@@ -1,7 +1,43 @@
 """`encoder=hf`: a transformers model from a local folder, continued on the user's data; one option for every
 domain that has one, each with its own adapter: text (domains/text/hf.py: BERT, RoBERTa, ...) and video
 (domains/video/hf.py: VideoMAE). Nothing is downloaded; the export records the model's config, not the folder."""
+from pathlib import Path
+
 from torch import nn
+
+from multissl.errors import UserError, reason
+
+
+def load_folder(transformers, folder: str):
+    """AutoModel from a local folder save_pretrained wrote (config.json + weights), opened with local_files_only
+    and never running code from it; no pooler where the model builds one (the representation does not use it)."""
+    p = Path(folder).expanduser()
+    if not (p / "config.json").is_file():
+        raise UserError(f"encoder.pretrained={folder} is not a local transformers checkpoint (no config.json); save "
+                        f"one with model.save_pretrained(folder)")
+    try:
+        return without_pooler(lambda **kw: transformers.AutoModel.from_pretrained(str(p), local_files_only=True, **kw))
+    except Exception as e:
+        raise UserError(f"cannot load encoder.pretrained={folder}: {reason(e)}") from None
+
+
+def from_config(transformers, config: dict):
+    """A random model of a config's architecture (`model_type` + its keys: what an export records)."""
+    kw = dict(config)
+    made = transformers.AutoConfig.for_model(kw.pop("model_type"), **kw)
+    return without_pooler(lambda **more: transformers.AutoModel.from_config(made, **more))
+
+
+def without_pooler(build):
+    try:  # BERT-like models
+        return build(add_pooling_layer=False)
+    except TypeError:  # models without one (DistilBERT, DeBERTa, VideoMAE, ...)
+        return build()
+
+
+def exported_config(model, cfg: dict) -> dict:
+    """The model's own config instead of the folder: the export holds the weights."""
+    return {**cfg, "pretrained": None, "config": model.config.to_dict(), "freeze": None}
 
 
 class HFEncoder(nn.Module):

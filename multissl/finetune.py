@@ -1,6 +1,9 @@
 """Continued pretraining of a loaded backbone (encoder=timm, encoder=hf): its layer groups frozen or run at a lower
 learning rate. A group is an int per parameter, 0 for the stem or embeddings, then one per block in order; the
 engine reads the `lr_scale` each parameter carries (multissl.optim.param_groups)."""
+import re
+
+import torch
 from torch import nn
 
 from multissl.errors import UserError
@@ -20,3 +23,28 @@ def set_trainable(model: nn.Module, group_of, freeze, lr_scale: float, layer_dec
     for n, p in model.named_parameters():
         p.requires_grad_(groups[n] >= cut)
         p.lr_scale = lr_scale * (layer_decay ** (last - groups[n]) if layer_decay else 1.0)
+
+
+def layer_group(name: str) -> int:
+    """A transformers model's parameter -> 0: the embeddings; i + 1: block i (`...layer.<i>.`, every BERT-like and
+    ViT-like model); past the blocks: last."""
+    found = re.search(r"\blayers?\.(\d+)\.", name)
+    return int(found.group(1)) + 1 if found else 0 if "embeddings" in name else 10_000
+
+
+def set_trainable_layers(model: nn.Module, freeze, lr_scale: float, layer_decay: float | None):
+    """set_trainable over layer_group's groups, numbered 0.. in order."""
+    groups = {n: layer_group(n) for n, _ in model.named_parameters()}
+    ranks = {g: i for i, g in enumerate(sorted(set(groups.values())))}
+    set_trainable(model, lambda n: ranks[groups[n]], freeze, lr_scale, layer_decay)
+
+
+def renormalise(mean_from, std_from, mean_to, std_to, channels: int, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) [1 c 1 ..] (ndim dimensions) with x * scale + shift mapping inputs standardised with
+    (mean_from, std_from) to (mean_to, std_to): a backbone's own statistics. A statistic of another length than
+    `channels` (an RGB model's for gray images) is averaged over its channels."""
+    def per_channel(v):
+        v = torch.as_tensor(v, dtype=torch.float32).flatten()
+        return (v if len(v) == channels else v.mean().expand(channels)).reshape(1, channels, *[1] * (ndim - 2))
+    m0, s0, m1, s1 = (per_channel(v) for v in (mean_from, std_from, mean_to, std_to))
+    return (s0 / s1).clone(), ((m0 - m1) / s1).clone()

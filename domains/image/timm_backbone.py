@@ -18,7 +18,7 @@ from torch import nn
 
 from multissl.encoder import fill_masked, gather_tokens
 from multissl.errors import UserError, reason, require
-from multissl.finetune import set_trainable
+from multissl.finetune import renormalise, set_trainable
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
 
@@ -67,13 +67,6 @@ def locate(checkpoint: str, name: str | None) -> tuple[str, dict, dict, dict]:
     return name, args, {k: cfg[k] for k in ("mean", "std", "input_size") if k in cfg}, read_weights(p)
 
 
-def per_channel(values, channels: int) -> torch.Tensor:
-    """[1 c 1 1] statistics for `channels` channels (gray: the mean of an RGB model's three)."""
-    v = torch.as_tensor(values, dtype=torch.float32).flatten()
-    v = v if len(v) == channels else v.mean().expand(channels)
-    return v.reshape(1, channels, 1, 1).clone()
-
-
 def is_vit(model) -> bool:
     from timm.models.vision_transformer import VisionTransformer
     return isinstance(model, VisionTransformer)
@@ -101,14 +94,12 @@ class TimmEncoder(nn.Module):
         self.dim = self.model.num_features
         c = domain.channels
         # identity for a model trained here; the map from the domain's statistics to the weights' otherwise
-        self.register_buffer("scale", torch.ones(1, c, 1, 1))
-        self.register_buffer("shift", torch.zeros(1, c, 1, 1))
-        if sd is not None:
-            mean_m = per_channel(cfg.get("mean") or self.model.pretrained_cfg.get("mean", (0.5,)), c)
-            std_m = per_channel(cfg.get("std") or self.model.pretrained_cfg.get("std", (0.5,)), c)
-            mean_d, std_d = per_channel(domain.mean or [0.0] * c, c), per_channel(domain.std or [1.0] * c, c)
-            self.scale.copy_(std_d / std_m)
-            self.shift.copy_((mean_d - mean_m) / std_m)
+        mean_d, std_d = domain.mean or [0.0] * c, domain.std or [1.0] * c
+        mean_m = cfg.get("mean") or self.model.pretrained_cfg.get("mean", (0.5,)) if sd is not None else mean_d
+        std_m = cfg.get("std") or self.model.pretrained_cfg.get("std", (0.5,)) if sd is not None else std_d
+        scale, shift = renormalise(mean_d, std_d, mean_m, std_m, c, 4)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
         vit = is_vit(self.model)
         patch = self.model.patch_embed.patch_size[0] if vit else None
         self.token_fix = (None if not vit else f"set domain.patch_size={patch}, the backbone's patch" if
@@ -121,8 +112,8 @@ class TimmEncoder(nn.Module):
             fed = "" if size in (0, domain.image_size) else (f"; trained at {size} px, fed domain.image_size="
                                                              f"{domain.image_size} (set it to {size} for its own size)")
             print(f"multissl: encoder=timm {name} from {checkpoint}: images re-normalised from the domain's "
-                  f"statistics to the weights' mean {[round(float(v), 3) for v in mean_m.flatten()]}, std "
-                  f"{[round(float(v), 3) for v in std_m.flatten()]}{fed}", file=sys.stderr)
+                  f"statistics to the weights' mean {[round(float(v), 3) for v in mean_m]}, std "
+                  f"{[round(float(v), 3) for v in std_m]}{fed}", file=sys.stderr)
 
     def exported_config(self, cfg: dict) -> dict:
         """What the export records: the resolved architecture and arguments, no checkpoint (the export holds the
@@ -201,12 +192,11 @@ def load_adapted(timm, model, name, sd):
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     try:
         sd = filter_fn(dict(sd), model) if filter_fn else dict(sd)
-        convs = pc.get("first_conv") or ()
+        convs, own = pc.get("first_conv") or (), model.state_dict()
         for conv in (convs,) if isinstance(convs, str) else convs:
-            w = sd.get(f"{conv}.weight")
-            if w is not None and w.ndim == 4 and w.shape[1] != model.state_dict()[f"{conv}.weight"].shape[1]:
-                sd[f"{conv}.weight"] = timm.models.adapt_input_conv(model.state_dict()[f"{conv}.weight"].shape[1], w,
-                                                                    base_chans=w.shape[1])
+            w, chans = sd.get(f"{conv}.weight"), own[f"{conv}.weight"].shape[1]
+            if w is not None and w.ndim == 4 and w.shape[1] != chans:
+                sd[f"{conv}.weight"] = timm.models.adapt_input_conv(chans, w, base_chans=w.shape[1])
         heads = pc.get("classifier") or ()
         for head in (heads,) if isinstance(heads, str) else heads:
             sd.pop(f"{head}.weight", None), sd.pop(f"{head}.bias", None)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from multissl.encoder import kept_padding, masked_mean
-from multissl.errors import UserError, require, reason
+from multissl.errors import UserError, require
 
 
 class BertEncoder(nn.Module):
@@ -90,17 +90,8 @@ def save_with_tokenizer(model, folder, domain, cls_id: int):
 
 def from_folder(transformers, folder: str, domain):
     """A local checkpoint (config.json and weights) whose vocabulary and positions fit the domain's tokenizer."""
-    p = Path(folder).expanduser()
-    if not (p / "config.json").is_file():
-        raise UserError(f"encoder.pretrained={folder} is not a local transformers checkpoint (no config.json); save "
-                        f"one with model.save_pretrained(folder)")
-    try:
-        try:  # BERT-like models build a pooler the representation does not use
-            model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True, add_pooling_layer=False)
-        except TypeError:  # models without one (DistilBERT, DeBERTa, ...)
-            model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True)
-    except Exception as e:
-        raise UserError(f"cannot load encoder.pretrained={folder}: {reason(e)}") from None
+    from multissl.domains.hf import load_folder
+    model, p = load_folder(transformers, folder), Path(folder).expanduser()
     own = p / "tokenizer.json"
     if own.is_file() and own.read_text(encoding="utf-8") != domain.vocab.json:
         raise UserError(f"encoder.pretrained={folder} comes with its own tokenizer; add domain.tokenizer_path={folder} "

@@ -4,22 +4,15 @@ with the folder's tokenizer (domain.tokenizer_path=<the same folder>). The model
 by the text's ids, and computes its own positions, whatever its convention (RoBERTa counts from its padding id).
 Masked objectives that drop tokens hide them from attention instead, so every kept token keeps its position. The
 export records the model's config, not the folder: it loads where the folder is not."""
-import re
-
 import torch
 from torch import nn
 
 from multissl.encoder import gather_tokens, kept_padding, masked_mean
 from multissl.errors import UserError, reason, require
-from multissl.finetune import set_trainable
+from multissl.finetune import set_trainable_layers
 
+from ..hf import exported_config, from_config
 from .bert import from_folder, save_with_tokenizer
-
-
-def layer_group(name: str) -> int:
-    """0: the embeddings; i + 1: block i (`...layer.<i>.` in every BERT-like model); later parts: past the blocks."""
-    found = re.search(r"\blayers?\.(\d+)\.", name)
-    return int(found.group(1)) + 1 if found else 0 if "embeddings" in name else 10_000
 
 
 class HFTextEncoder(nn.Module):
@@ -37,12 +30,8 @@ class HFTextEncoder(nn.Module):
         if pretrained:
             self.model = from_folder(transformers, pretrained, domain)
         elif config:  # a model from its config, random (an export records it; its weights are loaded after)
-            kw = {"vocab_size": domain.vocab.size, "pad_token_id": domain.vocab.pad_id, **config}
-            made = transformers.AutoConfig.for_model(kw.pop("model_type"), **kw)
-            try:  # as from_folder built it: no pooler where the model has one
-                self.model = transformers.AutoModel.from_config(made, add_pooling_layer=False)
-            except TypeError:
-                self.model = transformers.AutoModel.from_config(made)
+            self.model = from_config(transformers, {"vocab_size": domain.vocab.size,
+                                                    "pad_token_id": domain.vocab.pad_id, **config})
         else:
             raise UserError("encoder=hf needs encoder.pretrained=<a local transformers folder> (config.json and "
                             "weights, as save_pretrained writes them) and domain.tokenizer_path=<the same folder>")
@@ -52,9 +41,7 @@ class HFTextEncoder(nn.Module):
         self.pool, self.cls_id, self.pad_id = pool, domain.vocab.cls_id, domain.vocab.pad_id
         self.dim = self.model.config.hidden_size
         self.probe(domain.max_length)
-        groups = {n: layer_group(n) for n, _ in self.model.named_parameters()}
-        ranks = {g: i for i, g in enumerate(sorted(set(groups.values())))}  # the groups in order, numbered 0..
-        set_trainable(self.model, lambda n: ranks[groups[n]], freeze, lr_scale, layer_decay)
+        set_trainable_layers(self.model, freeze, lr_scale, layer_decay)
 
     @torch.no_grad()
     def probe(self, max_length: int):
@@ -69,8 +56,7 @@ class HFTextEncoder(nn.Module):
         self.model.train()
 
     def exported_config(self, cfg: dict) -> dict:
-        """The model's own config instead of the folder: the export holds the weights."""
-        return {**cfg, "pretrained": None, "config": self.model.config.to_dict(), "freeze": None}
+        return exported_config(self.model, cfg)
 
     def save_pretrained(self, folder, domain):
         """The trained model and its tokenizer in transformers' format (AutoModel / AutoTokenizer.from_pretrained):

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from multissl.errors import UserError, reason, require
-from multissl.finetune import set_trainable
-from multissl.domains.text.hf import layer_group
+from multissl.errors import UserError, require
+from multissl.finetune import renormalise, set_trainable_layers
+
+from ..hf import exported_config, from_config, load_folder
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -37,19 +38,11 @@ class HFVideoEncoder(nn.Module):
                             f"of its tokens (leave encoder.pool unset)")
         mean, std = IMAGENET
         if pretrained:
-            folder = Path(pretrained).expanduser()
-            if not (folder / "config.json").is_file():
-                raise UserError(f"encoder.pretrained={pretrained} is not a local transformers checkpoint (no "
-                                f"config.json); save one with model.save_pretrained(folder)")
-            try:
-                self.model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
-            except Exception as e:
-                raise UserError(f"cannot load encoder.pretrained={pretrained}: {reason(e)}") from None
-            mean, std = statistics(folder)
+            self.model = load_folder(transformers, pretrained)
+            mean, std = statistics(Path(pretrained).expanduser())
         elif config:  # a model from its config, random (what an export records; its weights are loaded after)
-            kw = {"image_size": domain.size, "num_frames": domain.frames, "num_channels": 3, **config}
-            self.model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(kw.pop("model_type"),
-                                                                                              **kw))
+            self.model = from_config(transformers, {"image_size": domain.size, "num_frames": domain.frames,
+                                                    "num_channels": 3, **config})
         else:
             raise UserError("encoder=hf needs encoder.pretrained=<a local transformers folder> (config.json and "
                             "weights, as save_pretrained writes them)")
@@ -63,22 +56,14 @@ class HFVideoEncoder(nn.Module):
                             f"domain.frames={c.num_frames} domain.size={c.image_size} domain.tubelet={list(want[2])}")
         if domain.channels not in (1, self.channels):
             raise UserError(f"the clips have {domain.channels} channels, the model reads {self.channels}")
-        # the domain's standardisation -> raw [0, 1] -> the model's (gray repeated to its channels first)
-        d_mean, d_std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1, 1) for v in (domain.mean, domain.std))
-        m_mean, m_std = (torch.tensor(v, dtype=torch.float32) for v in (mean, std))
-        m_mean, m_std = ((v if len(v) == self.channels else v.mean().expand(self.channels)).view(1, -1, 1, 1, 1)
-                         for v in (m_mean, m_std))
-        d_mean, d_std = d_mean.expand(1, self.channels, 1, 1, 1), d_std.expand(1, self.channels, 1, 1, 1)
-        if not pretrained and not config:
-            m_mean, m_std = d_mean, d_std
-        self.register_buffer("scale", (d_std / m_std).clone())
-        self.register_buffer("shift", ((d_mean - m_mean) / m_std).clone())
-        groups = {n: layer_group(n) for n, _ in self.model.named_parameters()}
-        ranks = {g: i for i, g in enumerate(sorted(set(groups.values())))}
-        set_trainable(self.model, lambda n: ranks[groups[n]], freeze, lr_scale, layer_decay)
+        # the domain's standardisation -> the model's (gray repeated to its channels first)
+        scale, shift = renormalise(domain.mean, domain.std, mean, std, self.channels, 5)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+        set_trainable_layers(self.model, freeze, lr_scale, layer_decay)
 
     def exported_config(self, cfg: dict) -> dict:
-        return {**cfg, "pretrained": None, "config": self.model.config.to_dict(), "freeze": None}
+        return exported_config(self.model, cfg)
 
     def forward(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None):
         """x [b c t h w] standardised by the domain; keep [b k] visible tubelets -> (tokens [b k d], mean [b d])."""
