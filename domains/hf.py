@@ -1,6 +1,7 @@
 """`encoder=hf`: a transformers model from a local folder, continued on the user's data; one option for every
-domain that has one, each with its own adapter: text (domains/text/hf.py: BERT, RoBERTa, ...) and video
-(domains/video/hf.py: VideoMAE). Nothing is downloaded; the export records the model's config, not the folder."""
+domain that has one, each with its own adapter: text (domains/text/hf.py: BERT, RoBERTa, ...), video
+(domains/video/hf.py: VideoMAE) and audio (domains/audio/hf.py: wav2vec 2.0, HuBERT, WavLM, AST). Nothing is
+downloaded; the export records the model's config, not the folder."""
 from pathlib import Path
 
 from torch import nn
@@ -43,14 +44,15 @@ def exported_config(model, cfg: dict) -> dict:
 class HFEncoder(nn.Module):
     """Builds the adapter of the run's domain; the class declares what the adapters share, for checks made before
     any data is loaded."""
-    domains = ("text", "video")
+    domains = ("text", "video", "audio")
     supports_masking = True
-    supports_padding = True  # text's; video clips are never padded
+    supports_padding = True  # text's; clips are never padded
 
     def __new__(cls, domain, **kw):
+        from .audio.hf import hf_audio
         from .text.hf import HFTextEncoder
         from .video.hf import HFVideoEncoder
-        return {"text": HFTextEncoder, "video": HFVideoEncoder}[domain.name](domain, **kw)
+        return {"text": HFTextEncoder, "video": HFVideoEncoder, "audio": hf_audio}[domain.name](domain, **kw)
 
     def __init__(self, domain, pretrained: str | None = None, config: dict | None = None, pool: str | None = None,
                  freeze=None, lr_scale: float = 1.0, layer_decay: float | None = None):

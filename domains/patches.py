@@ -60,10 +60,11 @@ def positions(table: torch.Tensor | None, t: torch.Tensor, fit: str = "interpola
 class PatchEmbed(nn.Module):
     """[b c *size] -> [b n d] tokens, row-major over the grid of size / patch (the last axis fastest), plus
     positions: a learned table (`pos="learned"`, fitted to other grids by `fit`, see `positions`) or fixed
-    sine-cosine ones. 1-D, 2-D or 3-D: a Conv1d/2d/3d with kernel = stride = patch."""
+    sine-cosine ones. 1-D, 2-D or 3-D: a Conv1d/2d/3d with kernel = patch and stride = patch, or `stride` for
+    overlapping patches (a waveform's frames)."""
 
     def __init__(self, channels: int, size: tuple[int, ...], patch: tuple[int, ...], dim: int, pos: str = "learned",
-                 fit: str = "interpolate"):
+                 fit: str = "interpolate", stride: tuple[int, ...] | None = None):
         super().__init__()
         if len(size) != len(patch) or len(size) not in CONV:
             raise ValueError(f"a 1-, 2- or 3-D grid needs one patch side per axis, got size {size} and patch {patch}")
@@ -72,8 +73,9 @@ class PatchEmbed(nn.Module):
         if fit not in ("interpolate", "crop"):
             raise ValueError(f"positions fit must be interpolate or crop, got {fit!r}")
         self.patch, self.fit = tuple(int(p) for p in patch), fit
-        self.grid = tuple(s // p for s, p in zip(size, self.patch))
-        self.proj = CONV[len(size)](channels, dim, self.patch, self.patch)
+        step = tuple(int(s) for s in stride) if stride else self.patch
+        self.grid = tuple((s - p) // t + 1 for s, p, t in zip(size, self.patch, step))
+        self.proj = CONV[len(size)](channels, dim, self.patch, step)
         self.pos = nn.Parameter(torch.randn(1, dim, *self.grid) * 0.02) if pos == "learned" else None
 
     def forward(self, x):

@@ -25,11 +25,14 @@ def set_trainable(model: nn.Module, group_of, freeze, lr_scale: float, layer_dec
         p.lr_scale = lr_scale * (layer_decay ** (last - groups[n]) if layer_decay else 1.0)
 
 
+STEM = ("embed", "feature_extractor", "feature_projection")  # embeddings; a speech model's convolutions
+
+
 def layer_group(name: str) -> int:
-    """A transformers model's parameter -> 0: the embeddings; i + 1: block i (`...layer.<i>.`, every BERT-like and
-    ViT-like model); past the blocks: last."""
+    """A transformers model's parameter -> 0: the embeddings (or a speech model's feature encoder); i + 1: block i
+    (`...layer.<i>.` or `...layers.<i>.`, every BERT-, ViT- and wav2vec-like model); past the blocks: last."""
     found = re.search(r"\blayers?\.(\d+)\.", name)
-    return int(found.group(1)) + 1 if found else 0 if "embeddings" in name else 10_000
+    return int(found.group(1)) + 1 if found else 0 if any(s in name for s in STEM) else 10_000
 
 
 def set_trainable_layers(model: nn.Module, freeze, lr_scale: float, layer_decay: float | None):

@@ -2,8 +2,9 @@
 the teacher's width, on the very same augmented view — the "consistent" teacher of Beyer et al. (2022, "A good
 teacher is patient and consistent"), the feature-regression form LightlyTrain distils with, here scored by cosine.
 The teacher is an exported multissl encoder (`teacher=<run or encoder/ folder>`, opened as data by load_encoder) or
-a local timm (images) or transformers (text, clips) model folder, and is never trained; with no teacher named it is a frozen copy of the
-student's initial weights, the random teacher of Sarnthein et al. (2023), which students already learn from."""
+a local timm (images) or transformers (text, clips, audio) model folder, and is never trained; with no teacher named
+it is a frozen copy of the student's initial weights, the random teacher of Sarnthein et al. (2023), which students
+already learn from."""
 import copy
 import json
 from pathlib import Path
@@ -32,18 +33,18 @@ def frozen(module: nn.Module) -> nn.Module:
 def load_teacher(path: str, domain) -> nn.Module:
     """An exported encoder of the same domain (its own config, built only from classes multissl knows), or a local
     model folder read as its encoder option reads it: timm's (config.json naming an `architecture`) for images,
-    transformers' (a `model_type`) for text and clips — their inputs reconciled with the domain's as there."""
+    transformers' (a `model_type`) for text, clips and audio — their inputs reconciled with the domain's as there."""
+    from multissl.domains.hf import HFEncoder
     from multissl.export import load_encoder
     kind = folder_kind(path)
     if kind:
-        option, domains = {"architecture": ("timm", ("image",)), "model_type": ("hf", ("text", "video"))}[kind]
+        option, domains = {"architecture": ("timm", ("image",)), "model_type": ("hf", HFEncoder.domains)}[kind]
         if getattr(domain, "name", None) not in domains:
             raise UserError(f"objective.teacher={path} is a model encoder={option} reads, which takes domain "
                             f"{' or '.join(domains)}; this run is domain {domain.name}")
         if option == "timm":
             from multissl.domains.image import TimmEncoder
             return TimmEncoder(domain, checkpoint=path)
-        from multissl.domains.hf import HFEncoder
         return HFEncoder(domain, pretrained=path)
     teacher = load_encoder(path)
     if type(teacher.domain) is not type(domain):

@@ -1,5 +1,6 @@
 """Waveforms -> the model input: clips cut or padded to one length, log-mel spectrograms cut to whole time
-patches, normalized per mel bin with the training split's statistics [b 1 mel frames]."""
+patches, normalized per mel bin with the training split's statistics [b 1 mel frames]; or, for models that read
+the waveform (domain.input=waveform), the samples themselves [b 1 samples] in frames of [window hop] samples."""
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +21,20 @@ def fit_length(w: torch.Tensor, n: int, start: int | None = None) -> torch.Tenso
 def whole_patches(samples: int, hop: int, time_patch: int) -> int:
     """Spectrogram frames of a clip of `samples`, cut to whole time patches."""
     return (samples // hop + 1) // time_patch * time_patch
+
+
+def frame_count(samples: int, window: int, hop: int) -> int:
+    """Frames of `window` samples every `hop` in a clip of `samples` (a strided convolution's outputs, no padding)."""
+    return (samples - window) // hop + 1 if samples >= window else 0
+
+
+def frame_patches(x: torch.Tensor, window: int, hop: int, normalize: bool) -> torch.Tensor:
+    """Waveforms [b 1 samples] -> their frames [b n window] in token order; `normalize` standardizes each (as
+    patchify does a spectrogram patch)."""
+    t = x[:, 0].unfold(-1, window, hop)
+    if normalize:
+        t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
+    return t
 
 
 class LogMel:

@@ -62,24 +62,31 @@ def test_onnx_gives_the_embeddings_of_every_domain(tiny, domain):
 
 
 def encoder_classes():
-    """One encoder option per class besides the transformer (every domain's test covers it), each on the first
-    domain it reads."""
+    """One encoder option per class besides the transformer (every domain's test covers it): a class for every
+    domain on the first domain it reads, one for some domains on each of them (its adapters)."""
     seen, out = {"multissl.encoder.Encoder"}, []
     for name in options("encoder"):
         cls = option_class("encoder", name)
         key = f"{cls.__module__}.{cls.__name__}"
         if key not in seen:
             seen.add(key)
-            out.append((name, next(d for d in DOMAINS if not getattr(cls, "domains", None) or d in cls.domains)))
+            reads = getattr(cls, "domains", None)
+            out += [(name, d) for d in (DOMAINS[:1] if not reads else [d for d in DOMAINS if d in reads])]
     return out
+
+
+HEADS = "hidden_size:16,num_hidden_layers:1,num_attention_heads:2"
+HF = {"text": ("encoder.config={model_type:bert,%s,intermediate_size:32}" % HEADS,),
+      "video": ("encoder.config={model_type:videomae,%s,intermediate_size:32,image_size:32,patch_size:8,"
+                "tubelet_size:2}" % HEADS,),
+      "audio": ("domain.input=waveform", "encoder.config={model_type:wav2vec2,%s,intermediate_size:32,"
+                "conv_dim:[8,8,8,8,8,8,8],num_conv_pos_embeddings:16,num_conv_pos_embedding_groups:2}" % HEADS)}
 
 
 @pytest.mark.parametrize("encoder, domain", encoder_classes())
 def test_onnx_gives_the_embeddings_of_every_encoder(tiny, encoder, domain):
     # the transformer's keys are bert's too; timm and hf name the architecture to build
-    sizes = {"bert": TINY_ENCODER, "timm": ("encoder.name=resnet10t",),
-             "hf": ("encoder.config={model_type:bert,hidden_size:16,num_hidden_layers:1,num_attention_heads:2,"
-                    "intermediate_size:32}",)}.get(encoder, ())
+    sizes = {"bert": TINY_ENCODER, "timm": ("encoder.name=resnet10t",), "hf": HF.get(domain)}.get(encoder, ())
     folder = tiny.run(f"domain={domain}", f"encoder={encoder}", "objective=simclr", *SMALL, *sizes, tiny_encoder=False)
     assert_onnx_embeds_as_the_export(folder, export_onnx(folder, tiny.root / "enc.onnx"))
 

@@ -125,7 +125,7 @@ def test_a_transformers_folder_teaches_text_as_its_own_forward(tiny, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(objective.targets([x], [pad])[0][0], model(input_ids=ids).last_hidden_state[0, 0],
                                    atol=1e-5, rtol=1e-5)
-    with pytest.raises(UserError, match="is a model encoder=hf reads, which takes domain text or video") as e:
+    with pytest.raises(UserError, match="is a model encoder=hf reads, which takes domain text or video or audio") as e:
         tiny.run("objective=distill", f"objective.teacher={tmp_path / 'roberta'}", "trainer.max_steps=1")
     assert "\n" not in str(e.value)
 
