@@ -11,15 +11,27 @@ from multissl.errors import UserError, reason
 
 def load_folder(transformers, folder: str):
     """AutoModel from a local folder save_pretrained wrote (config.json + weights), opened with local_files_only
-    and never running code from it; no pooler where the model builds one (the representation does not use it)."""
+    and never running code from it; no pooler where the model builds one (the representation does not use it).
+    Every weight the model needs must be in the folder: transformers would start the missing ones at random (a
+    normalization layer missing from a pretraining checkpoint starts as the identity, and the run says so)."""
     p = Path(folder).expanduser()
     if not (p / "config.json").is_file():
         raise UserError(f"encoder.pretrained={folder} is not a local transformers checkpoint (no config.json); save "
                         f"one with model.save_pretrained(folder)")
     try:
-        return without_pooler(lambda **kw: transformers.AutoModel.from_pretrained(str(p), local_files_only=True, **kw))
+        model, info = without_pooler(lambda **kw: transformers.AutoModel.from_pretrained(
+            str(p), local_files_only=True, output_loading_info=True, **kw))
     except Exception as e:
         raise UserError(f"cannot load encoder.pretrained={folder}: {reason(e)}") from None
+    missing = sorted(info.get("missing_keys") or ())
+    if missing and all("norm" in k.lower() for k in missing):
+        print(f"multissl: encoder.pretrained={folder} has no {', '.join(missing)}: that normalization starts "
+              f"as the identity", flush=True)
+    elif missing:
+        raise UserError(f"encoder.pretrained={folder} lacks {len(missing)} weights of its {model.config.model_type} "
+                        f"model ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); it would start them "
+                        f"at random: save the whole model with save_pretrained")
+    return model
 
 
 def from_config(transformers, config: dict):

@@ -2,7 +2,7 @@
 their feature extractors embed as their own forward on what their own feature extractor makes of the waveform; kept
 frames or columns come back in keep's order; one step of each objective family trains; a run exports, loads without
 the folder and gives ONNX the same embeddings; an AST built for longer clips has its positions cut to the run's;
-settings that do not fit the model are one line naming the setting."""
+settings that do not fit the model, and a checkpoint missing weights, are one line naming the fix."""
 import shutil
 
 import numpy as np
@@ -167,7 +167,7 @@ def test_speech_model_layer_groups_start_at_its_feature_encoder():
     assert layer_group("encoder.layers.1.attention.q_proj.weight") == 2
 
 
-def test_settings_that_do_not_fit_the_model_are_one_line(tiny, models, tmp_path):
+def test_settings_that_do_not_fit_the_model_are_one_line(tiny, models, tmp_path, capsys):
     wave = models["wav2vec2"][0]
     cases = [(("domain.input=logmel",), wave, "set domain.input=waveform"),
              (("domain.frame=[400, 160]",), wave, r"set domain.frame=\[400, 320\]"),
@@ -176,7 +176,20 @@ def test_settings_that_do_not_fit_the_model_are_one_line(tiny, models, tmp_path)
     bert = tmp_path / "bert"
     transformers.BertModel(transformers.BertConfig(vocab_size=50, **SMALL)).save_pretrained(bert)
     cases.append(((), bert, "holds a bert model"))
+    from safetensors.torch import load_file, save_file
+    part = shutil.copytree(wave, tmp_path / "part")  # a checkpoint without one of its tensors: never half-random
+    weights = load_file(part / "model.safetensors")
+    weights.pop("encoder.layers.1.attention.q_proj.weight")
+    save_file(weights, part / "model.safetensors", metadata={"format": "pt"})
+    cases.append(((), part, r"lacks 1 weights of its wav2vec2 model \(encoder.layers.1.attention.q_proj.weight\)"))
     for more, folder, says in cases:
         with pytest.raises(UserError, match=says) as e:
             encoder(tiny, folder, *more)
         assert "\n" not in str(e.value)
+    weights.pop("encoder.layer_norm.weight")  # a normalization alone missing: it starts as the identity, said
+    weights["encoder.layers.1.attention.q_proj.weight"] = load_file(wave / "model.safetensors")[
+        "encoder.layers.1.attention.q_proj.weight"]
+    save_file(weights, part / "model.safetensors", metadata={"format": "pt"})
+    capsys.readouterr()
+    assert torch.equal(encoder(tiny, part)[0].model.encoder.layer_norm.weight, torch.ones(16))
+    assert "has no encoder.layer_norm.weight: that normalization starts as the identity" in capsys.readouterr().out
