@@ -32,8 +32,21 @@ ENCODERS = {f"text-bag-{o}": ("text", f"objective={o}", "encoder=bag", "encoder.
             for o in ("simclr", "mae")} | {
     f"{d}-convnet-{o}": (d, f"objective={o}", "encoder=convnet", "encoder.widths=[4,8]")
     for d, o in (("image", "simclr"), ("video", "byol"))}  # BatchNorm: statistics over the global batch
+# audio read as the waveform (frame tokens, the window as a change of speed), and foundation models on it built from
+# transformers configs: wav2vec 2.0 (its mask embedding at hidden frames) and AST (its filterbank, column tokens, local
+# views of fewer columns); dropout off, as the tiny transformer has it (its masks are drawn per process)
+HEADS = "hidden_size:16,num_hidden_layers:1,num_attention_heads:2,intermediate_size:32"
+WAVE = {"audio-waveform-simclr": ("audio", "objective=simclr", "domain.input=waveform"),
+        "audio-waveform-mae": ("audio", "objective=mae", "domain.input=waveform"),
+        "audio-wav2vec2-data2vec": ("audio", "objective=data2vec", "domain.input=waveform", "encoder=hf",
+                                    "encoder.config={model_type:wav2vec2,%s,conv_dim:[8,8,8,8,8,8,8],"
+                                    "num_conv_pos_embeddings:16,num_conv_pos_embedding_groups:2,hidden_dropout:0,"
+                                    "attention_dropout:0,activation_dropout:0}" % HEADS),
+        "audio-ast-dino": ("audio", "objective=dino", "domain.input=waveform", "domain.frame=[2800,1600]", "encoder=hf",
+                           "encoder.config={model_type:audio-spectrogram-transformer,%s,num_mel_bins:32,"
+                           "max_length:98}" % HEADS)}
 PARITY = {f"{d}-{o}": (d, f"objective={o}") for d, o in PAIRS} | {
-    f"{d}-{v}": (d, *args) for d in ("image", "text") for v, args in VARIANTS.items()} | ENCODERS
+    f"{d}-{v}": (d, *args) for d in ("image", "text") for v, args in VARIANTS.items()} | ENCODERS | WAVE
 # end-to-end runs (tiny encoder): the objectives whose steps carry state at their default recipe on images (below), and
 # every other domain once, the objectives taken in turn
 RUN = ("trainer.max_steps=3", "trainer.log_every=1", "trainer.eval_every=0", "trainer.eval_samples=200")
@@ -96,9 +109,10 @@ def parity(strategy: str = "ddp", pairs=None) -> dict:
         tiny = () if any(a.startswith("encoder=") for a in args) else TINY_ENCODER  # the transformer's keys
         cfg = load_config([*tiny, "data.batch_size=32", f"domain={d}", *args, *domain_data([f"domain={d}"]),
                            f"trainer.strategy={strategy}"])
-        if d not in domains:
-            domains[d] = build_domain(cfg)
-        results[name] = parity_step(cfg, domains[d])
+        key = (d, *(a for a in args if a.startswith("domain.")))  # a domain per set of domain settings
+        if key not in domains:
+            domains[key] = build_domain(cfg)
+        results[name] = parity_step(cfg, domains[key])
     return results
 
 
