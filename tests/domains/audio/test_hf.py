@@ -172,7 +172,8 @@ def test_settings_that_do_not_fit_the_model_are_one_line(tiny, models, tmp_path,
     cases = [(("domain.input=logmel",), wave, "set domain.input=waveform"),
              (("domain.frame=[400, 160]",), wave, r"set domain.frame=\[400, 320\]"),
              (("domain.sample_rate=8000",), wave, "set domain.sample_rate=16000"),
-             (("domain.frame=[400, 320]",), models["ast"][0], r"set domain.frame=\[2800, 1600\]")]
+             (("domain.frame=[400, 320]",), models["ast"][0], r"set domain.frame=\[2800, 1600\]"),
+             (("objective=ibot",), wave, "objective=ibot gives the encoder mask tokens, which encoder=hf does not")]
     bert = tmp_path / "bert"
     transformers.BertModel(transformers.BertConfig(vocab_size=50, **SMALL)).save_pretrained(bert)
     cases.append(((), bert, "holds a bert model"))
