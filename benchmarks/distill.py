@@ -17,6 +17,9 @@ Decided before any run, per domain:
 
 Embed speed: held-out samples per second through `embed`'s path (preprocess + encoder, batches of 256, one thread) of
 the teacher and of the student (the distilled run's export: the student's architecture).
+
+Where the knowledge sits (a diagnostic, not a criterion): the held-out kNN of the distilled student's projection to the
+teacher's space (the objective's projector applied to its representation), scored as the runs score their encoders.
 """
 import argparse
 import json
@@ -74,6 +77,33 @@ def embed_speed(run: Path, batch: int = 256, repeats: int = 3) -> float:
     return best
 
 
+class Projected(torch.nn.Module):
+    """The distilled student followed by its objective's projector: (tokens, projection [b teacher_dim])."""
+
+    def __init__(self, encoder, projector):
+        super().__init__()
+        self.encoder, self.projector = encoder, projector
+
+    def forward(self, x, pad=None):
+        t, pooled = self.encoder(x) if pad is None else self.encoder(x, pad=pad)
+        return t, self.projector(pooled)
+
+
+@torch.no_grad()
+def teacher_space_knn(run: Path) -> float:
+    """Held-out kNN accuracy of the distilled run's projection to the teacher's space, on the run's own eval sets."""
+    import multissl
+    from multissl import monitor
+    from multissl.evaluate import run_config, run_objective
+    cfg = run_config(run)
+    enc = multissl.load_encoder(run)
+    enc.domain.data = cfg["data"]
+    limit = (cfg.get("trainer") or {}).get("eval_samples")
+    train_set, test_set = monitor.eval_sets(enc.domain.dataset("train"), enc.domain.dataset("test"), limit)
+    projected = Projected(enc.encoder, run_objective(run, cfg, enc.domain, enc.encoder).projector).eval()
+    return monitor.heldout_metrics(projected, enc.domain, train_set, test_set, "cpu")[0]["knn_acc"]
+
+
 def measure(domain: str, args) -> tuple[list[str], dict]:
     name = next(iter(suites.sets_of(domain)))
     teacher_arm = f"default+{TEACHER[domain]}"
@@ -87,10 +117,11 @@ def measure(domain: str, args) -> tuple[list[str], dict]:
     dist = [runs[(name, distill_arm, s)]["trained"] for s in seeds]
     (d, dsd), (o, osd) = mean_sd(dist), mean_sd(own)
     above = sum(a > b for a, b in zip(dist, own))
+    p, psd = mean_sd([teacher_space_knn(folder(args, domain, name, distill_arm, s)) for s in seeds])
     v_t, v_s = embed_speed(teacher), embed_speed(folder(args, domain, name, distill_arm, seeds[0]))
     row = (f"| {domain} ({name}) | {TEACHER[domain].replace('+', ' ')}, {args.teacher_steps} steps: {t:.3f} | "
-           f"{o:.3f} ± {osd:.3f} | {d:.3f} ± {dsd:.3f} | {d / t:.3f} | {above}/{len(seeds)} | {v_t:,.0f} | "
-           f"{v_s:,.0f} ({v_s / v_t:.1f}x) |")
+           f"{o:.3f} ± {osd:.3f} | {d:.3f} ± {dsd:.3f} | {d / t:.3f} | {above}/{len(seeds)} | "
+           f"{p:.3f} ± {psd:.3f} | {v_t:,.0f} | {v_s:,.0f} ({v_s / v_t:.1f}x) |")
     verdict = [f"{domain}: D1 distilled {d:.3f} = {d / t:.3f} x the teacher's {t:.3f}: "
                f"{'holds' if d >= 0.95 * t else 'does not hold'}",
                f"{domain}: D2 above the student's own SSL on {above}/{len(seeds)} seeds (mean {d - o:+.3f}): "
@@ -115,7 +146,8 @@ def main(argv=None):
     p.add_argument("extra", nargs="*", help="key=value overrides for every run (e.g. a tiny encoder in tests)")
     args = p.parse_args(argv)
     lines = ["| domain (set) | teacher (seed 0) | student's own SSL | distilled student | distilled / teacher | "
-             "distilled above own | teacher samples/s | student samples/s |", "| --- " * 8 + "|"]
+             "distilled above own | its projection to the teacher's space | teacher samples/s | student samples/s |",
+             "| --- " * 9 + "|"]
     verdicts, records = [], {}
     for domain in args.domains.split(","):
         (row, *verdict), record = measure(domain, args)

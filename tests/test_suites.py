@@ -93,6 +93,7 @@ def test_distill_benchmark_pairs_the_distilled_student_with_its_own_run_and_judg
     printed = capsys.readouterr().out
     assert "| image (digits) | encoder.dim=128 encoder.depth=6 encoder.heads=8, 3 steps: " in printed
     assert "image: D1 distilled " in printed and "image: D2 above the student's own SSL on " in printed
+    assert "its projection to the teacher's space" in printed
     runs = tmp_path / "runs" / "image" / "digits"
     teacher = runs / "default_encoder.dim_128_encoder.depth_6_encoder.heads_8-s0"
     students = sorted(p.name for p in runs.glob("distill_objective.teacher_*"))
