@@ -60,6 +60,9 @@ def fit_positions(model, columns: int, frames: int):
     rows, old = emb.get_shape(c)
     if old == columns:
         return
+    print(f"multissl: encoder=hf AST built for {c.max_length} filterbank frames ({old} time columns) reads clips of "
+          f"{frames} ({columns}): its time positions {'cut to the centre ones' if columns < old else 'interpolated'}",
+          flush=True)
     table = emb.position_embeddings.data  # [1 2+rows*old d]
     grid = table[:, 2:].transpose(1, 2).reshape(1, -1, rows, old)
     if columns < old:

@@ -109,9 +109,11 @@ def test_an_ast_embeds_as_its_own_forward_on_its_own_filterbank(tiny, models):
         assert enc(x, keep=back[:, :4])[0].shape == (3, 4, 16)
 
 
-def test_an_ast_for_longer_clips_takes_its_centre_positions(tiny, models):
+def test_an_ast_for_longer_clips_takes_its_centre_positions(tiny, models, capsys):
     folder, model, _ = models["ast_2s"]  # 19 columns of positions; a 1-s clip has 9
     enc, domain = encoder(tiny, folder)
+    assert "AST built for 198 filterbank frames (19 time columns) reads clips of 98 (9): its time positions cut to " \
+           "the centre ones" in capsys.readouterr().out
     table = model.embeddings.position_embeddings.detach()
     grid = table[:, 2:].reshape(1, 2, 19, -1)[:, :, 5:14]
     torch.testing.assert_close(enc.model.embeddings.position_embeddings[:, 2:].reshape(1, 2, 9, -1), grid)
