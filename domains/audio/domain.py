@@ -144,7 +144,7 @@ class AudioDomain:
         return self.model_input(fit_length(x, self.clip)[None])[0]
 
     def eval_raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation sends the clip-length waveform; `preprocess` makes the log-mel on the device."""
+        """Evaluation sends the clip-length waveform; `preprocess` makes the model input on the device."""
         return fit_length(x, self.clip)
 
     def raw_features(self, x: torch.Tensor, pad=None) -> torch.Tensor:
