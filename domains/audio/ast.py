@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multissl.errors import UserError
+from multissl.errors import UserError, require
 
 from ..hf import exported_config
 from .hf import check_tokens
@@ -96,6 +96,15 @@ class ASTEncoder(nn.Module):
 
     def exported_config(self, cfg: dict) -> dict:
         return exported_config(self.model, cfg)
+
+    def save_pretrained(self, folder, domain):
+        """The model (its positions as fitted to the clip) and its feature extractor in transformers' format:
+        pooler_output of AutoFeatureExtractor's input_values is the representation (encoder.pool unset)."""
+        transformers = require("transformers", "save_pretrained")
+        c, (mean, twice_std) = self.model.config, self.fbank.stats.tolist()
+        self.model.save_pretrained(folder)
+        transformers.ASTFeatureExtractor(sampling_rate=domain.rate, num_mel_bins=c.num_mel_bins,
+                                         max_length=c.max_length, mean=mean, std=twice_std / 2).save_pretrained(folder)
 
     def blocks(self, x, keep):
         """x [b 1 samples] -> the patch grid's hidden states after each block [b 2+f*k d] (kept columns only), and

@@ -101,6 +101,14 @@ class WaveModel(nn.Module):
     def exported_config(self, cfg: dict) -> dict:
         return exported_config(self.model, cfg)
 
+    def save_pretrained(self, folder, domain):
+        """The model and its feature extractor in transformers' format: the mean of last_hidden_state over the frames
+        of AutoFeatureExtractor's input_values is the representation."""
+        transformers = require("transformers", "save_pretrained")
+        self.model.save_pretrained(folder)
+        transformers.Wav2Vec2FeatureExtractor(sampling_rate=domain.rate, do_normalize=bool(self.normalize),
+                                              return_attention_mask=False).save_pretrained(folder)
+
     def inputs(self, x, keep):
         """x [b 1 samples] -> the model's input_values [b samples] and its frames to hide [b n] (outside keep)."""
         w = x[:, 0]

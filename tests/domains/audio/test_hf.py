@@ -1,7 +1,7 @@
 """encoder=hf on audio: tiny wav2vec 2.0, HuBERT and AST models built from their transformers configs and saved with
 their feature extractors embed as their own forward on what their own feature extractor makes of the waveform; kept
 frames or columns come back in keep's order; one step of each objective family trains; a run exports, loads without
-the folder and gives ONNX the same embeddings; an AST built for longer clips has its positions cut to the run's;
+the folder, gives ONNX the same embeddings and writes transformers' format back; an AST built for longer clips has its positions cut to the run's;
 settings that do not fit the model, and a checkpoint missing weights, are one line naming the fix."""
 import shutil
 
@@ -161,6 +161,11 @@ def test_a_run_exports_loads_without_the_folder_and_onnx_agrees(tiny, models, tm
             assert exported.meta["encoder"]["config"]["max_length"] == 98
     file = export_onnx(run, tmp_path / "audio.onnx")  # the graph takes clip-length waveforms
     np.testing.assert_allclose(run_onnx(file, {"x": inputs[:, 0].numpy()}), want.numpy(), atol=TOLERANCE, rtol=0)
+    exported.save_pretrained(tmp_path / "back")  # transformers' format, with the feature extractor
+    model = transformers.AutoModel.from_pretrained(tmp_path / "back").eval()
+    out = own(model, transformers.AutoFeatureExtractor.from_pretrained(tmp_path / "back"), inputs)
+    torch.testing.assert_close(out.last_hidden_state.mean(1) if name == "wav2vec2" else out.pooler_output, want,
+                               atol=1e-4, rtol=1e-4)
 
 
 def test_speech_model_layer_groups_start_at_its_feature_encoder():
