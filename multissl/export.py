@@ -53,12 +53,12 @@ class ExportedEncoder(nn.Module):
 
 
     def save_pretrained(self, folder):
-        """The encoder in its own library's format, where it has one (encoder=bert, and encoder=hf on text and audio:
-        transformers, with the tokenizer or the feature extractor, for `AutoModel.from_pretrained(folder)`)."""
+        """The encoder in its own library's format, where it has one (encoder=bert, and encoder=hf: transformers, with
+        the tokenizer, image processor or feature extractor, for `AutoModel.from_pretrained(folder)`)."""
         save = optional(self.encoder, Encoder, "save_pretrained")
         if save is None:
             raise UserError(f"{type(self.encoder).__name__} has no transformers format; pretrain with encoder=bert "
-                            f"or encoder=hf (domain=text or audio) to export one")
+                            f"or encoder=hf to export one")
         Path(folder).mkdir(parents=True, exist_ok=True)
         save(folder, self.domain)
 

@@ -42,12 +42,15 @@ def set_trainable_layers(model: nn.Module, freeze, lr_scale: float, layer_decay:
     set_trainable(model, lambda n: ranks[groups[n]], freeze, lr_scale, layer_decay)
 
 
+def per_channel(v, channels: int) -> torch.Tensor:
+    """A statistic [channels]: as given, or (another length: an RGB model's for gray images) its mean repeated."""
+    v = torch.as_tensor(v, dtype=torch.float32).flatten()
+    return v if len(v) == channels else v.mean().expand(channels)
+
+
 def renormalise(mean_from, std_from, mean_to, std_to, channels: int, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift) [1 c 1 ..] (ndim dimensions) with x * scale + shift mapping inputs standardised with
-    (mean_from, std_from) to (mean_to, std_to): a backbone's own statistics. A statistic of another length than
-    `channels` (an RGB model's for gray images) is averaged over its channels."""
-    def per_channel(v):
-        v = torch.as_tensor(v, dtype=torch.float32).flatten()
-        return (v if len(v) == channels else v.mean().expand(channels)).reshape(1, channels, *[1] * (ndim - 2))
-    m0, s0, m1, s1 = (per_channel(v) for v in (mean_from, std_from, mean_to, std_to))
+    (mean_from, std_from) to (mean_to, std_to): a backbone's own statistics (`per_channel`)."""
+    m0, s0, m1, s1 = (per_channel(v, channels).reshape(1, channels, *[1] * (ndim - 2))
+                      for v in (mean_from, std_from, mean_to, std_to))
     return (s0 / s1).clone(), ((m0 - m1) / s1).clone()

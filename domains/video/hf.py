@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from multissl.errors import UserError, require
-from multissl.finetune import renormalise, set_trainable_layers
+from multissl.finetune import per_channel, renormalise, set_trainable_layers
 
 from ..hf import exported_config, from_config, load_folder
 
@@ -64,6 +64,22 @@ class HFVideoEncoder(nn.Module):
 
     def exported_config(self, cfg: dict) -> dict:
         return exported_config(self.model, cfg)
+
+    def statistics(self, domain) -> tuple[list, list]:
+        """The model's own per-channel mean and std, read back from the map: scale = std_d / std_m and
+        shift = (mean_d - mean_m) / std_m."""
+        std = per_channel(domain.std, self.channels) / self.scale.flatten()
+        return (per_channel(domain.mean, self.channels) - self.shift.flatten() * std).tolist(), std.tolist()
+
+    def save_pretrained(self, folder, domain):
+        """The model and its image processor in transformers' format: the mean of last_hidden_state over the tokens
+        of AutoImageProcessor's pixel_values (RGB frames in [0, 1], or uint8) is the representation."""
+        transformers = require("transformers", "save_pretrained")
+        self.model.save_pretrained(folder)
+        mean, std = self.statistics(domain)
+        side = self.model.config.image_size
+        transformers.VideoMAEImageProcessor(image_mean=mean, image_std=std, size={"shortest_edge": side},
+                                            crop_size={"height": side, "width": side}).save_pretrained(folder)
 
     def forward(self, x, keep: torch.Tensor | None = None, pad: torch.Tensor | None = None):
         """x [b c t h w] standardised by the domain; keep [b k] visible tubelets -> (tokens [b k d], mean [b d])."""

@@ -1,7 +1,8 @@
 """encoder=hf on clips: a tiny VideoMAE built from its transformers config and saved with its own image statistics
 embeds as its own forward on the clip normalised its way (gray frames repeated to its three channels), trains a step
-with an objective of each family, takes a masked objective's kept tubelets in their order, exports and loads
-without the folder; clips of another shape than the model's are one line naming the settings."""
+with an objective of each family, takes a masked objective's kept tubelets in their order, exports, loads without
+the folder and writes transformers' format back with its own statistics; clips of another shape than the model's are
+one line naming the settings."""
 import json
 import shutil
 
@@ -90,6 +91,15 @@ def test_a_run_exports_and_the_export_loads_without_the_folder(tiny, videomae, t
         model = exported.encoder.model  # the trained weights, the model's own forward: the normalisation travelled
         torch.testing.assert_close(exported.encoder(inputs)[0], own(model, inputs, exported.domain), atol=1e-5,
                                    rtol=1e-5)
+    exported.save_pretrained(tmp_path / "back")  # transformers' format: the model and its own statistics
+    assert transformers.AutoImageProcessor.from_pretrained(tmp_path / "back").image_mean == pytest.approx(MEAN)
+    model = transformers.AutoModel.from_pretrained(tmp_path / "back").eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path / "back")
+    frames = [f.expand(3, -1, -1).permute(1, 2, 0).numpy() for f in x[0]]  # one clip, RGB [h w 3] frames in [0, 1]
+    pixels = processor(frames, do_rescale=False, return_tensors="pt")["pixel_values"]  # [1 t 3 h w]
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=pixels).last_hidden_state.mean(1), exported.embed(x[:1]),
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_clips_of_another_shape_are_one_line_naming_the_settings(tiny, videomae):
