@@ -95,7 +95,7 @@ class WaveModel(nn.Module):
         window, hop = receptive_field(c.conv_kernel, c.conv_stride)
         check_tokens(domain, lambda n: model._get_feat_extract_output_lengths(torch.tensor(n)), window, hop, "frames")
         # the feature extractor's per-clip standardization (zero mean, unit variance), where the model was trained so
-        normalize = meta.get("do_normalize", c.feat_extract_norm == "layer")
+        normalize = meta.get("do_normalize", getattr(c, "feat_extract_norm", "layer") == "layer")
         self.register_buffer("normalize", torch.tensor(float(bool(normalize))))
 
     def exported_config(self, cfg: dict) -> dict:

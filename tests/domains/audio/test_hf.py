@@ -94,6 +94,25 @@ def test_a_speech_model_embeds_as_its_own_forward(tiny, models, name):
     torch.testing.assert_close(kept, masked[:, [7, 0, 30, 2]], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("model_type, standardized", [("wavlm", False), ("data2vec-audio", True)])
+def test_the_other_speech_families_embed_and_mask_as_their_own_forward(model_type, standardized):
+    """Without a feature extractor's word, clips are standardized for models whose convolutions are layer-normed
+    (data2vec-audio's always are) and not for group-normed ones (WavLM's default), as their extractors do."""
+    from multissl.domains.audio import AudioDomain
+    from multissl.domains.hf import HFEncoder
+    torch.manual_seed(0)
+    enc = HFEncoder(AudioDomain(input="waveform"), config={"model_type": model_type, **WAVE}).eval()
+    x = torch.randn(2, 1, 16000) * 0.1
+    with torch.no_grad():
+        w = x[:, 0]
+        if standardized:
+            w = (w - w.mean(-1, keepdim=True)) / (w.var(-1, keepdim=True, unbiased=False) + 1e-7).sqrt()
+        hidden = torch.ones(2, 49, dtype=torch.bool)
+        hidden[:, [3, 10]] = False
+        ref = enc.model(input_values=w, mask_time_indices=hidden).last_hidden_state
+        torch.testing.assert_close(enc(x, keep=torch.tensor([[10, 3]] * 2))[0], ref[:, [10, 3]])
+
+
 def test_an_ast_embeds_as_its_own_forward_on_its_own_filterbank(tiny, models):
     folder, model, extractor = models["ast"]
     enc, domain = encoder(tiny, folder)
