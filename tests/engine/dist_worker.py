@@ -36,8 +36,7 @@ ENCODERS = {f"text-bag-{o}": ("text", f"objective={o}", "encoder=bag", "encoder.
 # transformers configs: wav2vec 2.0 (its mask embedding at hidden frames) and AST (its filterbank, column tokens, local
 # views of fewer columns); dropout off, as the tiny transformer has it (its masks are drawn per process)
 HEADS = "hidden_size:16,num_hidden_layers:1,num_attention_heads:2,intermediate_size:32"
-WAVE = {"audio-waveform-simclr": ("audio", "objective=simclr", "domain.input=waveform"),
-        "audio-waveform-mae": ("audio", "objective=mae", "domain.input=waveform"),
+WAVE = {"audio-waveform-mae": ("audio", "objective=mae", "domain.input=waveform"),
         "audio-wav2vec2-data2vec": ("audio", "objective=data2vec", "domain.input=waveform", "encoder=hf",
                                     "encoder.config={model_type:wav2vec2,%s,conv_dim:[8,8,8,8,8,8,8],"
                                     "num_conv_pos_embeddings:16,num_conv_pos_embedding_groups:2,hidden_dropout:0,"

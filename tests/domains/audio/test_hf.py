@@ -3,13 +3,18 @@ their feature extractors embed as their own forward on what their own feature ex
 frames or columns come back in keep's order; one step of each objective family trains; a run exports, loads without
 the folder, gives ONNX the same embeddings and writes transformers' format back; an AST built for longer clips has its positions cut to the run's;
 settings that do not fit the model, and a checkpoint missing weights, are one line naming the fix."""
+import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
+from omegaconf import OmegaConf
+
 import multissl
+from multissl.build import refuse_incompatible
+from multissl.domains.audio import AudioDomain
 from multissl.errors import UserError
 from multissl.finetune import layer_group
 from multissl.onnx_export import TOLERANCE, export_onnx, run_onnx
@@ -57,11 +62,25 @@ def config(tiny, folder, *more, name="run"):
                        "data.batch_size=8", *more, name=name, tiny_encoder=False)
 
 
+DOMAINS = {}  # one domain (its data loaded) per set of domain settings, for the whole module
+
+
 def encoder(tiny, folder, *more):
     cfg = config(tiny, folder, *more)
-    domain = build_domain(cfg)
-    domain.dataset("train")
-    return build_models(cfg, domain)[0].eval(), domain
+    key = json.dumps(OmegaConf.to_container(cfg.domain), sort_keys=True)
+    if key not in DOMAINS:
+        DOMAINS[key] = build_domain(cfg)
+        DOMAINS[key].dataset("train")
+    return build_models(cfg, DOMAINS[key])[0].eval(), DOMAINS[key]
+
+
+def unloaded(tiny, folder, *more):
+    """The encoder of a config on its domain without data (its checks read the domain's settings alone)."""
+    cfg = config(tiny, folder, *more)
+    refuse_incompatible(cfg)
+    settings = OmegaConf.to_container(cfg.domain)
+    settings.pop("_target_")
+    return build_models(cfg, AudioDomain(**settings))[0]
 
 
 def clips(domain, n=3):
@@ -98,7 +117,6 @@ def test_a_speech_model_embeds_as_its_own_forward(tiny, models, name):
 def test_the_other_speech_families_embed_and_mask_as_their_own_forward(model_type, standardized):
     """Without a feature extractor's word, clips are standardized for models whose convolutions are layer-normed
     (data2vec-audio's always are) and not for group-normed ones (WavLM's default), as their extractors do."""
-    from multissl.domains.audio import AudioDomain
     from multissl.domains.hf import HFEncoder
     torch.manual_seed(0)
     enc = HFEncoder(AudioDomain(input="waveform"), config={"model_type": model_type, **WAVE}).eval()
@@ -162,7 +180,7 @@ def test_a_speech_model_teaches_the_default_student(tiny, models):
 
 
 @pytest.mark.parametrize("name", ["wav2vec2", "ast_2s"])
-def test_a_run_exports_loads_without_the_folder_and_onnx_agrees(tiny, models, tmp_path, name):
+def test_a_run_exports_loads_without_the_folder_and_writes_transformers_format(tiny, models, tmp_path, name):
     folder = shutil.copytree(models[name][0], tmp_path / name)
     run = train(config(tiny, folder, "objective=mae", "trainer.max_steps=2", "trainer.eval_samples=16"))
     shutil.rmtree(folder)
@@ -178,8 +196,9 @@ def test_a_run_exports_loads_without_the_folder_and_onnx_agrees(tiny, models, tm
             torch.testing.assert_close(exported.encoder.model(input_values=z).last_hidden_state.mean(1), want)
         else:
             assert exported.meta["encoder"]["config"]["max_length"] == 98
-    file = export_onnx(run, tmp_path / "audio.onnx")  # the graph takes clip-length waveforms
-    np.testing.assert_allclose(run_onnx(file, {"x": inputs[:, 0].numpy()}), want.numpy(), atol=TOLERANCE, rtol=0)
+    if name == "ast_2s":  # its filterbank in the graph (tests/engine/test_onnx_export.py covers wav2vec 2.0's)
+        file = export_onnx(run, tmp_path / "audio.onnx")  # the graph takes clip-length waveforms
+        np.testing.assert_allclose(run_onnx(file, {"x": inputs[:, 0].numpy()}), want.numpy(), atol=TOLERANCE, rtol=0)
     exported.save_pretrained(tmp_path / "back")  # transformers' format, with the feature extractor
     model = transformers.AutoModel.from_pretrained(tmp_path / "back").eval()
     out = own(model, transformers.AutoFeatureExtractor.from_pretrained(tmp_path / "back"), inputs)
@@ -211,12 +230,12 @@ def test_settings_that_do_not_fit_the_model_are_one_line(tiny, models, tmp_path,
     cases.append(((), part, r"lacks 1 weights of its wav2vec2 model \(encoder.layers.1.attention.q_proj.weight\)"))
     for more, folder, says in cases:
         with pytest.raises(UserError, match=says) as e:
-            encoder(tiny, folder, *more)
+            unloaded(tiny, folder, *more)
         assert "\n" not in str(e.value)
     weights.pop("encoder.layer_norm.weight")  # a normalization alone missing: it starts as the identity, said
     weights["encoder.layers.1.attention.q_proj.weight"] = load_file(wave / "model.safetensors")[
         "encoder.layers.1.attention.q_proj.weight"]
     save_file(weights, part / "model.safetensors", metadata={"format": "pt"})
     capsys.readouterr()
-    assert torch.equal(encoder(tiny, part)[0].model.encoder.layer_norm.weight, torch.ones(16))
+    assert torch.equal(unloaded(tiny, part).model.encoder.layer_norm.weight, torch.ones(16))
     assert "has no encoder.layer_norm.weight: that normalization starts as the identity" in capsys.readouterr().out
