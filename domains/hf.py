@@ -2,6 +2,7 @@
 domain that has one, each with its own adapter: text (domains/text/hf.py: BERT, RoBERTa, ...), video
 (domains/video/hf.py: VideoMAE) and audio (domains/audio/hf.py: wav2vec 2.0, HuBERT, WavLM, AST). Nothing is
 downloaded; the export records the model's config, not the folder."""
+import json
 from pathlib import Path
 
 from torch import nn
@@ -32,6 +33,13 @@ def load_folder(transformers, folder: str):
                         f"model ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); it would start them "
                         f"at random: save the whole model with save_pretrained")
     return model
+
+
+def preprocessor(folder: str | None) -> dict:
+    """The folder's preprocessor_config.json (what the model's feature extractor or image processor does to its
+    input), read as data; {} without one."""
+    f = Path(folder).expanduser() / "preprocessor_config.json" if folder else None
+    return json.loads(f.read_text(encoding="utf-8")) if f and f.is_file() else {}
 
 
 def from_config(transformers, config: dict):

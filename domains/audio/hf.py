@@ -10,9 +10,6 @@ and each model's tokens are its own frames, which domain.frame must describe (ch
 The models' own random SpecAugment and LayerDrop are switched off: the views and the objective's masks are drawn
 from the run's generators (exact resume, equal results on any number of processes). The export records the model's
 config, not the folder; what the folder's preprocessor_config.json said travels as buffers."""
-import json
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -20,12 +17,7 @@ from multissl.encoder import gather_tokens
 from multissl.errors import UserError, require
 from multissl.finetune import set_trainable_layers
 
-from ..hf import exported_config, from_config, load_folder
-
-
-def preprocessor(pretrained: str | None) -> dict:
-    f = Path(pretrained).expanduser() / "preprocessor_config.json" if pretrained else None
-    return json.loads(f.read_text(encoding="utf-8")) if f and f.is_file() else {}
+from ..hf import exported_config, from_config, load_folder, preprocessor
 
 
 def check_rate(meta: dict, domain):

@@ -4,8 +4,6 @@ clip's frames, side and tubelet must be the model's (its positions are fixed for
 the model's three channels; the domain's standardisation is mapped to the model's own (preprocessor_config.json's
 image_mean / image_std, else ImageNet's) inside the encoder, as encoder=timm does for images. Masked objectives'
 kept tubelets go in as VideoMAE's visible positions. The export records the model's config, not the folder."""
-import json
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -13,15 +11,14 @@ from torch import nn
 from multissl.errors import UserError, require
 from multissl.finetune import per_channel, renormalise, set_trainable_layers
 
-from ..hf import exported_config, from_config, load_folder
+from ..hf import exported_config, from_config, load_folder, preprocessor
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def statistics(folder: Path) -> tuple:
+def statistics(folder: str) -> tuple:
     """(mean, std) the model's image processor normalises with."""
-    f = folder / "preprocessor_config.json"
-    meta = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    meta = preprocessor(folder)
     return tuple(meta.get("image_mean") or IMAGENET[0]), tuple(meta.get("image_std") or IMAGENET[1])
 
 
@@ -39,7 +36,7 @@ class HFVideoEncoder(nn.Module):
         mean, std = IMAGENET
         if pretrained:
             self.model = load_folder(transformers, pretrained)
-            mean, std = statistics(Path(pretrained).expanduser())
+            mean, std = statistics(pretrained)
         elif config:  # a model from its config, random (what an export records; its weights are loaded after)
             self.model = from_config(transformers, {"image_size": domain.size, "num_frames": domain.frames,
                                                     "num_channels": 3, **config})
@@ -65,7 +62,7 @@ class HFVideoEncoder(nn.Module):
     def exported_config(self, cfg: dict) -> dict:
         return exported_config(self.model, cfg)
 
-    def statistics(self, domain) -> tuple[list, list]:
+    def own_statistics(self, domain) -> tuple[list, list]:
         """The model's own per-channel mean and std, read back from the map: scale = std_d / std_m and
         shift = (mean_d - mean_m) / std_m."""
         std = per_channel(domain.std, self.channels) / self.scale.flatten()
@@ -76,7 +73,7 @@ class HFVideoEncoder(nn.Module):
         of AutoImageProcessor's pixel_values (RGB frames in [0, 1], or uint8) is the representation."""
         transformers = require("transformers", "save_pretrained")
         self.model.save_pretrained(folder)
-        mean, std = self.statistics(domain)
+        mean, std = self.own_statistics(domain)
         side = self.model.config.image_size
         transformers.VideoMAEImageProcessor(image_mean=mean, image_std=std, size={"shortest_edge": side},
                                             crop_size={"height": side, "width": side}).save_pretrained(folder)
